@@ -1,0 +1,325 @@
+"""Configuration dataclasses for data, model, product quantization and training.
+
+A `SeminarConfig` groups the four sections. It round-trips through JSON
+(`save_config` / `load_config`) and is validated on construction and on load, with errors
+that name the offending field(s), e.g. ``model.top_k (300) > data.max_seq_len (200)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Optional, Tuple
+
+MODALITIES = ("id", "text", "image", "attr")
+TASKS = ("ctr", "search")
+GSU_KINDS = ("exact", "pq", "sim_hard", "sim_soft", "eta", "qin", "last_n", "full")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the field."""
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Shape of the examples and sizes of the vocabularies.
+
+    Attributes:
+        max_seq_len: L, the most recent history behaviours kept per example.
+        max_query_tokens: Q, query tokens kept per (target or history) query.
+        num_attrs: A, attribute ids per item (category levels, author, type, ...).
+        item_vocab_size: item ids are in [0, item_vocab_size); 0 padding, 1 OOV.
+        query_vocab_size: query token vocabulary size (0 padding, 1 OOV).
+        attr_vocab_size: attribute id vocabulary size (0 padding, 1 OOV).
+        user_vocab_size: user id vocabulary size (0 padding, 1 OOV).
+        text_dim: width of the pretrained text vectors (0: none, token-bag fallback).
+        image_dim: width of the pretrained image vectors (0: none).
+        title_tokens: tokens per item title/caption in the item table (token-bag fallback).
+    """
+    max_seq_len: int = 200
+    max_query_tokens: int = 6
+    num_attrs: int = 4
+    item_vocab_size: int = 10_000
+    query_vocab_size: int = 1_000
+    attr_vocab_size: int = 1_000
+    user_vocab_size: int = 10_000
+    text_dim: int = 32
+    image_dim: int = 32
+    title_tokens: int = 8
+
+    def validate(self) -> None:
+        for name in ("max_seq_len", "max_query_tokens", "num_attrs", "title_tokens"):
+            _positive(self, "data", name)
+        for name in ("item_vocab_size", "query_vocab_size", "attr_vocab_size",
+                     "user_vocab_size"):
+            if getattr(self, name) < 3:
+                raise ConfigError(
+                    f"data.{name} ({getattr(self, name)}) must be >= 3 (0 padding, 1 OOV, "
+                    "at least one real id)")
+        for name in ("text_dim", "image_dim"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"data.{name} ({getattr(self, name)}) must be >= 0")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Model architecture.
+
+    Attributes:
+        embedding_dim: d.
+        num_heads: H heads of the target attention; must divide embedding_dim.
+        top_k: K behaviours retrieved by the GSU for the ESU.
+        gsu: retrieval kind, one of GSU_KINDS.
+        modalities: item modalities fused into the item vector, subset of MODALITIES.
+        short_term_len: most recent behaviours mean-pooled as the short-term interest
+            (and attended by DIN's "last N").
+        mlp_units: hidden units of the shared bottom and the task towers.
+        tower_units: hidden units of each task tower.
+        dropout: dropout rate of the MLPs.
+        pair_alpha: weight of the query in the pair vector; None learns it.
+        tasks: prediction tasks, subset of TASKS (ctr: recommendation, search: relevance).
+        eta_bits: SimHash signature bits for ETA.
+        qin_query_k: behaviours kept by QIN's query-relevant first stage.
+        time_buckets: log2 buckets of behaviour time gaps.
+        use_user_embedding: include a user-id embedding in the ranker input.
+    """
+    embedding_dim: int = 64
+    num_heads: int = 4
+    top_k: int = 50
+    gsu: str = "exact"
+    modalities: Tuple[str, ...] = MODALITIES
+    short_term_len: int = 20
+    mlp_units: Tuple[int, ...] = (256, 128)
+    tower_units: Tuple[int, ...] = (64,)
+    dropout: float = 0.0
+    pair_alpha: Optional[float] = None
+    tasks: Tuple[str, ...] = TASKS
+    eta_bits: int = 64
+    qin_query_k: int = 100
+    time_buckets: int = 24
+    use_user_embedding: bool = True
+
+    def validate(self) -> None:
+        for name in ("embedding_dim", "num_heads", "top_k", "short_term_len", "eta_bits",
+                     "qin_query_k", "time_buckets"):
+            _positive(self, "model", name)
+        if self.embedding_dim % self.num_heads:
+            raise ConfigError(
+                f"model.num_heads ({self.num_heads}) must divide model.embedding_dim "
+                f"({self.embedding_dim})")
+        if self.gsu not in GSU_KINDS:
+            raise ConfigError(f"model.gsu ({self.gsu!r}) must be one of {GSU_KINDS}")
+        _subset(self, "model", "modalities", MODALITIES)
+        if "id" not in self.modalities:
+            raise ConfigError("model.modalities must include 'id'")
+        _subset(self, "model", "tasks", TASKS)
+        if self.pair_alpha is not None and not 0.0 <= self.pair_alpha <= 1.0:
+            raise ConfigError(f"model.pair_alpha ({self.pair_alpha}) must be in [0, 1] or null")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout ({self.dropout}) must be in [0, 1)")
+
+
+@dataclasses.dataclass
+class PQConfig:
+    """Multi-modal codebook product quantization (DESIGN.md section 7).
+
+    Attributes:
+        num_subspaces: S sub-spaces per modality; must divide embedding_dim.
+        num_codewords: C codewords per codebook (256 -> uint8 codes; 16 supported).
+        kmeans_iters: Lloyd iterations.
+        sample_size: key vectors sampled to train the codebooks.
+        seed: k-means++ seed.
+    """
+    num_subspaces: int = 4
+    num_codewords: int = 256
+    kmeans_iters: int = 25
+    sample_size: int = 100_000
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("num_subspaces", "kmeans_iters", "sample_size"):
+            _positive(self, "pq", name)
+        if not 2 <= self.num_codewords <= 256:
+            raise ConfigError(
+                f"pq.num_codewords ({self.num_codewords}) must be in [2, 256] (uint8 codes)")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation and pretraining objectives.
+
+    Attributes:
+        learning_rate: Adam learning rate.
+        batch_size: examples per batch.
+        epochs: training epochs.
+        steps_per_epoch: optional cap on steps per epoch (None: the whole dataset).
+        seed: seed for initialisation, shuffling and sampling.
+        shuffle_buffer: tf.data shuffle buffer (0 disables shuffling).
+        early_stopping_patience: epochs without validation improvement before stopping.
+        monitor: validation metric watched by early stopping and checkpoints.
+        temperature: InfoNCE temperature tau of the PSU objectives.
+        learn_temperature: learn tau (initialised at `temperature`).
+        alignment_weight: weight of the multi-modal alignment loss (0 disables it).
+        next_pair_weight: weight of next query-item pair prediction (0 disables it).
+        relevance_weight: weight of query-item relevance (0 disables it).
+        num_sampled_negatives: random negatives per position for next-pair prediction.
+        freeze_psu: keep restored PSU weights frozen during finetuning.
+    """
+    learning_rate: float = 1e-3
+    batch_size: int = 256
+    epochs: int = 1
+    steps_per_epoch: Optional[int] = None
+    seed: int = 0
+    shuffle_buffer: int = 10_000
+    early_stopping_patience: int = 2
+    monitor: str = "val_auc"
+    temperature: float = 0.05
+    learn_temperature: bool = False
+    alignment_weight: float = 1.0
+    next_pair_weight: float = 1.0
+    relevance_weight: float = 1.0
+    num_sampled_negatives: int = 16
+    freeze_psu: bool = False
+
+    def validate(self) -> None:
+        for name in ("batch_size", "epochs"):
+            _positive(self, "train", name)
+        if self.learning_rate <= 0:
+            raise ConfigError(f"train.learning_rate ({self.learning_rate}) must be > 0")
+        if self.temperature <= 0:
+            raise ConfigError(f"train.temperature ({self.temperature}) must be > 0")
+        for name in ("alignment_weight", "next_pair_weight", "relevance_weight"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} ({getattr(self, name)}) must be >= 0")
+        if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
+            raise ConfigError(f"train.steps_per_epoch ({self.steps_per_epoch}) must be > 0")
+
+
+@dataclasses.dataclass
+class SeminarConfig:
+    """All settings of one run."""
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    pq: PQConfig = dataclasses.field(default_factory=PQConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> "SeminarConfig":
+        """Validates every section and the constraints between sections."""
+        self.data.validate()
+        self.model.validate()
+        self.pq.validate()
+        self.train.validate()
+        if self.model.top_k > self.data.max_seq_len:
+            raise ConfigError(
+                f"model.top_k ({self.model.top_k}) > data.max_seq_len "
+                f"({self.data.max_seq_len}): the GSU cannot retrieve more behaviours than the "
+                "history holds")
+        if self.model.short_term_len > self.data.max_seq_len:
+            raise ConfigError(
+                f"model.short_term_len ({self.model.short_term_len}) > data.max_seq_len "
+                f"({self.data.max_seq_len})")
+        if self.model.embedding_dim % self.pq.num_subspaces:
+            raise ConfigError(
+                f"pq.num_subspaces ({self.pq.num_subspaces}) must divide model.embedding_dim "
+                f"({self.model.embedding_dim})")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> "SeminarConfig":
+        """Builds a config from a (possibly partial) nested dict; unknown keys are errors."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(raw).__name__}")
+        sections = {"data": DataConfig, "model": ModelConfig, "pq": PQConfig,
+                    "train": TrainConfig}
+        unknown = set(raw) - set(sections)
+        if unknown:
+            raise ConfigError(f"unknown config section(s) {sorted(unknown)}; expected "
+                              f"{sorted(sections)}")
+        built = {}
+        for name, klass in sections.items():
+            built[name] = _build_section(klass, name, raw.get(name, {}))
+        return cls(**built)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SeminarConfig":
+        try:
+            raw = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"config is not valid JSON: {e}") from e
+        return cls.from_dict(raw)
+
+    def replace(self, **sections: Any) -> "SeminarConfig":
+        """Returns a copy with some fields changed: ``cfg.replace(model={'top_k': 10})``."""
+        raw = self.to_dict()
+        for section, changes in sections.items():
+            if section not in raw:
+                raise ConfigError(f"unknown config section {section!r}")
+            raw[section].update(changes)
+        return SeminarConfig.from_dict(raw)
+
+
+def _build_section(klass, section: str, raw: Any):
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config section {section!r} must be an object")
+    fields = {f.name: f for f in dataclasses.fields(klass)}
+    unknown = set(raw) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown field(s) {sorted(f'{section}.{u}' for u in unknown)}")
+    values = {}
+    for key, value in raw.items():
+        default = getattr(klass(), key)
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise ConfigError(f"{section}.{key} must be true or false, got {value!r}")
+        if (isinstance(default, int) and not isinstance(default, bool)
+                and not (isinstance(value, int) and not isinstance(value, bool))
+                and not (value is None and fields[key].type.startswith("Optional"))):
+            raise ConfigError(f"{section}.{key} must be an integer, got {value!r}")
+        if isinstance(default, float) and not isinstance(value, (int, float)):
+            raise ConfigError(f"{section}.{key} must be a number, got {value!r}")
+        values[key] = value
+    return klass(**values)
+
+
+def _positive(obj, section: str, name: str) -> None:
+    value = getattr(obj, name)
+    if value <= 0:
+        raise ConfigError(f"{section}.{name} ({value}) must be > 0")
+
+
+def _subset(obj, section: str, name: str, allowed: Tuple[str, ...]) -> None:
+    values = getattr(obj, name)
+    bad = [v for v in values if v not in allowed]
+    if bad or not values:
+        raise ConfigError(f"{section}.{name} ({list(values)}) must be a non-empty subset of "
+                          f"{list(allowed)}")
+
+
+def load_config(path: Optional[str] = None, **overrides: Any) -> SeminarConfig:
+    """Loads a JSON config file (or the defaults when path is None) and applies overrides.
+
+    Args:
+        path: JSON file written by `save_config` (sections may be partial).
+        **overrides: section name -> dict of field changes.
+    """
+    if path is None:
+        cfg = SeminarConfig()
+    else:
+        with open(path, encoding="utf-8") as f:
+            cfg = SeminarConfig.from_json(f.read())
+    return cfg.replace(**overrides) if overrides else cfg
+
+
+def save_config(cfg: SeminarConfig, path: str) -> None:
+    """Writes the config as JSON."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(cfg.to_json() + "\n")

@@ -1,0 +1,86 @@
+"""tf.data input pipeline over gzip TFRecord shards of contract Examples."""
+from __future__ import annotations
+
+import glob
+import os
+from typing import List, Optional, Sequence, Union
+
+from seminar_tf import _keras_mode  # noqa: F401
+import tensorflow as tf
+
+from seminar_tf.features import FeatureContract
+
+
+def list_shards(pattern: Union[str, Sequence[str]]) -> List[str]:
+    """Expands a glob, a directory + split prefix or a list of paths to sorted file names.
+
+    Raises:
+        FileNotFoundError: nothing matches, naming the pattern.
+    """
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern)
+    files = sorted({f for p in patterns for f in (glob.glob(p) if any(
+        ch in p for ch in "*?[") else ([p] if os.path.exists(p) else []))})
+    if not files:
+        raise FileNotFoundError(f"no TFRecord shards match {patterns!r}")
+    return files
+
+
+def split_pattern(data_dir: str, split: str) -> str:
+    """The shard pattern of one split of a preprocessed dataset directory."""
+    return os.path.join(data_dir, f"{split}-*.tfrecord.gz")
+
+
+def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, *,
+                 batch_size: int = 256, shuffle_buffer: int = 0, seed: int = 0,
+                 repeat: bool = False, deterministic: bool = False,
+                 drop_remainder: bool = False, num_shards: int = 1, shard_index: int = 0,
+                 take: Optional[int] = None) -> tf.data.Dataset:
+    """Builds a batched, prefetched dataset of parsed feature dicts.
+
+    Args:
+        pattern: glob or list of gzip TFRecord files.
+        contract: the feature contract used to parse (the same as serving).
+        batch_size: examples per batch.
+        shuffle_buffer: shuffle buffer size in examples; 0 keeps file order.
+        seed: shuffle seed.
+        repeat: repeat forever (for steps-based training).
+        deterministic: keep a fixed order (reads shards sequentially, deterministic maps).
+        drop_remainder: drop a final partial batch.
+        num_shards, shard_index: read only every num_shards-th file (per-worker sharding).
+        take: keep only the first `take` examples (after sharding, before shuffling).
+
+    Returns:
+        A `tf.data.Dataset` of dicts as returned by `FeatureContract.parse_examples`.
+    """
+    files = list_shards(pattern)
+    if num_shards > 1:
+        files = files[shard_index::num_shards]
+        if not files:
+            raise ValueError(f"shard {shard_index} of {num_shards} has no files "
+                             f"({len(list_shards(pattern))} shards in total)")
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    parallel = 1 if deterministic else tf.data.AUTOTUNE
+    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+                       cycle_length=1 if deterministic else min(4, len(files)),
+                       num_parallel_calls=parallel, deterministic=deterministic or None)
+    if take is not None:
+        ds = ds.take(take)
+    if shuffle_buffer:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    ds = ds.map(contract.parse_examples, num_parallel_calls=parallel,
+                deterministic=deterministic or None)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def write_tfrecords(path: str, examples) -> int:
+    """Writes serialized Examples (or Example protos) to one gzip TFRecord file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    n = 0
+    with tf.io.TFRecordWriter(path, options="GZIP") as w:
+        for ex in examples:
+            w.write(ex if isinstance(ex, bytes) else ex.SerializeToString())
+            n += 1
+    return n
