@@ -21,6 +21,12 @@ def _cmd_generate(args) -> int:
     return 0
 
 
+def _cmd_preprocess(args, beam_args) -> int:
+    from beam_pipelines import pipeline
+    pipeline.run_from_args(args, beam_args)
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from seminar_tf import demo
     return demo.run_demo(args.out, force=args.force, size=args.size)
@@ -39,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=_cmd_generate)
 
+    pp = sub.add_parser("preprocess", help="Beam: raw logs -> TFRecords, vocabularies, item "
+                        "table (unknown flags are passed to Beam)")
+    from beam_pipelines.pipeline import add_arguments
+    add_arguments(pp)
+    pp.set_defaults(func=_cmd_preprocess, passes_unknown=True)
+
     d = sub.add_parser("demo", help="run the main job end to end on generated data")
     d.add_argument("--out", default="runs/demo", help="run directory")
     d.add_argument("--size", choices=("tiny", "small"), default="small")
@@ -48,7 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if getattr(args, "passes_unknown", False):
+        return args.func(args, unknown)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)
 
 

@@ -1,0 +1,188 @@
+"""Per-user sequence building, splits, negative sampling and vocabularies (pure Python).
+
+These functions hold the logic; `beam_pipelines.pipeline` distributes it (one user's events at
+a time, so no worker ever holds the whole dataset).
+
+Sequence rules:
+- A user's events are sorted by (timestamp, source, item, query, label): ties are broken
+  deterministically and independently of input order.
+- The history of a target holds the user's *positive* events (clicks) with a timestamp
+  strictly earlier than the target's: never the target itself, never a simultaneous or later
+  event. It is truncated to the most recent `max_seq_len`.
+- Only events at or after `min_target_time_ms` become targets; earlier events are history only.
+- Leave-one-out split: the user's last positive target is test (with every target event at
+  or after its timestamp), the one before it validation, the rest train. With a time split,
+  events at or after `test_start_ms` are test, at or after `valid_start_ms` validation.
+- Negatives: sources with real non-clicks keep them as label-0 targets. Otherwise (or in
+  addition, with `neg_per_pos`), sampled items become label-0 targets sharing the positive's
+  history and query. Samples are drawn from a generator seeded by (seed, user, timestamp), so
+  any runner reproduces them.
+- Evaluation candidates: for the test positive, 1 positive + `num_candidates - 1` sampled
+  items that the user never interacted with positively, all with the same history.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from beam_pipelines.records import Event
+from seminar_tf import features as F
+
+SPLITS = ("train", "valid", "test", "candidates")
+
+
+class BuildOptions(NamedTuple):
+    """Options of example building (see the module docstring)."""
+    max_seq_len: int = 200
+    max_query_tokens: int = 6
+    num_attrs: int = 4
+    min_target_time_ms: int = 0
+    split: str = "loo"  # "loo" or "time"
+    valid_start_ms: int = 0
+    test_start_ms: int = 0
+    neg_per_pos: int = 0
+    sampling: str = "popularity"  # or "uniform"
+    num_candidates: int = 100
+    seed: int = 0
+
+
+class Vocab:
+    """Deterministic id assignment: 0 padding, 1 OOV, then by (-count, key)."""
+
+    def __init__(self, keys: Sequence[str]):
+        self.keys = list(keys)
+        self.index = {k: i + F.FIRST_ID for i, k in enumerate(self.keys)}
+
+    @classmethod
+    def from_counts(cls, counts: Iterable[Tuple[str, int]], min_count: int = 1) -> "Vocab":
+        kept = [(k, c) for k, c in counts if c >= min_count and k != ""]
+        kept.sort(key=lambda kc: (-kc[1], kc[0]))
+        return cls([k for k, _ in kept])
+
+    def __len__(self) -> int:
+        """Vocabulary size including padding and OOV."""
+        return len(self.keys) + F.FIRST_ID
+
+    def id(self, key: str) -> int:
+        if key == "":
+            return F.PAD_ID
+        return self.index.get(key, F.OOV_ID)
+
+    def ids(self, keys: Iterable[str]) -> List[int]:
+        return [self.id(k) for k in keys]
+
+    def lines(self) -> str:
+        return "".join(f"{k}\n" for k in self.keys)
+
+
+class Sampler:
+    """Draws negative items (vocabulary ids) uniformly or by popularity."""
+
+    def __init__(self, item_ids: Sequence[int], counts: Sequence[float], mode: str):
+        if mode not in ("uniform", "popularity"):
+            raise ValueError(f"sampling must be 'uniform' or 'popularity', got {mode!r}")
+        self.items = np.asarray(item_ids, np.int64)
+        weights = np.ones(len(self.items)) if mode == "uniform" else np.asarray(counts, float)
+        self.cum = np.cumsum(weights) / np.sum(weights)
+
+    def draw(self, rng: np.random.Generator, n: int, exclude: set) -> List[int]:
+        out: List[int] = []
+        if len(self.items) <= len(exclude):
+            return out
+        attempts = 0
+        while len(out) < n and attempts < 50 * n + 100:
+            idx = np.searchsorted(self.cum, rng.random(max(n - len(out), 1) * 2))
+            for i in self.items[np.minimum(idx, len(self.items) - 1)]:
+                i = int(i)
+                if i not in exclude and i not in out:
+                    out.append(i)
+                    if len(out) == n:
+                        break
+            attempts += 1
+        return out
+
+
+def _rng(seed: int, *keys) -> np.random.Generator:
+    digest = hashlib.sha256(repr((seed,) + keys).encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def sort_events(events: Iterable[Event]) -> List[Event]:
+    return sorted(events, key=lambda e: (e.timestamp_ms, e.source, e.item, e.query, e.label))
+
+
+def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vocab,
+                        token_vocab: Vocab, item_attrs: Mapping[int, Sequence[int]],
+                        sampler: Optional[Sampler], contract: F.FeatureContract,
+                        options: BuildOptions, has_negatives: bool):
+    """Yields (split, serialized Example, history length) for one user's events.
+
+    Args:
+        user_id: the user's vocabulary id.
+        events: the user's events (any order).
+        item_vocab, token_vocab: vocabularies of items and query tokens.
+        item_attrs: item vocabulary id -> attribute ids (length A).
+        sampler: negative sampler over item ids (None disables sampled negatives).
+        contract: the feature contract that serializes.
+        options: BuildOptions.
+        has_negatives: the source logs real non-clicks.
+    """
+    events = sort_events(events)
+    A = options.num_attrs
+    no_attrs = [F.PAD_ID] * A
+    items = [item_vocab.id(e.item) for e in events]
+    queries = [token_vocab.ids(e.query)[:options.max_query_tokens] for e in events]
+
+    pos_idx = [k for k, e in enumerate(events) if e.label > 0]
+    pos_times = [events[k].timestamp_ms for k in pos_idx]
+    positives = {items[k] for k in pos_idx}
+    targets = [k for k, e in enumerate(events) if e.timestamp_ms >= options.min_target_time_ms]
+    target_pos = [k for k in targets if events[k].label > 0]
+
+    def split_of(ts: int) -> str:
+        if options.split == "time":
+            if ts >= options.test_start_ms:
+                return "test"
+            return "valid" if ts >= options.valid_start_ms else "train"
+        if len(target_pos) >= 3:
+            if ts >= events[target_pos[-1]].timestamp_ms:
+                return "test"
+            if ts >= events[target_pos[-2]].timestamp_ms:
+                return "valid"
+        return "train"
+
+    def example(k: int, item: int, label: float, hist: List[int]):
+        e = events[k]
+        return contract.make_example(
+            user_id=user_id, timestamp=e.timestamp_ms // 1000, target_item=item,
+            target_query=queries[k], target_attrs=item_attrs.get(item, no_attrs),
+            target_source=e.source, label=label,
+            hist_items=[items[h] for h in hist],
+            hist_query=[queries[h] for h in hist],
+            hist_attrs=[item_attrs.get(items[h], no_attrs) for h in hist],
+            hist_sources=[events[h].source for h in hist],
+            hist_time_gaps=[(e.timestamp_ms - events[h].timestamp_ms) / 1000.0 for h in hist],
+            record=f"user {e.user}, timestamp_ms {e.timestamp_ms}, item {e.item}"
+        ).SerializeToString()
+
+    test_positive = target_pos[-1] if (options.split == "loo" and len(target_pos) >= 3) else None
+    for k in targets:
+        e = events[k]
+        n_before = bisect.bisect_left(pos_times, e.timestamp_ms)
+        hist = pos_idx[max(0, n_before - options.max_seq_len):n_before]
+        split = split_of(e.timestamp_ms)
+        if e.label > 0 or has_negatives:
+            yield split, example(k, items[k], e.label, hist), len(hist)
+        if e.label > 0 and sampler is not None and options.neg_per_pos > 0:
+            rng = _rng(options.seed, "neg", user_id, e.timestamp_ms, items[k])
+            for neg in sampler.draw(rng, options.neg_per_pos, positives):
+                yield split, example(k, neg, 0.0, hist), len(hist)
+        if sampler is not None and (k == test_positive or (
+                options.split == "time" and split == "test" and e.label > 0)):
+            rng = _rng(options.seed, "candidates", user_id, e.timestamp_ms)
+            yield "candidates", example(k, items[k], 1.0, hist), len(hist)
+            for neg in sampler.draw(rng, options.num_candidates - 1, positives):
+                yield "candidates", example(k, neg, 0.0, hist), len(hist)

@@ -1,0 +1,193 @@
+"""End-to-end runs of the Beam pipeline (DirectRunner) on the fixtures of every source."""
+import glob
+import gzip
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from beam_pipelines import pipeline
+from seminar_tf import features as F
+from seminar_tf.config import DataConfig
+from seminar_tf.data.dataset import make_dataset, split_pattern
+
+import raw_fixtures as fixtures
+
+SPLITS = ("train", "valid", "test", "candidates")
+
+
+def _examples(out, split):
+    recs = []
+    for path in sorted(glob.glob(os.path.join(out, f"{split}-*.tfrecord.gz"))):
+        recs += [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
+    return recs
+
+
+def _parse_one(raw):
+    ex = tf.train.Example.FromString(raw)
+    f = ex.features.feature
+    return {k: list(f[k].int64_list.value or f[k].float_list.value) for k in f}
+
+
+def _vocab(out, name):
+    with open(os.path.join(out, "vocab", f"{name}.txt"), encoding="utf-8") as f:
+        return [ln.rstrip("\n") for ln in f]
+
+
+@pytest.fixture(scope="module")
+def kuaisar_out(tmp_path_factory):
+    d = fixtures.write_kuaisar(str(tmp_path_factory.mktemp("kuaisar_in")), bad=True)
+    out = str(tmp_path_factory.mktemp("kuaisar_out"))
+    stats = pipeline.run("kuaisar", d, out, max_seq_len=3, num_candidates=4)
+    return d, out, stats
+
+
+def test_kuaisar_history_matches_reference(kuaisar_out):
+    """Every example's history equals a plain recomputation from the raw rows: the user's
+    clicked events strictly before the target, most recent 3, oldest first."""
+    _, out, stats = kuaisar_out
+    items = _vocab(out, "items")
+    users = _vocab(out, "users")
+    raw_events = []  # (user, ts_ms, item, label)
+    for line in fixtures.KUAISAR_REC.strip().splitlines()[1:]:
+        c = line.split(",")
+        raw_events.append((c[0], int(float(c[5])), c[1], int(c[6])))
+    for line in fixtures.KUAISAR_SRC.strip().splitlines()[1:]:
+        import csv
+        c = next(csv.reader([line]))
+        raw_events.append((c[0], int(float(c[3])), c[6], int(int(c[7]) > 0)))
+    n = 0
+    for split in ("train", "valid", "test"):
+        for raw in _examples(out, split):
+            ex = _parse_one(raw)
+            user = users[ex["user_id"][0] - 2]
+            ts = ex["timestamp"][0] * 1000
+            expect = sorted((t, it) for u, t, it, lab in raw_events
+                            if u == user and lab and t < ts)[-3:]
+            got = [items[i - 2] for i in ex["hist_items"]]
+            assert got == [it for _, it in expect], (user, ts)
+            gaps = ex["hist_time_gaps"]
+            assert all(g > 0 for g in gaps)  # strictly earlier: no leakage
+            assert gaps == sorted(gaps, reverse=True)  # oldest first
+            n += 1
+    assert n == sum(stats["examples"][s] for s in ("train", "valid", "test"))
+    # ties: user 2's two events at 11:00:00 never see each other
+    assert stats["examples"]["test"] >= 2
+
+
+def test_kuaisar_splits_queries_and_negatives(kuaisar_out):
+    _, out, stats = kuaisar_out
+    test = [_parse_one(r) for r in _examples(out, "test")]
+    # user 1: test holds the last click (104) and the later non-click (105)
+    assert sorted(e["label"][0] for e in test if e["user_id"][0] == 2 + _vocab(
+        out, "users").index("1")) == [0.0, 1.0]
+    tokens = _vocab(out, "query_tokens")
+    searched = [e for s in ("train", "valid", "test") for e in map(_parse_one, _examples(out, s))
+                if e["target_source"][0] == F.SOURCE_SEARCH]
+    queries = {tuple(tokens[t - 2] for t in e["target_query"] if t) for e in searched}
+    assert ("20", "34", "3") in queries and () in queries  # '[]' is an empty query
+    cands = [_parse_one(r) for r in _examples(out, "candidates")]
+    assert len(cands) == stats["examples"]["candidates"] > 0
+    by_user = {}
+    for c in cands:
+        by_user.setdefault(c["user_id"][0], []).append(c)
+    for group in by_user.values():
+        assert sum(c["label"][0] for c in group) == 1.0
+        assert len({c["target_item"][0] for c in group}) == len(group)
+
+
+def test_dead_letters_counted_and_good_rows_kept(kuaisar_out):
+    _, out, stats = kuaisar_out
+    dead = []
+    for p in glob.glob(os.path.join(out, "dead_letters-*.jsonl")):
+        dead += [json.loads(ln) for ln in open(p, encoding="utf-8")]
+    reasons = sorted(d["reason"].split(":")[0] for d in dead)
+    assert reasons == sorted(["bad_timestamp", "bad_id", "wrong_column_count", "missing_id",
+                              "bad_token_list", "undecodable_bytes"])
+    assert {d["source_file"] for d in dead} == {"rec_inter.csv", "src_inter.csv"}
+    assert all(d["line"] > 1 for d in dead)
+    assert stats["dead_letters_total"] == 6
+    assert stats["events"] == 13  # every good row arrived (10 rec + 3 search)
+    assert "undecodable_bytes" in stats["dead_letters"]
+
+
+def test_outputs_feed_the_dataset_and_item_table(kuaisar_out):
+    d, out, _ = kuaisar_out
+    cfg = DataConfig(**json.load(open(os.path.join(out, "data_config.json"))))
+    contract = F.FeatureContract.from_config(cfg)
+    batch = next(iter(make_dataset(split_pattern(out, "train"), contract, batch_size=64)))
+    assert batch[F.HIST_ITEMS].shape[1] == 3
+    assert bool(tf.reduce_all(batch[F.TARGET_ITEM] >= 2))
+    table = np.load(os.path.join(out, "item_table.npz"))
+    items = _vocab(out, "items")
+    i101 = items.index("101") + 2
+    attr_vocab = _vocab(out, "attrs")
+    assert [attr_vocab[a - 2] for a in table["attrs"][i101] if a] == [
+        "first:2", "second:21", "third:211"]
+    assert table["text"].shape[1] == 0 and not table["text_mask"].any()
+
+
+def test_deterministic_runs(tmp_path):
+    d = fixtures.write_kuaisar(str(tmp_path / "in"), bad=True)
+    outs = [str(tmp_path / f"out{k}") for k in range(2)]
+    for o in outs:
+        pipeline.run("kuaisar", d, o, max_seq_len=3, num_candidates=4)
+    for name in ("items", "query_tokens", "attrs", "users"):
+        a = open(os.path.join(outs[0], "vocab", f"{name}.txt"), "rb").read()
+        assert a == open(os.path.join(outs[1], "vocab", f"{name}.txt"), "rb").read()
+        assert a  # not empty
+    for split in SPLITS:
+        assert sorted(_examples(outs[0], split)) == sorted(_examples(outs[1], split))
+
+
+def test_amazon_gzip_sampled_negatives_and_synth_queries(tmp_path):
+    d = fixtures.write_amazon(str(tmp_path / "in"), bad=True)
+    out = str(tmp_path / "out")
+    stats = pipeline.run("amazon", d, out, max_seq_len=10, num_candidates=4)
+    assert stats["dead_letters_total"] == 3 and stats["events"] == 12
+    train = [_parse_one(r) for r in _examples(out, "train")]
+    labels = [e["label"][0] for e in train]
+    assert 0.0 in labels and 1.0 in labels  # sampled negatives, one per positive
+    assert labels.count(0.0) == labels.count(1.0)
+    tokens = _vocab(out, "query_tokens")
+    items = _vocab(out, "items")
+    meta = {json.loads(ln)["asin"]: json.loads(ln) for ln in open(
+        os.path.join(d, "meta_Movies_and_TV.json"))}
+    for e in train:
+        if e["label"][0] == 1.0 and any(e["target_query"]):
+            q = [tokens[t - 2] for t in e["target_query"] if t]
+            prev = items[e["hist_items"][-1] - 2]  # the previous positive, not the target
+            assert tuple(q) == pipeline.R.words(meta[prev]["title"])[:6]
+    attrs = _vocab(out, "attrs")
+    assert "brand:Acme" in attrs and "cat1:Genre For Featured Categories" in attrs
+
+
+def test_movielens_latin1_both_layouts(tmp_path):
+    d = fixtures.write_movielens_100k(str(tmp_path / "ml100k"))
+    out = str(tmp_path / "o1")
+    stats = pipeline.run("movielens", d, out, max_seq_len=5, num_candidates=3)
+    assert stats["dead_letters_total"] == 0 and stats["events"] == 10
+    assert "caf" in _vocab(out, "query_tokens")  # 'Café' decoded as latin-1
+    d2 = fixtures.write_movielens_1m(str(tmp_path / "ml1m"))
+    out2 = str(tmp_path / "o2")
+    stats2 = pipeline.run("movielens", d2, out2, max_seq_len=5, num_candidates=3)
+    assert stats2["events"] == 8 and "genre:Animation" in _vocab(out2, "attrs")
+
+
+def test_generic_events_with_inline_vectors(tmp_path):
+    d = fixtures.write_events(str(tmp_path / "in"), bad=True)
+    out = str(tmp_path / "out")
+    stats = pipeline.run("events", d, out, max_seq_len=5, num_candidates=3)
+    assert stats["dead_letters_total"] == 3
+    assert stats["has_negatives"] is True
+    table = np.load(os.path.join(out, "item_table.npz"))
+    assert table["text"].shape[1] == 3 and table["text_mask"].sum() == 5
+    items = _vocab(out, "items")
+    np.testing.assert_allclose(table["text"][items.index("i3") + 2], [0.3, 1.0, 2.0], 1e-6)
+
+
+def test_missing_input_files_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="rec_inter.csv"):
+        pipeline.run("kuaisar", str(tmp_path), str(tmp_path / "o"))
