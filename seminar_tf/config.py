@@ -81,6 +81,8 @@ class ModelConfig:
         qin_query_k: behaviours kept by QIN's query-relevant first stage.
         time_buckets: log2 buckets of behaviour time gaps.
         use_user_embedding: include a user-id embedding in the ranker input.
+        use_projections: per-modality projections G_m (identity-initialised), SEMINAR.
+        sim_attr_index: attribute position SIM-hard matches on (1: second-level category).
     """
     embedding_dim: int = 64
     num_heads: int = 4
@@ -97,6 +99,8 @@ class ModelConfig:
     qin_query_k: int = 100
     time_buckets: int = 24
     use_user_embedding: bool = True
+    use_projections: bool = False
+    sim_attr_index: int = 1
 
     def validate(self) -> None:
         for name in ("embedding_dim", "num_heads", "top_k", "short_term_len", "eta_bits",

@@ -1,0 +1,96 @@
+"""Masked multi-head target attention (the ESU, and the exact GSU's scoring)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from seminar_tf import _keras_mode  # noqa: F401
+import tensorflow as tf
+
+register = tf.keras.utils.register_keras_serializable(package="seminar_tf")
+
+NEG_INF = -1e9
+
+
+def masked_softmax(logits: tf.Tensor, mask: tf.Tensor, axis: int = -1) -> tf.Tensor:
+    """Softmax over `axis` restricted to `mask`; a row with no valid entry is all zeros."""
+    mask = tf.cast(mask, tf.bool)
+    weights = tf.nn.softmax(tf.where(mask, logits, tf.constant(NEG_INF, logits.dtype)), axis)
+    return weights * tf.cast(mask, logits.dtype)
+
+
+@register
+class MultiHeadTargetAttention(tf.keras.layers.Layer):
+    """Target attention: one target vector attends over a behaviour sequence.
+
+    For head h: `w_h = masked_softmax(<W_Q,h t, W_K,h k_l> / sqrt(dk))`,
+    `o_h = sum_l w_h,l W_V,h v_l`; the output is `W_O [o_1; ...; o_H]`. Padding positions get
+    weight 0; a fully padded row yields the zero vector (never NaN). All projections are
+    registered weights (trained and saved).
+
+    Args:
+        num_heads: H.
+        target_dim: width d_t of the target vector.
+        input_dim: width d of the keys.
+        value_dim: width d_v of the values (default: input_dim).
+        output_dim: output width (default: input_dim).
+        key_dim: per-head width dk of queries and keys (default: output_dim // H).
+
+    Input shape: target (B, d_t), keys (B, L, d), mask (B, L) bool, values (B, L, d_v)
+        (default: keys).
+    Output shape: (B, output_dim).
+
+    References:
+        - Zhou et al., Deep Interest Network, KDD 2018.
+        - Chang et al., TWIN: TWo-stage Interest Network, KDD 2023.
+    """
+
+    def __init__(self, num_heads: int, target_dim: int, input_dim: int,
+                 value_dim: Optional[int] = None, output_dim: Optional[int] = None,
+                 key_dim: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        self.num_heads, self.target_dim, self.input_dim = num_heads, target_dim, input_dim
+        self.value_dim = value_dim or input_dim
+        self.output_dim = output_dim or input_dim
+        self.key_dim = key_dim or max(self.output_dim // num_heads, 1)
+        self.head_value_dim = max(self.output_dim // num_heads, 1)
+
+    def build(self, input_shape=None):
+        h, dk, dv = self.num_heads, self.key_dim, self.head_value_dim
+        init = "glorot_uniform"  # a fresh initializer per weight (no identical W_Q, W_K)
+        self.w_q = self.add_weight(name="w_q", shape=(self.target_dim, h, dk), initializer=init)
+        self.w_k = self.add_weight(name="w_k", shape=(self.input_dim, h, dk), initializer=init)
+        self.w_v = self.add_weight(name="w_v", shape=(self.value_dim, h, dv), initializer=init)
+        self.w_o = self.add_weight(name="w_o", shape=(h, dv, self.output_dim),
+                                   initializer=init)
+        super().build(input_shape)
+
+    def head_logits(self, target: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
+        """Scaled per-head logits `<W_Q,h t, W_K,h k_l> / sqrt(dk)`, shape (B, H, L)."""
+        if not self.built:
+            self.build()
+        q = tf.einsum("bd,dhk->bhk", target, self.w_q)
+        k = tf.einsum("bld,dhk->blhk", keys, self.w_k)
+        return tf.einsum("bhk,blhk->bhl", q, k) / tf.sqrt(tf.cast(self.key_dim, keys.dtype))
+
+    def query_in_key_space(self, target: tf.Tensor) -> tf.Tensor:
+        """`u = sum_h W_K,h W_Q,h^T t / (H sqrt(dk))`, (B, d_key): the GSU score of a key k is
+        `<u, k>`, equal to the head-mean of `head_logits` (used by PQ lookup attention)."""
+        if not self.built:
+            self.build()
+        q = tf.einsum("bd,dhk->bhk", target, self.w_q)
+        u = tf.einsum("bhk,dhk->bd", q, self.w_k)
+        return u / (self.num_heads * tf.sqrt(tf.cast(self.key_dim, target.dtype)))
+
+    def call(self, target, keys, mask, values=None, return_weights: bool = False):
+        values = keys if values is None else values
+        weights = masked_softmax(self.head_logits(target, keys), mask[:, None, :])
+        v = tf.einsum("bld,dhk->blhk", values, self.w_v)
+        heads = tf.einsum("bhl,blhk->bhk", weights, v)
+        out = tf.einsum("bhk,hko->bo", heads, self.w_o)
+        return (out, weights) if return_weights else out
+
+    def get_config(self):
+        return {**super().get_config(), "num_heads": self.num_heads,
+                "target_dim": self.target_dim, "input_dim": self.input_dim,
+                "value_dim": self.value_dim, "output_dim": self.output_dim,
+                "key_dim": self.key_dim}

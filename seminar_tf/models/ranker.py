@@ -1,0 +1,202 @@
+"""The lifelong-sequence ranker: encoders -> GSU (top-K) -> ESU -> multi-task MLP towers.
+
+One class serves SEMINAR and every baseline; `seminar_tf.models.registry` maps model names to
+configurations (GSU kind, modalities, projections).
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from seminar_tf import _keras_mode  # noqa: F401
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from seminar_tf import features as F
+from seminar_tf.config import SeminarConfig
+from seminar_tf.layers.attention import MultiHeadTargetAttention
+from seminar_tf.layers.encoders import QueryItemPairEncoder
+from seminar_tf.layers.retrieval import build_retrieval
+
+register = tf.keras.utils.register_keras_serializable(package="seminar_tf")
+
+
+def time_gap_buckets(gaps: tf.Tensor, num_buckets: int) -> tf.Tensor:
+    """log2 buckets of time gaps in seconds (minutes resolution): ids in [1, num_buckets]."""
+    minutes = tf.maximum(gaps, 0.0) / 60.0
+    b = tf.cast(tf.floor(tf.math.log(1.0 + minutes) / np.log(2.0)), tf.int32) + 1
+    return tf.clip_by_value(b, 1, num_buckets)
+
+
+def mlp(units, dropout: float, name: str) -> tf.keras.Sequential:
+    layers = []
+    for k, u in enumerate(units):
+        layers.append(tf.keras.layers.Dense(u, activation="relu", name=f"{name}_dense{k}"))
+        if dropout:
+            layers.append(tf.keras.layers.Dropout(dropout))
+    return tf.keras.Sequential(layers, name=name)
+
+
+def pair_encoder_for(cfg: SeminarConfig, name: str = "pair_encoder") -> QueryItemPairEncoder:
+    """The (query, item) encoder of a config (shared by the ranker and the PSU)."""
+    d, m = cfg.data, cfg.model
+    return QueryItemPairEncoder(
+        item_encoder=dict(modalities=list(m.modalities), num_items=d.item_vocab_size,
+                          attr_vocab_size=d.attr_vocab_size,
+                          query_vocab_size=d.query_vocab_size, dim=m.embedding_dim,
+                          text_dim=d.text_dim, image_dim=d.image_dim,
+                          title_tokens=d.title_tokens, projections=m.use_projections),
+        query_vocab_size=d.query_vocab_size, dim=m.embedding_dim, alpha=m.pair_alpha,
+        name=name)
+
+
+@register
+class LifelongRanker(tfrs.models.Model):
+    """Ranker over lifelong histories with a pluggable GSU and multi-task towers.
+
+    Args:
+        config: a `SeminarConfig` or its dict.
+
+    Input: the dict of `FeatureContract.parse_examples` (B examples, L, Q, A as configured).
+    Output: dict of per-task logits `{task: (B,)}`, `logit` (B,) routed by the target's
+        source (search -> "search" task, recommendation -> "ctr"), `score` = sigmoid(logit).
+    """
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        cfg = config if isinstance(config, SeminarConfig) else SeminarConfig.from_dict(config)
+        self.config = cfg
+        d, m = cfg.data, cfg.model
+        dim = m.embedding_dim
+        self.pair_encoder = pair_encoder_for(cfg)
+        self.time_embedding = tf.keras.layers.Embedding(m.time_buckets + 1, dim,
+                                                        name="time_embedding")
+        self.source_embedding = tf.keras.layers.Embedding(3, dim, name="source_embedding")
+        self.user_embedding = (tf.keras.layers.Embedding(d.user_vocab_size, dim,
+                                                         name="user_embedding")
+                               if m.use_user_embedding else None)
+        self.esu = MultiHeadTargetAttention(m.num_heads, dim, dim, name="esu")
+        self.top_k = d.max_seq_len if m.gsu == "full" else m.top_k
+        self.gsu = self._build_gsu()
+        self.bottom = mlp(m.mlp_units, m.dropout, "bottom")
+        self.towers = {t: tf.keras.Sequential(
+            [mlp(m.tower_units, m.dropout, f"{t}_tower"),
+             tf.keras.layers.Dense(1, name=f"{t}_logit")], name=f"{t}_head") for t in m.tasks}
+        self.ranking_tasks = {t: tfrs.tasks.Ranking(
+            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            metrics=[tf.keras.metrics.AUC(from_logits=True, name=f"{t}_auc")],
+            name=f"{t}_task") for t in m.tasks}
+        self.auc = tf.keras.metrics.AUC(from_logits=True, name="auc")
+
+    def _build_gsu(self):
+        m = self.config.model
+        if m.gsu == "pq":
+            raise ValueError("model.gsu 'pq' is attached after training: build with 'exact' and "
+                             "call seminar_tf.pq.attach_pq_gsu")
+        return build_retrieval(m.gsu, self.top_k, self.esu,
+                               num_items=self.config.data.item_vocab_size,
+                               dim=m.embedding_dim, eta_bits=m.eta_bits,
+                               qin_first_k=m.qin_query_k, attr_index=m.sim_attr_index,
+                               seed=self.config.train.seed)
+
+    # ------------------------------------------------------------------ building
+    def set_item_table(self, table: Dict[str, np.ndarray]) -> None:
+        """Loads the frozen pretrained vectors / titles of the item table."""
+        self.pair_encoder.item_encoder.set_item_table(table)
+
+    def dummy_batch(self, batch: int = 2) -> Dict[str, tf.Tensor]:
+        d = self.config.data
+        L, Q, A = d.max_seq_len, d.max_query_tokens, d.num_attrs
+        z = lambda *s: tf.zeros(s, tf.int64)  # noqa: E731
+        feats = {F.USER_ID: z(batch), F.TARGET_ITEM: z(batch), F.TARGET_QUERY: z(batch, Q),
+                 F.TARGET_ATTRS: z(batch, A), F.TARGET_SOURCE: tf.ones([batch], tf.int64),
+                 F.HIST_ITEMS: z(batch, L), F.HIST_QUERY: z(batch, L, Q),
+                 F.HIST_ATTRS: z(batch, L, A), F.HIST_SOURCES: z(batch, L),
+                 F.HIST_TIME_GAPS: tf.zeros([batch, L])}
+        return feats
+
+    def build_all(self) -> "LifelongRanker":
+        """Creates every variable by calling the model once on a padding batch."""
+        self(self.dummy_batch(), training=False)
+        return self
+
+    # ------------------------------------------------------------------- forward
+    def encode(self, features, training=False):
+        """Encodes target and history; returns the intermediate tensors."""
+        enc_t = self.pair_encoder(features[F.TARGET_ITEM], features[F.TARGET_ATTRS],
+                                  features[F.TARGET_QUERY])
+        enc_h = self.pair_encoder(features[F.HIST_ITEMS], features[F.HIST_ATTRS],
+                                  features[F.HIST_QUERY])
+        mask = features[F.HIST_ITEMS] != F.PAD_ID
+        time_ids = time_gap_buckets(features[F.HIST_TIME_GAPS], self.config.model.time_buckets)
+        time_ids = tf.where(mask, time_ids, 0)
+        values = (enc_h["pair"] + self.time_embedding(time_ids)
+                  + self.source_embedding(features[F.HIST_SOURCES]))
+        return {"target": enc_t, "history": enc_h, "mask": mask, "keys": enc_h["pair"],
+                "values": values}
+
+    def retrieval_inputs(self, features, enc):
+        return {"target": enc["target"]["pair"], "keys": enc["keys"], "mask": enc["mask"],
+                "target_query": enc["target"]["query"], "target_item": features[F.TARGET_ITEM],
+                "hist_items": features[F.HIST_ITEMS], "target_attrs": features[F.TARGET_ATTRS],
+                "hist_attrs": features[F.HIST_ATTRS]}
+
+    def retrieve(self, features, enc=None):
+        """GSU output: dict of indices (B, K), scores (B, K), valid (B, K)."""
+        enc = enc or self.encode(features)
+        return self.gsu(self.retrieval_inputs(features, enc))
+
+    def call(self, features, training=False):
+        enc = self.encode(features, training)
+        retrieved = self.retrieve(features, enc)
+        idx, valid = retrieved["indices"], retrieved["valid"]
+        keys_k = tf.gather(enc["keys"], idx, batch_dims=1)
+        values_k = tf.gather(enc["values"], idx, batch_dims=1)
+        target = enc["target"]["pair"]
+        interest = self.esu(target, keys_k, valid, values_k)
+
+        S = self.config.model.short_term_len
+        short_mask = tf.cast(enc["mask"][:, -S:], tf.float32)[..., None]
+        short = tf.reduce_sum(enc["values"][:, -S:] * short_mask, 1) / tf.maximum(
+            tf.reduce_sum(short_mask, 1), 1.0)
+        parts = [target, enc["target"]["item"], enc["target"]["query"], interest,
+                 target * interest, short,
+                 self.source_embedding(features[F.TARGET_SOURCE])]
+        if self.user_embedding is not None:
+            parts.append(self.user_embedding(features[F.USER_ID]))
+        if "summary" in retrieved:
+            parts.append(retrieved["summary"])
+        h = self.bottom(tf.concat(parts, -1), training=training)
+        logits = {t: tf.squeeze(tower(h, training=training), -1)
+                  for t, tower in self.towers.items()}
+        out = dict(logits)
+        out["logit"] = self.route(logits, features[F.TARGET_SOURCE])
+        out["score"] = tf.sigmoid(out["logit"])
+        return out
+
+    def route(self, logits, source):
+        tasks = self.config.model.tasks
+        if len(tasks) == 1:
+            return logits[tasks[0]]
+        return tf.where(source == F.SOURCE_SEARCH, logits["search"], logits["ctr"])
+
+    def task_weights(self, source) -> Dict[str, tf.Tensor]:
+        tasks = self.config.model.tasks
+        if len(tasks) == 1:
+            return {tasks[0]: tf.ones_like(source, tf.float32)}
+        return {"ctr": tf.cast(source != F.SOURCE_SEARCH, tf.float32),
+                "search": tf.cast(source == F.SOURCE_SEARCH, tf.float32)}
+
+    def compute_loss(self, features, training=False):
+        out = self(features, training=training)
+        labels = tf.cast(features[F.LABEL], tf.float32)
+        loss = 0.0
+        for t, w in self.task_weights(features[F.TARGET_SOURCE]).items():
+            loss += self.ranking_tasks[t](labels=labels[:, None], predictions=out[t][:, None],
+                                          sample_weight=w, training=training)
+        self.auc.update_state(labels, out["logit"])
+        return loss
+
+    def get_config(self):
+        return {"config": self.config.to_dict()}

@@ -1,0 +1,245 @@
+"""Training and evaluation of rankers on a preprocessed dataset directory.
+
+A model directory holds `config.json` (the full SeminarConfig), `model.json` (registry name,
+data directory), `weights/` (TF checkpoint of every variable, item tables included),
+`backup/` (BackupAndRestore state while training runs: a killed run resumes where it stopped),
+`checkpoints/` (best weights on the validation metric), `logs/` (TensorBoard),
+`history.csv`, and after evaluation `metrics.json`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from seminar_tf import _keras_mode  # noqa: F401
+import tensorflow as tf
+
+from seminar_tf import features as F
+from seminar_tf import metrics as M
+from seminar_tf.config import DataConfig, SeminarConfig, load_config
+from seminar_tf.data.dataset import make_dataset, split_pattern
+from seminar_tf.models.registry import build_model
+
+
+def load_data_config(data_dir: str) -> Dict:
+    path = os.path.join(data_dir, "data_config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `seminar preprocess` first")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_item_table(data_dir: str) -> Dict[str, np.ndarray]:
+    with np.load(os.path.join(data_dir, "item_table.npz")) as z:
+        return {k: z[k] for k in z.files}
+
+
+def config_for(model_name: str, data_dir: str, config_path: Optional[str] = None,
+               **overrides) -> SeminarConfig:
+    """Registry entry + the dataset's shapes/vocabularies + an optional config file."""
+    from seminar_tf.models.registry import registry_changes
+    base = load_config(config_path)
+    sections = {k: dict(v) for k, v in overrides.items()}
+    sections["data"] = {**load_data_config(data_dir), **sections.get("data", {})}
+    sections["model"] = {**registry_changes(model_name), **sections.get("model", {})}
+    return base.replace(**sections)
+
+
+def contract_of(cfg: SeminarConfig) -> F.FeatureContract:
+    return F.FeatureContract.from_config(cfg.data)
+
+
+def weights_path(model_dir: str) -> str:
+    return os.path.join(model_dir, "weights", "model")
+
+
+def save_model_dir(model, model_dir: str, model_name: str, data_dir: str) -> None:
+    os.makedirs(model_dir, exist_ok=True)
+    model.save_weights(weights_path(model_dir))
+    with open(os.path.join(model_dir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(model.config.to_json())
+    with open(os.path.join(model_dir, "model.json"), "w", encoding="utf-8") as f:
+        json.dump({"model": model_name, "data_dir": os.path.abspath(data_dir)}, f, indent=2)
+
+
+def load_model(model_dir: str):
+    """Rebuilds a trained ranker from its directory (config + weights)."""
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        cfg = SeminarConfig.from_json(f.read())
+    model = build_model(cfg)
+    model.load_weights(weights_path(model_dir)).expect_partial()
+    return model
+
+
+class StepLogger(tf.keras.callbacks.Callback):
+    """Records the optimizer step at train begin (after BackupAndRestore restored it)."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def on_train_begin(self, logs=None):
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(f"{int(self.model.optimizer.iterations.numpy())}\n")
+
+
+def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarConfig] = None,
+          *, init_from: Optional[str] = None, extra_callbacks: Sequence = (),
+          backup_every_steps: Optional[int] = None, verbose: int = 1,
+          model=None) -> Dict:
+    """Trains `model_name` on `data_dir` and writes the model directory.
+
+    Args:
+        model_name: registry name (din, sim_hard, sim_soft, eta, twin, qin, full_attention,
+            seminar).
+        data_dir: output of `seminar preprocess`.
+        model_dir: where to write (resumes from `model_dir/backup` if a run was killed).
+        cfg: full config (default: `config_for(model_name, data_dir)`).
+        init_from: PSU directory to restore encoders/attention from (SEMINAR).
+        extra_callbacks: more Keras callbacks.
+        backup_every_steps: BackupAndRestore frequency in steps (default: every epoch).
+        model: an already built model (e.g. with restored PSU weights).
+
+    Returns:
+        dict with the Keras history and training seconds.
+    """
+    cfg = cfg or config_for(model_name, data_dir)
+    tf.keras.utils.set_random_seed(cfg.train.seed)
+    os.makedirs(model_dir, exist_ok=True)
+    if model is None:
+        model = build_model(cfg, item_table=load_item_table(data_dir))
+        if init_from:
+            from seminar_tf.models.psu import restore_into_ranker
+            restore_into_ranker(model, init_from, freeze=cfg.train.freeze_psu)
+    model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+    contract = contract_of(cfg)
+    t = cfg.train
+    train_ds = make_dataset(split_pattern(data_dir, "train"), contract, batch_size=t.batch_size,
+                            shuffle_buffer=t.shuffle_buffer, seed=t.seed,
+                            repeat=t.steps_per_epoch is not None)
+    valid_ds = make_dataset(split_pattern(data_dir, "valid"), contract,
+                            batch_size=t.batch_size, deterministic=True)
+    monitor = t.monitor
+    callbacks = [
+        tf.keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"),
+                                            save_freq=backup_every_steps or "epoch"),
+        StepLogger(os.path.join(model_dir, "start_steps.txt")),
+        tf.keras.callbacks.ModelCheckpoint(os.path.join(model_dir, "checkpoints", "best"),
+                                           monitor=monitor, mode="max", save_best_only=True,
+                                           save_weights_only=True),
+        tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="max",
+                                         patience=t.early_stopping_patience,
+                                         restore_best_weights=True),
+        tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), write_graph=False,
+                                       profile_batch=0),
+        tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+        *extra_callbacks,
+    ]
+    save_model_dir(model, model_dir, model_name, data_dir)  # config first: resumable
+    t0 = time.time()
+    history = model.fit(train_ds, validation_data=valid_ds, epochs=t.epochs,
+                        steps_per_epoch=t.steps_per_epoch, callbacks=callbacks,
+                        verbose=verbose)
+    seconds = time.time() - t0
+    save_model_dir(model, model_dir, model_name, data_dir)
+    result = {"history": {k: [float(x) for x in v] for k, v in history.history.items()},
+              "train_seconds": round(seconds, 2),
+              "steps": int(model.optimizer.iterations.numpy())}
+    with open(os.path.join(model_dir, "train.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def predict_split(model, data_dir: str, split: str, batch_size: int = 512) -> Dict[str, np.ndarray]:
+    """Scores every example of a split; returns labels, scores, users, timestamps, sources."""
+    contract = contract_of(model.config)
+    ds = make_dataset(split_pattern(data_dir, split), contract, batch_size=batch_size,
+                      deterministic=True)
+
+    @tf.function(reduce_retracing=True)
+    def score(batch):
+        return model(batch, training=False)["score"]
+
+    cols = {"label": [], "score": [], "user": [], "timestamp": [], "source": [], "item": []}
+    for batch in ds:
+        cols["score"].append(score(batch).numpy())
+        cols["label"].append(batch[F.LABEL].numpy())
+        cols["user"].append(batch[F.USER_ID].numpy())
+        cols["timestamp"].append(batch[F.TIMESTAMP].numpy())
+        cols["source"].append(batch[F.TARGET_SOURCE].numpy())
+        cols["item"].append(batch[F.TARGET_ITEM].numpy())
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+
+
+def impression_metrics(p: Dict[str, np.ndarray]) -> Dict[str, float]:
+    out = {"auc": M.auc(p["label"], p["score"]),
+           "gauc": M.gauc(p["user"], p["label"], p["score"]),
+           "logloss": M.logloss(p["label"], p["score"]), "examples": int(len(p["label"]))}
+    for name, src in (("ctr", F.SOURCE_REC), ("search", F.SOURCE_SEARCH)):
+        sel = p["source"] == src
+        if sel.any():
+            out[f"{name}_auc"] = M.auc(p["label"][sel], p["score"][sel])
+    return out
+
+
+def candidate_metrics(p: Dict[str, np.ndarray]) -> Dict[str, float]:
+    groups = p["user"].astype(np.int64) * 10**10 + p["timestamp"].astype(np.int64)
+    return M.ranking_metrics(groups, p["label"], p["score"])
+
+
+def popularity_scores(data_dir: str, cfg: SeminarConfig, p: Dict[str, np.ndarray]):
+    """The popularity baseline: an item's positive count in the training split."""
+    contract = contract_of(cfg)
+    counts = np.zeros(cfg.data.item_vocab_size)
+    for batch in make_dataset(split_pattern(data_dir, "train"), contract, batch_size=2048,
+                              deterministic=True):
+        items, labels = batch[F.TARGET_ITEM].numpy(), batch[F.LABEL].numpy()
+        np.add.at(counts, items, labels)
+    return counts[p["item"].astype(np.int64)]
+
+
+def evaluate(model_dir: str, data_dir: Optional[str] = None, *, model=None,
+             with_popularity: bool = True, write: bool = True) -> Dict:
+    """Evaluates on the test split (AUC, GAUC, logloss) and the fixed candidate sets
+    (HIT@K, NDCG@K, MRR); writes `metrics.json` into the model directory."""
+    if data_dir is None:
+        with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
+            data_dir = json.load(f)["data_dir"]
+    model = model or load_model(model_dir)
+    test = predict_split(model, data_dir, "test")
+    result = {"test": impression_metrics(test)}
+    try:
+        cand = predict_split(model, data_dir, "candidates")
+    except FileNotFoundError:
+        cand = None
+    if cand is not None and len(cand["label"]):
+        result["candidates"] = candidate_metrics(cand)
+    if with_popularity:
+        pop = dict(test, score=popularity_scores(data_dir, model.config, test))
+        result["popularity_baseline"] = {"test": impression_metrics(pop)}
+        if cand is not None and len(cand["label"]):
+            popc = dict(cand, score=popularity_scores(data_dir, model.config, cand))
+            result["popularity_baseline"]["candidates"] = candidate_metrics(popc)
+    if write:
+        with open(os.path.join(model_dir, "metrics.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2, sort_keys=True)
+    return result
+
+
+def format_metrics(result: Dict) -> str:
+    """A Markdown table of the main metrics (model vs popularity baseline)."""
+    rows = [("model", result)]
+    if "popularity_baseline" in result:
+        rows.append(("popularity", result["popularity_baseline"]))
+    cols = ["auc", "gauc", "logloss", "hit@10", "ndcg@10", "mrr"]
+    lines = ["| scorer | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for name, r in rows:
+        vals = [r["test"].get(c) for c in cols[:3]] + [
+            r.get("candidates", {}).get(c) for c in cols[3:]]
+        lines.append(f"| {name} | " + " | ".join(
+            "-" if v is None else f"{v:.4f}" for v in vals) + " |")
+    return "\n".join(lines)

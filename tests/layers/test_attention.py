@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seminar_tf.layers.attention import MultiHeadTargetAttention, masked_softmax
+
+from helpers import assert_round_trip
+
+
+def reference(layer, target, keys, mask, values):
+    """float64 numpy multi-head target attention."""
+    wq, wk, wv, wo = [np.asarray(w, np.float64) for w in layer.get_weights()]
+    t, k, v = (np.asarray(x, np.float64) for x in (target, keys, values))
+    out = np.zeros((t.shape[0], wo.shape[-1]))
+    dk = wq.shape[-1]
+    for b in range(t.shape[0]):
+        for h in range(wq.shape[1]):
+            q = t[b] @ wq[:, h]
+            logits = (k[b] @ wk[:, h]) @ q / np.sqrt(dk)
+            m = mask[b]
+            if not m.any():
+                continue
+            w = np.zeros_like(logits)
+            e = np.exp(logits[m] - logits[m].max())
+            w[m] = e / e.sum()
+            out[b] += (w @ (v[b] @ wv[:, h])) @ wo[h]
+    return out
+
+
+@pytest.mark.parametrize("heads, d, dv", [(1, 8, 8), (2, 8, 6), (4, 16, 16)])
+def test_matches_float64_reference_with_masks(heads, d, dv):
+    rng = np.random.default_rng(heads)
+    B, L = 5, 7
+    layer = MultiHeadTargetAttention(heads, target_dim=d, input_dim=d, value_dim=dv,
+                                     output_dim=d)
+    target = rng.normal(size=(B, d)).astype(np.float32)
+    keys = rng.normal(size=(B, L, d)).astype(np.float32)
+    values = rng.normal(size=(B, L, dv)).astype(np.float32)
+    mask = rng.random((B, L)) < 0.6
+    mask[0] = False  # fully padded row
+    mask[1] = True
+    keys[~mask] = 1e3  # padding content must not matter
+    out = layer(target, keys, tf.constant(mask), values).numpy()
+    np.testing.assert_allclose(out, reference(layer, target, keys, mask, values), atol=1e-4)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_array_equal(out[0], 0.0)
+
+
+def test_masked_softmax_all_padding_is_zero_not_nan():
+    w = masked_softmax(tf.constant([[1.0, 2.0], [3.0, -1e30]]),
+                       tf.constant([[False, False], [True, False]])).numpy()
+    np.testing.assert_array_equal(w, [[0, 0], [1, 0]])
+
+
+def test_query_in_key_space_equals_head_mean_logits():
+    rng = np.random.default_rng(0)
+    layer = MultiHeadTargetAttention(4, target_dim=8, input_dim=8)
+    t = tf.constant(rng.normal(size=(3, 8)), tf.float32)
+    k = tf.constant(rng.normal(size=(3, 5, 8)), tf.float32)
+    u = layer.query_in_key_space(t)
+    np.testing.assert_allclose(tf.einsum("bd,bld->bl", u, k),
+                               tf.reduce_mean(layer.head_logits(t, k), 1), atol=1e-5)
+
+
+def test_weights_are_trainable_distinct_and_round_trip(tmp_path):
+    layer = MultiHeadTargetAttention(2, target_dim=4, input_dim=4)
+    layer.build()
+    names = sorted(v.name.split("/")[-1] for v in layer.trainable_variables)
+    assert names == ["w_k:0", "w_o:0", "w_q:0", "w_v:0"]
+    assert not np.allclose(layer.w_q.numpy(), layer.w_k.numpy())
+    rng = np.random.default_rng(1)
+    inputs = (tf.constant(rng.normal(size=(2, 4)), tf.float32),
+              tf.constant(rng.normal(size=(2, 3, 4)), tf.float32),
+              tf.constant([[True, False, True], [False, False, False]]))
+    assert_round_trip(layer, lambda l, x: l(*x), inputs, tmp_path)
