@@ -27,6 +27,41 @@ def _cmd_preprocess(args, beam_args) -> int:
     return 0
 
 
+def _train_overrides(args) -> dict:
+    train = {}
+    for flag, key in (("epochs", "epochs"), ("batch_size", "batch_size"),
+                      ("steps_per_epoch", "steps_per_epoch"), ("learning_rate", "learning_rate"),
+                      ("seed", "seed")):
+        if getattr(args, flag, None) is not None:
+            train[key] = getattr(args, flag)
+    if getattr(args, "freeze_psu", False):
+        train["freeze_psu"] = True
+    model = {}
+    for flag in ("top_k", "gsu"):
+        if getattr(args, flag, None) is not None:
+            model[flag] = getattr(args, flag)
+    return {k: v for k, v in (("train", train), ("model", model)) if v}
+
+
+def _cmd_train(args) -> int:
+    from seminar_tf import training
+    cfg = training.config_for(args.model, args.data, args.config, **_train_overrides(args))
+    result = training.train(args.model, args.data, args.out, cfg, init_from=args.init_from,
+                            verbose=1 if sys.stdout.isatty() else 2)
+    print(json.dumps({"train_seconds": result["train_seconds"], "steps": result["steps"]}))
+    if not args.no_eval:
+        print(training.format_metrics(training.evaluate(args.out, args.data)))
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from seminar_tf import training
+    result = training.evaluate(args.model_dir, args.data)
+    print(training.format_metrics(result))
+    print(f"wrote {args.model_dir}/metrics.json")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from seminar_tf import demo
     return demo.run_demo(args.out, force=args.force, size=args.size)
@@ -50,6 +85,28 @@ def build_parser() -> argparse.ArgumentParser:
     from beam_pipelines.pipeline import add_arguments
     add_arguments(pp)
     pp.set_defaults(func=_cmd_preprocess, passes_unknown=True)
+
+    from seminar_tf.models.registry import MODELS
+    t = sub.add_parser("train", help="train a ranker (SEMINAR or a baseline) and evaluate it")
+    t.add_argument("--model", choices=sorted(MODELS), required=True)
+    t.add_argument("--data", required=True, help="output directory of `seminar preprocess`")
+    t.add_argument("--out", required=True, help="model directory (a killed run resumes)")
+    t.add_argument("--config", help="JSON config file (partial sections allowed)")
+    t.add_argument("--init-from", help="PSU directory from `seminar pretrain` (SEMINAR)")
+    t.add_argument("--freeze-psu", action="store_true", help="keep restored PSU weights fixed")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--steps-per-epoch", type=int)
+    t.add_argument("--learning-rate", type=float)
+    t.add_argument("--top-k", type=int)
+    t.add_argument("--seed", type=int)
+    t.add_argument("--no-eval", action="store_true", help="skip evaluation after training")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("evaluate", help="AUC/GAUC/logloss and HIT/NDCG/MRR of a model")
+    e.add_argument("--model-dir", required=True)
+    e.add_argument("--data", help="dataset directory (default: the one it was trained on)")
+    e.set_defaults(func=_cmd_evaluate)
 
     d = sub.add_parser("demo", help="run the main job end to end on generated data")
     d.add_argument("--out", default="runs/demo", help="run directory")

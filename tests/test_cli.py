@@ -19,3 +19,19 @@ def test_generate_writes_files(tmp_path, capsys):
                      "--seq-len", "20"]) == 0
     assert (tmp_path / "rec_inter.csv").exists()
     assert '"events"' in capsys.readouterr().out
+
+
+def test_train_and_evaluate_commands(tiny_dataset, tmp_path, capsys):
+    import json
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"model": {"embedding_dim": 8, "num_heads": 2, "top_k": 5,
+                                         "short_term_len": 5, "mlp_units": [8],
+                                         "tower_units": [4]}}))
+    out = tmp_path / "m"
+    assert cli.main(["train", "--model", "din", "--data", tiny_dataset, "--out", str(out),
+                     "--config", str(cfg), "--epochs", "1", "--batch-size", "128"]) == 0
+    text = capsys.readouterr().out
+    assert "| model |" in text and "| popularity |" in text
+    assert cli.main(["evaluate", "--model-dir", str(out)]) == 0
+    assert "metrics.json" in capsys.readouterr().out
+    assert (out / "metrics.json").exists()

@@ -1,0 +1,87 @@
+"""Training and evaluation throughput (examples/second) of every registry model.
+
+Two configs: (L=100, K=50, d=64, H=4, batch 256) and (L=1000, K=200, d=64, H=4, batch 256).
+Inputs are random contract batches held in memory (the model is measured, not the input
+pipeline). Each step is a compiled `tf.function`; `--xla` also measures `jit_compile=True`
+and checks that its outputs equal the non-XLA ones.
+
+    python benchmarks/train_throughput.py [--models twin seminar] [--steps 5] [--xla]
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "tests"))
+
+import seminar_tf  # noqa: E402,F401
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from benchmarks.common import machine, markdown_table, median_seconds, write_results  # noqa
+from helpers import random_batch, tiny_item_table  # noqa: E402
+from seminar_tf.config import SeminarConfig  # noqa: E402
+from seminar_tf.models.registry import MODELS, build_model, model_config  # noqa: E402
+
+CONFIGS = [dict(L=100, K=50), dict(L=1000, K=200)]
+
+
+def make_cfg(name, L, K, batch):
+    base = SeminarConfig().replace(
+        data=dict(max_seq_len=L, max_query_tokens=6, num_attrs=4, item_vocab_size=50_000,
+                  query_vocab_size=5_000, attr_vocab_size=2_000, user_vocab_size=10_000,
+                  text_dim=32, image_dim=32),
+        model=dict(embedding_dim=64, num_heads=4, top_k=K, short_term_len=20,
+                   qin_query_k=min(2 * K, L)),
+        train=dict(batch_size=batch))
+    return model_config(name, base)
+
+
+def measure(name, L, K, batch, steps, xla):
+    cfg = make_cfg(name, L, K, batch)
+    model = build_model(cfg, item_table=tiny_item_table(cfg))
+    model.compile(optimizer=tf.keras.optimizers.Adam(1e-3), jit_compile=xla)
+    data = random_batch(cfg, batch=batch, seed=1,
+                        lengths=list(np.random.default_rng(0).integers(L // 4, L + 1, batch)))
+    train_fn = model.make_train_function()
+    ds = iter(tf.data.Dataset.from_tensors(data).repeat())
+    train_s = median_seconds(lambda: train_fn(ds), steps)
+    eval_fn = tf.function(lambda b: model(b, training=False)["score"], jit_compile=xla)
+    eval_s = median_seconds(lambda: eval_fn(data).numpy(), steps)
+    row = {"model": name, "L": L, "K": K, "batch": batch, "xla": xla,
+           "train_ex_per_s": batch / train_s, "eval_ex_per_s": batch / eval_s,
+           "train_ms_per_step": 1000 * train_s, "eval_ms_per_batch": 1000 * eval_s}
+    if xla:
+        plain = tf.function(lambda b: model(b, training=False)["score"])
+        row["xla_max_abs_diff"] = float(np.max(np.abs(plain(data).numpy()
+                                                      - eval_fn(data).numpy())))
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="*", default=sorted(MODELS))
+    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--xla", action="store_true", help="also measure jit_compile=True")
+    p.add_argument("--configs", default="100:50,1000:200", help="L:K pairs")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    args = p.parse_args()
+    configs = [tuple(int(x) for x in c.split(":")) for c in args.configs.split(",")]
+    rows = []
+    for L, K in configs:
+        for name in args.models:
+            for xla in ([False, True] if args.xla else [False]):
+                row = measure(name, L, K, args.batch, args.steps, xla)
+                print(row, flush=True)
+                rows.append(row)
+    cols = ["model", "L", "K", "batch", "xla", "train_ex_per_s", "eval_ex_per_s",
+            "train_ms_per_step", "eval_ms_per_batch"]
+    write_results("train_throughput", {"machine": machine(), "rows": rows,
+                                       "steps_median_of": args.steps},
+                  markdown_table(rows, cols), args.out)
+
+
+if __name__ == "__main__":
+    main()
