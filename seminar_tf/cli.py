@@ -56,9 +56,26 @@ def _cmd_train(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from seminar_tf import training
-    result = training.evaluate(args.model_dir, args.data)
+    result = training.evaluate(args.model_dir, args.data, gsu=args.gsu)
     print(training.format_metrics(result))
-    print(f"wrote {args.model_dir}/metrics.json")
+    print(f"wrote {args.model_dir}/" + ("metrics.json" if args.gsu is None
+                                        else f"metrics_{args.gsu}.json"))
+    return 0
+
+
+def _cmd_build_codebooks(args) -> int:
+    from seminar_tf.pq.tools import build_for_model_dir
+    overrides = {k: v for k, v in (("num_subspaces", args.subspaces),
+                                   ("num_codewords", args.codewords),
+                                   ("combine_parts", args.combine_parts or None))
+                 if v is not None}
+    print(json.dumps(build_for_model_dir(args.model_dir, args.data, **overrides), indent=2))
+    return 0
+
+
+def _cmd_pq_recall(args) -> int:
+    from seminar_tf.pq.tools import pq_recall
+    print(json.dumps(pq_recall(args.model_dir, args.data, args.split), indent=2))
     return 0
 
 
@@ -106,7 +123,23 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="AUC/GAUC/logloss and HIT/NDCG/MRR of a model")
     e.add_argument("--model-dir", required=True)
     e.add_argument("--data", help="dataset directory (default: the one it was trained on)")
+    e.add_argument("--gsu", choices=("exact", "pq"), help="swap the GSU at evaluation")
     e.set_defaults(func=_cmd_evaluate)
+
+    b = sub.add_parser("build-codebooks", help="PQ codebooks + item codes for a trained model")
+    b.add_argument("--model-dir", required=True)
+    b.add_argument("--data", help="dataset directory (default: the one it was trained on)")
+    b.add_argument("--subspaces", type=int, help="S sub-spaces per part")
+    b.add_argument("--codewords", type=int, help="C codewords (<= 256)")
+    b.add_argument("--combine-parts", action="store_true",
+                   help="one codebook over the summed modality parts (S lookups)")
+    b.set_defaults(func=_cmd_build_codebooks)
+
+    r = sub.add_parser("pq-recall", help="recall@K of PQ vs exact GSU, and AUC/NDCG of both")
+    r.add_argument("--model-dir", required=True)
+    r.add_argument("--data")
+    r.add_argument("--split", default="test")
+    r.set_defaults(func=_cmd_pq_recall)
 
     d = sub.add_parser("demo", help="run the main job end to end on generated data")
     d.add_argument("--out", default="runs/demo", help="run directory")

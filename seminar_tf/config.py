@@ -132,12 +132,15 @@ class PQConfig:
         kmeans_iters: Lloyd iterations.
         sample_size: key vectors sampled to train the codebooks.
         seed: k-means++ seed.
+        combine_parts: quantize the sum of the modality parts (S lookups per behaviour)
+            instead of one codebook per modality (M * S lookups).
     """
     num_subspaces: int = 4
     num_codewords: int = 256
     kmeans_iters: int = 25
     sample_size: int = 100_000
     seed: int = 0
+    combine_parts: bool = False
 
     def validate(self) -> None:
         for name in ("num_subspaces", "kmeans_iters", "sample_size"):

@@ -66,12 +66,27 @@ def save_model_dir(model, model_dir: str, model_name: str, data_dir: str) -> Non
         json.dump({"model": model_name, "data_dir": os.path.abspath(data_dir)}, f, indent=2)
 
 
-def load_model(model_dir: str):
-    """Rebuilds a trained ranker from its directory (config + weights)."""
+def load_model(model_dir: str, gsu: Optional[str] = None):
+    """Rebuilds a trained ranker from its directory (config + weights).
+
+    Args:
+        model_dir: a directory written by `train`.
+        gsu: optionally swap the GSU: "pq" loads the codebooks of `build-codebooks`
+            (its `pq/` folder) into a `PQLookupAttention`; "exact" scores float keys.
+    """
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
         cfg = SeminarConfig.from_json(f.read())
+    pq_info = None
+    if gsu == "pq":
+        from seminar_tf.pq.build import load_codebooks
+        codebooks, codes, pq_info = load_codebooks(model_dir)
+        cfg = cfg.replace(model={"gsu": "pq"}, pq=pq_info["pq_config"])
+    elif gsu is not None:
+        cfg = cfg.replace(model={"gsu": gsu})
     model = build_model(cfg)
     model.load_weights(weights_path(model_dir)).expect_partial()
+    if pq_info is not None:
+        model.gsu.set_codebooks(codebooks, codes)
     return model
 
 
@@ -203,13 +218,14 @@ def popularity_scores(data_dir: str, cfg: SeminarConfig, p: Dict[str, np.ndarray
 
 
 def evaluate(model_dir: str, data_dir: Optional[str] = None, *, model=None,
-             with_popularity: bool = True, write: bool = True) -> Dict:
+             with_popularity: bool = True, write: bool = True,
+             gsu: Optional[str] = None) -> Dict:
     """Evaluates on the test split (AUC, GAUC, logloss) and the fixed candidate sets
     (HIT@K, NDCG@K, MRR); writes `metrics.json` into the model directory."""
     if data_dir is None:
         with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
             data_dir = json.load(f)["data_dir"]
-    model = model or load_model(model_dir)
+    model = model or load_model(model_dir, gsu=gsu)
     test = predict_split(model, data_dir, "test")
     result = {"test": impression_metrics(test)}
     try:
@@ -225,7 +241,8 @@ def evaluate(model_dir: str, data_dir: Optional[str] = None, *, model=None,
             popc = dict(cand, score=popularity_scores(data_dir, model.config, cand))
             result["popularity_baseline"]["candidates"] = candidate_metrics(popc)
     if write:
-        with open(os.path.join(model_dir, "metrics.json"), "w", encoding="utf-8") as f:
+        name = "metrics.json" if gsu is None else f"metrics_{gsu}.json"
+        with open(os.path.join(model_dir, name), "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2, sort_keys=True)
     return result
 

@@ -43,7 +43,13 @@ def masked_top_k(scores: tf.Tensor, mask: tf.Tensor, k: int) -> Dict[str, tf.Ten
 
 
 class Retrieval(tf.keras.layers.Layer):
-    """Base class: `top_k` and config."""
+    """Base class: `top_k` and config.
+
+    `needs_keys`: whether the retriever scores the float keys of all L behaviours. When
+    False, the ranker encodes only the K retrieved behaviours (and the short-term window).
+    """
+
+    needs_keys = True
 
     def __init__(self, top_k: int, **kwargs):
         super().__init__(**kwargs)
@@ -94,6 +100,8 @@ class SimHardRetrieval(Retrieval):
     are never selected.
     """
 
+    needs_keys = False
+
     def __init__(self, top_k: int, attr_index: int = 1, **kwargs):
         super().__init__(top_k, **kwargs)
         self.attr_index = attr_index
@@ -120,6 +128,8 @@ class SimSoftRetrieval(Retrieval):
     Its embeddings are trained through `summary`, the softmax(score)-weighted sum of the
     retrieved behaviours' SIM embeddings (the ranker consumes it).
     """
+
+    needs_keys = False
 
     def __init__(self, top_k: int, num_items: int, dim: int, **kwargs):
         super().__init__(top_k, **kwargs)
@@ -205,6 +215,8 @@ class QinRetrieval(Retrieval):
 @register
 class LastNRetrieval(Retrieval):
     """DIN: the most recent K behaviours (the last K positions of a left-padded history)."""
+
+    needs_keys = False
 
     def call(self, inputs):
         mask = inputs["mask"]

@@ -92,8 +92,8 @@ class LifelongRanker(tfrs.models.Model):
     def _build_gsu(self):
         m = self.config.model
         if m.gsu == "pq":
-            raise ValueError("model.gsu 'pq' is attached after training: build with 'exact' and "
-                             "call seminar_tf.pq.attach_pq_gsu")
+            from seminar_tf.pq.layer import PQLookupAttention
+            return PQLookupAttention.for_ranker(self)
         return build_retrieval(m.gsu, self.top_k, self.esu,
                                num_items=self.config.data.item_vocab_size,
                                dim=m.embedding_dim, eta_bits=m.eta_bits,
@@ -122,46 +122,78 @@ class LifelongRanker(tfrs.models.Model):
         return self
 
     # ------------------------------------------------------------------- forward
-    def encode(self, features, training=False):
-        """Encodes target and history; returns the intermediate tensors."""
-        enc_t = self.pair_encoder(features[F.TARGET_ITEM], features[F.TARGET_ATTRS],
-                                  features[F.TARGET_QUERY])
-        enc_h = self.pair_encoder(features[F.HIST_ITEMS], features[F.HIST_ATTRS],
-                                  features[F.HIST_QUERY])
-        mask = features[F.HIST_ITEMS] != F.PAD_ID
-        time_ids = time_gap_buckets(features[F.HIST_TIME_GAPS], self.config.model.time_buckets)
+    def encode_target(self, features):
+        return self.pair_encoder(features[F.TARGET_ITEM], features[F.TARGET_ATTRS],
+                                 features[F.TARGET_QUERY])
+
+    def encode_behaviours(self, features, positions=None):
+        """Keys (pair vectors), values (+ time gap and source) and mask of history positions.
+
+        Args:
+            features: parsed features.
+            positions: optional (B, P) int positions to encode (default: all L).
+
+        Returns:
+            dict of encoded (pair encoder outputs), keys (B, P, d), values (B, P, d),
+            mask (B, P) bool.
+        """
+        take = (lambda x: x) if positions is None else (
+            lambda x: tf.gather(x, positions, batch_dims=1))
+        items = take(features[F.HIST_ITEMS])
+        enc = self.pair_encoder(items, take(features[F.HIST_ATTRS]), take(features[F.HIST_QUERY]))
+        mask = items != F.PAD_ID
+        time_ids = time_gap_buckets(take(features[F.HIST_TIME_GAPS]),
+                                    self.config.model.time_buckets)
         time_ids = tf.where(mask, time_ids, 0)
-        values = (enc_h["pair"] + self.time_embedding(time_ids)
-                  + self.source_embedding(features[F.HIST_SOURCES]))
-        return {"target": enc_t, "history": enc_h, "mask": mask, "keys": enc_h["pair"],
-                "values": values}
+        values = (enc["pair"] + self.time_embedding(time_ids)
+                  + self.source_embedding(take(features[F.HIST_SOURCES])))
+        return {"encoded": enc, "keys": enc["pair"], "values": values, "mask": mask}
 
-    def retrieval_inputs(self, features, enc):
-        return {"target": enc["target"]["pair"], "keys": enc["keys"], "mask": enc["mask"],
-                "target_query": enc["target"]["query"], "target_item": features[F.TARGET_ITEM],
-                "hist_items": features[F.HIST_ITEMS], "target_attrs": features[F.TARGET_ATTRS],
-                "hist_attrs": features[F.HIST_ATTRS]}
+    def retrieval_inputs(self, features, target_enc, history=None):
+        inputs = {"target": target_enc["pair"], "mask": features[F.HIST_ITEMS] != F.PAD_ID,
+                  "target_query": target_enc["query"], "target_item": features[F.TARGET_ITEM],
+                  "hist_items": features[F.HIST_ITEMS],
+                  "hist_query": features[F.HIST_QUERY],
+                  "target_attrs": features[F.TARGET_ATTRS],
+                  "hist_attrs": features[F.HIST_ATTRS]}
+        if history is not None:
+            inputs["keys"] = history["keys"]
+        return inputs
 
-    def retrieve(self, features, enc=None):
+    def retrieve(self, features, target_enc=None, history=None):
         """GSU output: dict of indices (B, K), scores (B, K), valid (B, K)."""
-        enc = enc or self.encode(features)
-        return self.gsu(self.retrieval_inputs(features, enc))
+        target_enc = target_enc or self.encode_target(features)
+        if history is None and self.gsu.needs_keys:
+            history = self.encode_behaviours(features)
+        return self.gsu(self.retrieval_inputs(features, target_enc, history))
 
     def call(self, features, training=False):
-        enc = self.encode(features, training)
-        retrieved = self.retrieve(features, enc)
-        idx, valid = retrieved["indices"], retrieved["valid"]
-        keys_k = tf.gather(enc["keys"], idx, batch_dims=1)
-        values_k = tf.gather(enc["values"], idx, batch_dims=1)
-        target = enc["target"]["pair"]
-        interest = self.esu(target, keys_k, valid, values_k)
-
+        target_enc = self.encode_target(features)
+        target = target_enc["pair"]
         S = self.config.model.short_term_len
-        short_mask = tf.cast(enc["mask"][:, -S:], tf.float32)[..., None]
-        short = tf.reduce_sum(enc["values"][:, -S:] * short_mask, 1) / tf.maximum(
-            tf.reduce_sum(short_mask, 1), 1.0)
-        parts = [target, enc["target"]["item"], enc["target"]["query"], interest,
-                 target * interest, short,
+        L = self.config.data.max_seq_len
+        if self.gsu.needs_keys:
+            history = self.encode_behaviours(features)
+            retrieved = self.retrieve(features, target_enc, history)
+            idx = retrieved["indices"]
+            keys_k = tf.gather(history["keys"], idx, batch_dims=1)
+            values_k = tf.gather(history["values"], idx, batch_dims=1)
+            short_values, short_mask = history["values"][:, -S:], history["mask"][:, -S:]
+        else:
+            # Only the K retrieved behaviours (and the short-term window) are encoded.
+            retrieved = self.retrieve(features, target_enc)
+            picked = self.encode_behaviours(features, retrieved["indices"])
+            keys_k, values_k = picked["keys"], picked["values"]
+            recent = tf.broadcast_to(tf.range(L - S, L)[None, :],
+                                     [tf.shape(target)[0], S])
+            short = self.encode_behaviours(features, recent)
+            short_values, short_mask = short["values"], short["mask"]
+        interest = self.esu(target, keys_k, retrieved["valid"], values_k)
+
+        sm = tf.cast(short_mask, tf.float32)[..., None]
+        short_term = tf.reduce_sum(short_values * sm, 1) / tf.maximum(tf.reduce_sum(sm, 1), 1.0)
+        parts = [target, target_enc["item"], target_enc["query"], interest,
+                 target * interest, short_term,
                  self.source_embedding(features[F.TARGET_SOURCE])]
         if self.user_embedding is not None:
             parts.append(self.user_embedding(features[F.USER_ID]))

@@ -1,0 +1,79 @@
+"""Codebooks for a trained ranker: key parts of every item -> ProductQuantizer -> codes.
+
+`build_codebooks(model, item_table)` quantizes the keys the trained ESU actually scores
+(rebuild after every finetuning). The result is saved under `<model_dir>/pq/` and loaded into
+a ranker whose GSU is `PQLookupAttention` (`load_model(model_dir, gsu="pq")`).
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Optional, Tuple
+
+import numpy as np
+
+from seminar_tf import _keras_mode  # noqa: F401
+import tensorflow as tf
+
+from seminar_tf.pq.quantizer import ProductQuantizer
+
+
+def item_key_parts(model, item_attrs: np.ndarray, batch: int = 8192,
+                   combine: bool = False) -> np.ndarray:
+    """The GSU key parts `(1-a) g_m G_m e_m(item)` of every item id: (V, M, d) float32
+    (or (V, 1, d) summed over modalities when `combine`)."""
+    V = item_attrs.shape[0]
+    enc = model.pair_encoder
+    out = []
+
+    @tf.function(reduce_retracing=True)
+    def parts(ids, attrs):
+        encoded = enc.item_encoder(ids, attrs)
+        item_parts, _ = enc.key_parts({**encoded, "query": tf.zeros_like(encoded["fused"])})
+        return item_parts
+
+    for start in range(0, V, batch):
+        ids = tf.range(start, min(V, start + batch), dtype=tf.int64)
+        out.append(parts(ids, tf.constant(item_attrs[start:start + batch], tf.int64)).numpy())
+    allp = np.concatenate(out)
+    return allp.sum(1, keepdims=True) if combine else allp
+
+
+def build_codebooks(model, item_attrs: np.ndarray, pq_cfg=None,
+                    sample_size: Optional[int] = None) -> Tuple[ProductQuantizer, np.ndarray]:
+    """Trains codebooks on (a sample of) all items' key parts and encodes every item.
+
+    Returns:
+        (quantizer, item codes (V, P, S) uint8).
+    """
+    pq_cfg = pq_cfg or model.config.pq
+    parts = item_key_parts(model, item_attrs, combine=pq_cfg.combine_parts)
+    real = parts[2:]  # ids 0 (padding) and 1 (OOV) are not items
+    n = sample_size or pq_cfg.sample_size
+    rng = np.random.default_rng(pq_cfg.seed)
+    sample = real if len(real) <= n else real[rng.choice(len(real), n, replace=False)]
+    pq = ProductQuantizer(pq_cfg.num_subspaces, pq_cfg.num_codewords, pq_cfg.kmeans_iters,
+                          pq_cfg.seed).fit(sample)
+    return pq, pq.encode(parts)
+
+
+def save_codebooks(model_dir: str, pq: ProductQuantizer, codes: np.ndarray,
+                   info: Dict) -> str:
+    out = os.path.join(model_dir, "pq")
+    os.makedirs(out, exist_ok=True)
+    np.save(os.path.join(out, "codebooks.npy"), pq.codebooks)
+    np.save(os.path.join(out, "item_codes.npy"), codes)
+    with open(os.path.join(out, "pq.json"), "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+    return out
+
+
+def load_codebooks(model_dir: str) -> Tuple[np.ndarray, np.ndarray, Dict]:
+    d = os.path.join(model_dir, "pq")
+    if not os.path.exists(os.path.join(d, "codebooks.npy")):
+        raise FileNotFoundError(f"no codebooks in {d}: run `seminar build-codebooks "
+                                f"--model-dir {model_dir}` first")
+    with open(os.path.join(d, "pq.json"), encoding="utf-8") as f:
+        info = json.load(f)
+    return np.load(os.path.join(d, "codebooks.npy")), np.load(
+        os.path.join(d, "item_codes.npy")), info

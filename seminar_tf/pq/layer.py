@@ -1,0 +1,147 @@
+"""`PQLookupAttention`: the GSU of DESIGN.md section 7 in stock TensorFlow ops.
+
+Per request (B targets), with `u = sum_h W_K,h W_Q,h^T t / (H sqrt(dk))` so that the exact GSU
+score of a behaviour key `k_l` is `<u, k_l>`:
+
+1. `LUT[b, p, s, c] = <u_s[b], C[p, s, c]>`: one einsum, P*S*C*(d/S) multiply-adds;
+2. item parts: `sum_{p,s} LUT[b, p, s, codes[item_l, p, s]]`: the uint8 codes of each
+   behaviour's item are cast, offset into one flat per-request table and gathered in a single
+   batched gather, then summed; no float key of a behaviour is touched;
+3. query part: the pair vector's query term `a * mean_t E[token_t]` is linear too, so its score
+   is the masked mean of a per-request *token* table `<u, E[v]>` gathered at the behaviour's
+   query tokens (exact, Q lookups; the learned no-query vector for empty queries);
+4. masked top-K. The ESU then gathers and encodes only the K retrieved behaviours.
+
+Everything is einsum / gather / reduce_sum / top_k (no custom op, no py_function), so it runs
+in a SavedModel under stock TF Serving; `jit_compile=True` (TF Serving:
+`--xla_cpu_compilation_enabled`) fuses the cast/offset/gather/sum.
+"""
+from __future__ import annotations
+
+from seminar_tf import _keras_mode  # noqa: F401
+import tensorflow as tf
+
+from seminar_tf.features import PAD_ID
+from seminar_tf.layers.retrieval import Retrieval, masked_top_k
+
+register = tf.keras.utils.register_keras_serializable(package="seminar_tf")
+
+
+def pq_item_scores(u: tf.Tensor, codebooks: tf.Tensor, codes: tf.Tensor) -> tf.Tensor:
+    """Scores of coded items by table lookups.
+
+    Args:
+        u: (B, d) request vectors.
+        codebooks: (P, S, C, d/S) float.
+        codes: (B, L, P, S) uint8 (or any integer) codes of the L behaviours.
+
+    Returns:
+        (B, L) approximate scores `sum_{p,s} <u_s, C[p, s, codes[..., p, s]]>`.
+    """
+    P, S, C, w = codebooks.shape
+    B = tf.shape(u)[0]
+    lut = tf.einsum("bsw,pscw->bpsc", tf.reshape(u, [B, S, w]), codebooks)
+    lut = tf.reshape(lut, [B, P * S * C])
+    offsets = tf.reshape(tf.range(P * S, dtype=tf.int32) * C, [P, S])
+    flat = tf.cast(codes, tf.int32) + offsets
+    L = tf.shape(codes)[1]
+    picked = tf.gather(lut, tf.reshape(flat, [B, L * P * S]), batch_dims=1)
+    return tf.reduce_sum(tf.reshape(picked, [B, L, P * S]), -1)
+
+
+@register
+class PQLookupAttention(Retrieval):
+    """PQ lookup-attention GSU (see the module docstring).
+
+    Args:
+        top_k: K.
+        num_items: item vocabulary size (rows of the code table).
+        num_parts: P key parts quantized (M modalities, or 1 when parts are combined).
+        num_subspaces: S. num_codewords: C. dim: d.
+        attention: the ESU (`query_in_key_space` gives u).
+        pair_encoder: the ranker's `QueryItemPairEncoder` (query token table, no-query
+            vector and the pair weight of the query).
+
+    Weights (non-trainable, saved): `codebooks` (P, S, C, d/S) float32 and `item_codes`
+    (num_items, P, S) uint8.
+
+    Input: dict with target (B, d), hist_items (B, L), hist_query (B, L, Q), mask (B, L),
+        and optionally hist_codes (B, L, P, S): per-behaviour codes from a sequence store
+        (then the code table is not consulted).
+    Output: dict of indices (B, K), scores (B, K), valid (B, K).
+    """
+
+    needs_keys = False
+
+    def __init__(self, top_k: int, num_items: int, num_parts: int, num_subspaces: int,
+                 num_codewords: int, dim: int, attention, pair_encoder, **kwargs):
+        super().__init__(top_k, **kwargs)
+        self.num_items, self.num_parts = num_items, num_parts
+        self.num_subspaces, self.num_codewords, self.dim = num_subspaces, num_codewords, dim
+        self.attention, self.pair_encoder = attention, pair_encoder
+
+    @classmethod
+    def for_ranker(cls, ranker) -> "PQLookupAttention":
+        cfg = ranker.config
+        parts = 1 if cfg.pq.combine_parts else len(
+            ranker.pair_encoder.item_encoder.modalities)
+        return cls(ranker.top_k, cfg.data.item_vocab_size, parts, cfg.pq.num_subspaces,
+                   cfg.pq.num_codewords, cfg.model.embedding_dim, ranker.esu,
+                   ranker.pair_encoder, name="gsu")
+
+    def build(self, input_shape=None):
+        self.codebooks = self.add_weight(
+            name="codebooks", shape=(self.num_parts, self.num_subspaces, self.num_codewords,
+                                     self.dim // self.num_subspaces),
+            initializer="zeros", trainable=False)
+        self.item_codes = self.add_weight(
+            name="item_codes", shape=(self.num_items, self.num_parts, self.num_subspaces),
+            dtype=tf.uint8, initializer="zeros", trainable=False)
+        super().build(input_shape)
+
+    def set_codebooks(self, codebooks, item_codes) -> None:
+        if not self.built:
+            self.build()
+        self.codebooks.assign(codebooks)
+        self.item_codes.assign(item_codes)
+
+    def query_part_scores(self, u, tokens):
+        """Exact scores of the behaviours' query parts `a * q_l` via a token table."""
+        qe = self.pair_encoder.query_encoder
+        table = tf.einsum("bd,vd->bv", u, qe.token_embedding.embeddings)  # (B, V_q)
+        B = tf.shape(tokens)[0]
+        flat = tf.reshape(tokens, [B, -1])
+        per_token = tf.reshape(tf.gather(table, flat, batch_dims=1), tf.shape(tokens))
+        present = tf.cast(tokens != PAD_ID, per_token.dtype)
+        count = tf.reduce_sum(present, -1)
+        mean = tf.reduce_sum(per_token * present, -1) / tf.maximum(count, 1.0)
+        no_query = tf.einsum("bd,d->b", u, qe.no_query)[:, None]
+        return self.pair_encoder.pair_fusion.weight_of_query() * tf.where(count > 0, mean,
+                                                                          no_query)
+
+    def scores(self, inputs):
+        if not self.built:
+            self.build()
+        u = self.attention.query_in_key_space(inputs["target"])
+        codes = inputs.get("hist_codes")
+        if codes is None:
+            codes = tf.gather(self.item_codes, inputs["hist_items"])
+        return pq_item_scores(u, self.codebooks, codes) + self.query_part_scores(
+            u, inputs["hist_query"])
+
+    def call(self, inputs):
+        return masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)
+
+    def get_config(self):
+        return {**super().get_config(), "num_items": self.num_items,
+                "num_parts": self.num_parts, "num_subspaces": self.num_subspaces,
+                "num_codewords": self.num_codewords, "dim": self.dim,
+                "attention": tf.keras.layers.serialize(self.attention),
+                "pair_encoder": tf.keras.layers.serialize(self.pair_encoder)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["attention"] = tf.keras.layers.deserialize(config["attention"])
+        config["pair_encoder"] = tf.keras.layers.deserialize(config["pair_encoder"])
+        return cls(**config)

@@ -1,0 +1,91 @@
+"""`seminar build-codebooks` and `seminar pq-recall`."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from typing import Dict, Optional
+
+import numpy as np
+
+from seminar_tf import _keras_mode  # noqa: F401
+import tensorflow as tf
+
+from seminar_tf.data.dataset import make_dataset, split_pattern
+from seminar_tf.pq.build import build_codebooks, save_codebooks
+
+
+def _data_dir(model_dir: str, data_dir: Optional[str]) -> str:
+    if data_dir:
+        return data_dir
+    with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
+        return json.load(f)["data_dir"]
+
+
+def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, **pq_overrides) -> Dict:
+    """Trains codebooks on the trained model's item key parts; writes `<model_dir>/pq/`."""
+    from seminar_tf import training
+    data_dir = _data_dir(model_dir, data_dir)
+    model = training.load_model(model_dir, gsu="exact")
+    pq_cfg = model.config.replace(pq=pq_overrides).pq if pq_overrides else model.config.pq
+    table = training.load_item_table(data_dir)
+    t0 = time.time()
+    pq, codes = build_codebooks(model, table["attrs"], pq_cfg)
+    from seminar_tf.pq.build import item_key_parts
+    parts = item_key_parts(model, table["attrs"], combine=pq_cfg.combine_parts)[2:]
+    P, S = codes.shape[1:]
+    info = {"pq_config": dataclasses.asdict(pq_cfg), "num_items": int(codes.shape[0]),
+            "parts": int(P), "lookups_per_behaviour": int(P * S),
+            "bytes_per_behaviour": int(P * S),
+            "float_key_bytes_per_behaviour": int(4 * parts.shape[-1]),
+            "quantization_mse": pq.quantization_error(parts),
+            "mean_part_sq_norm": float(np.mean(np.sum(parts.astype(np.float64) ** 2, -1))),
+            "seconds": round(time.time() - t0, 2)}
+    save_codebooks(model_dir, pq, codes, info)
+    return info
+
+
+def pq_recall(model_dir: str, data_dir: Optional[str] = None, split: str = "test",
+              max_batches: Optional[int] = None, with_metrics: bool = True) -> Dict:
+    """recall@K of the PQ top-K against the exact GSU top-K, and the ranker's end metrics
+    with the PQ GSU versus the exact GSU."""
+    from seminar_tf import training
+    data_dir = _data_dir(model_dir, data_dir)
+    exact = training.load_model(model_dir, gsu="exact")
+    pq = training.load_model(model_dir, gsu="pq")
+    contract = training.contract_of(exact.config)
+    ds = make_dataset(split_pattern(data_dir, split), contract, batch_size=256,
+                      deterministic=True)
+    hits = total = 0
+
+    @tf.function(reduce_retracing=True)
+    def both(batch):
+        a, b = exact.retrieve(batch), pq.retrieve(batch)
+        return a["indices"], a["valid"], b["indices"], b["valid"]
+
+    for k, batch in enumerate(ds):
+        if max_batches is not None and k >= max_batches:
+            break
+        ei, ev, pi, pv = (x.numpy() for x in both(batch))
+        for row in range(len(ei)):
+            ref = set(ei[row][ev[row]].tolist())
+            got = set(pi[row][pv[row]].tolist())
+            hits += len(ref & got)
+            total += len(ref)
+    result = {"split": split, "top_k": int(exact.top_k),
+              "recall_at_k": hits / total if total else float("nan"),
+              "retrieved_behaviours": int(total)}
+    if with_metrics:
+        m_exact = training.evaluate(model_dir, data_dir, model=exact, with_popularity=False,
+                                    write=False)
+        m_pq = training.evaluate(model_dir, data_dir, model=pq, with_popularity=False,
+                                 write=False)
+        for name, m in (("exact", m_exact), ("pq", m_pq)):
+            result[f"auc_{name}"] = m["test"]["auc"]
+            if "candidates" in m:
+                result[f"ndcg@10_{name}"] = m["candidates"]["ndcg@10"]
+        result["auc_delta"] = result["auc_pq"] - result["auc_exact"]
+    with open(os.path.join(model_dir, "pq", "recall.json"), "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2, sort_keys=True)
+    return result
