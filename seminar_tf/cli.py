@@ -63,13 +63,15 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
-def _cmd_build_codebooks(args) -> int:
+def _cmd_build_codebooks(args, beam_args) -> int:
     from seminar_tf.pq.tools import build_for_model_dir
     overrides = {k: v for k, v in (("num_subspaces", args.subspaces),
                                    ("num_codewords", args.codewords),
                                    ("combine_parts", args.combine_parts or None))
                  if v is not None}
-    print(json.dumps(build_for_model_dir(args.model_dir, args.data, **overrides), indent=2))
+    print(json.dumps(build_for_model_dir(args.model_dir, args.data,
+                                         beam_args=beam_args if args.beam else None,
+                                         **overrides), indent=2))
     return 0
 
 
@@ -133,7 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--codewords", type=int, help="C codewords (<= 256)")
     b.add_argument("--combine-parts", action="store_true",
                    help="one codebook over the summed modality parts (S lookups)")
-    b.set_defaults(func=_cmd_build_codebooks)
+    b.add_argument("--beam", action="store_true",
+                   help="train/encode with the Beam job (unknown flags go to Beam)")
+    b.set_defaults(func=_cmd_build_codebooks, passes_unknown=True)
 
     r = sub.add_parser("pq-recall", help="recall@K of PQ vs exact GSU, and AUC/NDCG of both")
     r.add_argument("--model-dir", required=True)

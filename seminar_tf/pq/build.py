@@ -47,13 +47,11 @@ def build_codebooks(model, item_attrs: np.ndarray, pq_cfg=None,
         (quantizer, item codes (V, P, S) uint8).
     """
     pq_cfg = pq_cfg or model.config.pq
+    from beam_pipelines.codebooks import sample_ids
     parts = item_key_parts(model, item_attrs, combine=pq_cfg.combine_parts)
-    real = parts[2:]  # ids 0 (padding) and 1 (OOV) are not items
-    n = sample_size or pq_cfg.sample_size
-    rng = np.random.default_rng(pq_cfg.seed)
-    sample = real if len(real) <= n else real[rng.choice(len(real), n, replace=False)]
+    ids = sample_ids(len(parts), sample_size or pq_cfg.sample_size, pq_cfg.seed)
     pq = ProductQuantizer(pq_cfg.num_subspaces, pq_cfg.num_codewords, pq_cfg.kmeans_iters,
-                          pq_cfg.seed).fit(sample)
+                          pq_cfg.seed).fit(parts[np.sort(ids)])
     return pq, pq.encode(parts)
 
 

@@ -23,17 +23,36 @@ def _data_dir(model_dir: str, data_dir: Optional[str]) -> str:
         return json.load(f)["data_dir"]
 
 
-def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, **pq_overrides) -> Dict:
-    """Trains codebooks on the trained model's item key parts; writes `<model_dir>/pq/`."""
+def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
+                        beam_args: Optional[list] = None, **pq_overrides) -> Dict:
+    """Trains codebooks on the trained model's item key parts; writes `<model_dir>/pq/`.
+
+    With `beam_args` (a list, possibly empty) the codebooks are trained and the items
+    encoded by the Beam job of `beam_pipelines.codebooks` (same result, for vocabularies
+    that do not fit one process)."""
     from seminar_tf import training
     data_dir = _data_dir(model_dir, data_dir)
     model = training.load_model(model_dir, gsu="exact")
     pq_cfg = model.config.replace(pq=pq_overrides).pq if pq_overrides else model.config.pq
     table = training.load_item_table(data_dir)
     t0 = time.time()
-    pq, codes = build_codebooks(model, table["attrs"], pq_cfg)
     from seminar_tf.pq.build import item_key_parts
-    parts = item_key_parts(model, table["attrs"], combine=pq_cfg.combine_parts)[2:]
+    from seminar_tf.pq.quantizer import ProductQuantizer
+    all_parts = item_key_parts(model, table["attrs"], combine=pq_cfg.combine_parts)
+    if beam_args is None:
+        pq, codes = build_codebooks(model, table["attrs"], pq_cfg)
+    else:
+        from beam_pipelines import codebooks as beam_codebooks
+        out = os.path.join(model_dir, "pq")
+        os.makedirs(out, exist_ok=True)
+        parts_path = os.path.join(out, "key_parts.npy")
+        np.save(parts_path, all_parts)
+        books, codes = beam_codebooks.run(
+            parts_path, out, num_subspaces=pq_cfg.num_subspaces,
+            num_codewords=pq_cfg.num_codewords, iters=pq_cfg.kmeans_iters, seed=pq_cfg.seed,
+            sample_size=pq_cfg.sample_size, beam_args=beam_args)
+        pq = ProductQuantizer(pq_cfg.num_subspaces, pq_cfg.num_codewords, codebooks=books)
+    parts = all_parts[2:]
     P, S = codes.shape[1:]
     info = {"pq_config": dataclasses.asdict(pq_cfg), "num_items": int(codes.shape[0]),
             "parts": int(P), "lookups_per_behaviour": int(P * S),
