@@ -81,6 +81,21 @@ def _cmd_pq_recall(args) -> int:
     return 0
 
 
+def _cmd_pretrain(args) -> int:
+    from seminar_tf import training
+    from seminar_tf.models.psu import pretrain
+    overrides = _train_overrides(args)
+    train = overrides.setdefault("train", {})
+    for flag in ("alignment_weight", "next_pair_weight", "relevance_weight"):
+        if getattr(args, flag) is not None:
+            train[flag] = getattr(args, flag)
+    cfg = training.config_for("seminar", args.data, args.config, **overrides)
+    result = pretrain(args.data, args.out, cfg, verbose=1 if sys.stdout.isatty() else 2)
+    print(json.dumps({k: result[k] for k in ("seconds", "alignment_before",
+                                              "alignment_after")}, indent=2))
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from seminar_tf import demo
     return demo.run_demo(args.out, force=args.force, size=args.size)
@@ -121,6 +136,20 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int)
     t.add_argument("--no-eval", action="store_true", help="skip evaluation after training")
     t.set_defaults(func=_cmd_train)
+
+    pt = sub.add_parser("pretrain", help="pretrain the PSU (SEMINAR's encoders and attention)")
+    pt.add_argument("--data", required=True)
+    pt.add_argument("--out", required=True, help="PSU directory (for train --init-from)")
+    pt.add_argument("--config")
+    pt.add_argument("--epochs", type=int)
+    pt.add_argument("--batch-size", type=int)
+    pt.add_argument("--steps-per-epoch", type=int)
+    pt.add_argument("--learning-rate", type=float)
+    pt.add_argument("--seed", type=int)
+    for name in ("alignment", "next-pair", "relevance"):
+        pt.add_argument(f"--{name}-weight", type=float,
+                        help=f"weight of the {name} objective (0 switches it off)")
+    pt.set_defaults(func=_cmd_pretrain)
 
     e = sub.add_parser("evaluate", help="AUC/GAUC/logloss and HIT/NDCG/MRR of a model")
     e.add_argument("--model-dir", required=True)

@@ -168,8 +168,9 @@ class TrainConfig:
         alignment_weight: weight of the multi-modal alignment loss (0 disables it).
         next_pair_weight: weight of next query-item pair prediction (0 disables it).
         relevance_weight: weight of query-item relevance (0 disables it).
-        num_sampled_negatives: random negatives per position for next-pair prediction.
         freeze_psu: keep restored PSU weights frozen during finetuning.
+        psu_positions: most recent positions per sequence scored by the PSU objectives.
+        psu_sampled_negatives: random pairs shared by the batch for next-pair prediction.
     """
     learning_rate: float = 1e-3
     batch_size: int = 256
@@ -184,11 +185,12 @@ class TrainConfig:
     alignment_weight: float = 1.0
     next_pair_weight: float = 1.0
     relevance_weight: float = 1.0
-    num_sampled_negatives: int = 16
     freeze_psu: bool = False
+    psu_positions: int = 8
+    psu_sampled_negatives: int = 256
 
     def validate(self) -> None:
-        for name in ("batch_size", "epochs"):
+        for name in ("batch_size", "epochs", "psu_positions", "psu_sampled_negatives"):
             _positive(self, "train", name)
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate ({self.learning_rate}) must be > 0")

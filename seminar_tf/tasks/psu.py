@@ -1,0 +1,146 @@
+"""The PSU's self-supervised objectives, each a Task that owns its loss and metric.
+
+All three are InfoNCE-style losses with temperature tau on cosine similarities
+(`logit = cos(a, b) / tau`), and every one excludes padding rows and false negatives (a
+"negative" that is the positive's own item).
+
+- `MultiModalAlignmentTask`: symmetric InfoNCE between two modality embeddings of the same
+  item, in-batch negatives: `0.5 * (CE(a -> b) + CE(b -> a))` over valid rows.
+- `NextPairTask`: context vector h_t (the target attention over behaviours before t) scores
+  the true pair at t against the other rows' pairs (in-batch) and sampled random pairs:
+  `-log softmax` of the true pair.
+- `QueryItemRelevanceTask`: a query against the item clicked for it; negatives from the batch
+  and from the same user's sequence: `-log(exp(s+) / (exp(s+) + sum exp(s-)))`.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from seminar_tf import _keras_mode  # noqa: F401
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+NEG = -1e9
+
+
+def cosine_logits(a: tf.Tensor, b: tf.Tensor, temperature) -> tf.Tensor:
+    """(N, M) cosine similarities / temperature."""
+    a = tf.math.l2_normalize(a, -1)
+    b = tf.math.l2_normalize(b, -1)
+    return tf.matmul(a, b, transpose_b=True) / temperature
+
+
+def _masked_ce(logits, positive_col, row_valid, col_valid):
+    """Cross-entropy of row i towards column positive_col[i] over valid columns."""
+    logits = tf.where(col_valid, logits, NEG)
+    lse = tf.reduce_logsumexp(logits, -1)
+    pos = tf.gather(logits, positive_col, batch_dims=1)
+    per_row = lse - pos
+    w = tf.cast(row_valid, logits.dtype)
+    return tf.reduce_sum(per_row * w) / tf.maximum(tf.reduce_sum(w), 1.0), per_row
+
+
+class _Task(tf.keras.layers.Layer, tfrs.tasks.Task):
+    """A Keras layer marked as a tfrs Task: owns a loss and an accuracy metric."""
+
+    def __init__(self, name: str, **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.accuracy = tf.keras.metrics.Mean(name=f"{name}_acc")
+
+
+class MultiModalAlignmentTask(_Task):
+    """Symmetric in-batch InfoNCE between two views of the same N items.
+
+    Call args:
+        a, b: (N, d) embeddings of the same items in two modalities.
+        valid: (N,) bool, rows where both views exist (padding and missing modalities out).
+        ids: (N,) item ids: rows sharing an id are not negatives of each other.
+        temperature: tau.
+
+    Returns: scalar loss.
+    """
+
+    def call(self, a, b, valid, ids, temperature, compute_metrics: bool = True):
+        n = tf.shape(a)[0]
+        same = tf.equal(ids[:, None], ids[None, :])
+        eye = tf.eye(n, dtype=tf.bool)
+        col_valid = (~same | eye) & valid[None, :]
+        diag = tf.range(n)
+        la, per_a = _masked_ce(cosine_logits(a, b, temperature), diag, valid, col_valid)
+        lb, _ = _masked_ce(cosine_logits(b, a, temperature), diag, valid, col_valid)
+        if compute_metrics:
+            logits = tf.where(col_valid, cosine_logits(a, b, temperature), NEG)
+            hit = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == diag, tf.float32)
+            self.accuracy.update_state(hit, sample_weight=tf.cast(valid, tf.float32))
+        return 0.5 * (la + lb)
+
+
+class NextPairTask(_Task):
+    """Next (query, item) pair prediction with in-batch and sampled negatives.
+
+    Call args:
+        context: (N, d) context vectors h_t (target attention over behaviours before t).
+        positives: (N, d) the true pairs at t.
+        valid: (N,) rows with a real pair at t and a non-empty prefix.
+        ids: (N,) item ids of the true pairs (same-id in-batch rows are not negatives).
+        sampled: (S, d) random negative pairs; sampled_ids: (S,) their item ids.
+        temperature: tau.
+    """
+
+    def call(self, context, positives, valid, ids, sampled, sampled_ids, temperature,
+             compute_metrics: bool = True):
+        n = tf.shape(context)[0]
+        eye = tf.eye(n, dtype=tf.bool)
+        in_batch_ok = (~tf.equal(ids[:, None], ids[None, :]) | eye) & valid[None, :]
+        sampled_ok = ~tf.equal(ids[:, None], sampled_ids[None, :])
+        logits = tf.concat([cosine_logits(context, positives, temperature),
+                            cosine_logits(context, sampled, temperature)], 1)
+        col_valid = tf.concat([in_batch_ok, sampled_ok], 1)
+        loss, _ = _masked_ce(logits, tf.range(n), valid, col_valid)
+        if compute_metrics:
+            masked = tf.where(col_valid, logits, NEG)
+            hit = tf.cast(tf.argmax(masked, -1, output_type=tf.int32) == tf.range(n),
+                          tf.float32)
+            self.accuracy.update_state(hit, sample_weight=tf.cast(valid, tf.float32))
+        return loss
+
+
+class QueryItemRelevanceTask(_Task):
+    """Query -> clicked item InfoNCE with in-batch and same-sequence negatives.
+
+    Call args (B sequences, T scored positions each, L history):
+        queries: (B, T, d) query vectors of behaviours; items: (B, T, d) their items.
+        valid: (B, T) bool: real behaviours that have a query.
+        ids: (B, T) item ids.
+        seq_items: (B, L, d) items of the same user's sequence; seq_ids: (B, L);
+        seq_valid: (B, L) bool (padding; the positive's own item is excluded here).
+        temperature: tau.
+
+    Loss per scored behaviour:
+    `-log(exp(s+) / (exp(s+) + sum_in_batch exp(s-) + sum_same_sequence exp(s-)))`.
+    """
+
+    def call(self, queries, items, valid, ids, seq_items, seq_ids, seq_valid, temperature,
+             compute_metrics: bool = True):
+        B, T = tf.shape(queries)[0], tf.shape(queries)[1]
+        d = queries.shape[-1]
+        n = B * T
+        q = tf.reshape(queries, [n, d])
+        flat_ids = tf.reshape(ids, [n])
+        flat_valid = tf.reshape(valid, [n])
+        eye = tf.eye(n, dtype=tf.bool)
+        batch_ok = (~tf.equal(flat_ids[:, None], flat_ids[None, :]) | eye) & flat_valid[None, :]
+        seq_logits = tf.einsum("btd,bld->btl", tf.math.l2_normalize(queries, -1),
+                               tf.math.l2_normalize(seq_items, -1)) / temperature
+        seq_ok = seq_valid[:, None, :] & ~tf.equal(seq_ids[:, None, :], ids[:, :, None])
+        L = tf.shape(seq_items)[1]
+        logits = tf.concat([cosine_logits(q, tf.reshape(items, [n, d]), temperature),
+                            tf.reshape(seq_logits, [n, L])], 1)
+        col_valid = tf.concat([batch_ok, tf.reshape(seq_ok, [n, L])], 1)
+        loss, _ = _masked_ce(logits, tf.range(n), flat_valid, col_valid)
+        if compute_metrics:
+            masked = tf.where(col_valid, logits, NEG)
+            hit = tf.cast(tf.argmax(masked, -1, output_type=tf.int32) == tf.range(n),
+                          tf.float32)
+            self.accuracy.update_state(hit, sample_weight=tf.cast(flat_valid, tf.float32))
+        return loss
