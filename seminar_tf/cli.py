@@ -96,6 +96,21 @@ def _cmd_pretrain(args) -> int:
     return 0
 
 
+def _cmd_export(args) -> int:
+    from seminar_tf.export import export_from_model_dir
+    report = export_from_model_dir(args.model_dir, args.out, args.name, args.version, args.gsu,
+                                   args.data)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _cmd_serve(args) -> int:
+    from serving.server import serve_forever
+    return serve_forever(args.model_base, args.name, host=args.host, grpc_port=args.grpc_port,
+                         rest_port=args.rest_port, poll_seconds=args.poll_seconds,
+                         max_batch=args.max_batch)
+
+
 def _cmd_demo(args) -> int:
     from seminar_tf import demo
     return demo.run_demo(args.out, force=args.force, size=args.size)
@@ -173,6 +188,25 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data")
     r.add_argument("--split", default="test")
     r.set_defaults(func=_cmd_pq_recall)
+
+    x = sub.add_parser("export", help="TF Serving SavedModel in BASE/NAME/VERSION")
+    x.add_argument("--model-dir", required=True)
+    x.add_argument("--out", required=True, help="model base path (BASE)")
+    x.add_argument("--name", required=True)
+    x.add_argument("--version", type=int, help="default: the next free version")
+    x.add_argument("--gsu", choices=("exact", "pq"), help="default: as trained")
+    x.add_argument("--data", help="dataset for warmup requests (default: the training data)")
+    x.set_defaults(func=_cmd_export)
+
+    sv = sub.add_parser("serve", help="TF-Serving-compatible gRPC + REST server")
+    sv.add_argument("--model-base", required=True, help="BASE (holds NAME/VERSION dirs)")
+    sv.add_argument("--name", required=True)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--grpc-port", type=int, default=8500)
+    sv.add_argument("--rest-port", type=int, default=8501)
+    sv.add_argument("--poll-seconds", type=float, default=2.0)
+    sv.add_argument("--max-batch", type=int, default=1024)
+    sv.set_defaults(func=_cmd_serve)
 
     d = sub.add_parser("demo", help="run the main job end to end on generated data")
     d.add_argument("--out", default="runs/demo", help="run directory")

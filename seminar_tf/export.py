@@ -1,0 +1,217 @@
+"""Export a trained ranker as a TF Serving SavedModel: `<base>/<name>/<version>/`.
+
+Signatures (all standard TF ops; item tables, PQ codebooks and codes are variables inside):
+- `serving_default`: `examples` (string [B], serialized tf.Example per the feature contract,
+  parsed in-graph with the training `feature_spec`) -> `score` (probability of the task that
+  matches each target's source), `ctr`, `search` (per-task probabilities).
+- `predict`: the dense model inputs (`FeatureContract.dense_input_signature`) -> same outputs.
+- `retrieve`: `examples` -> GSU `indices` (B, K) int32, `scores` (B, K), `valid` (B, K).
+
+`assets/seminar_config.json` carries the full config; `assets.extra/tf_serving_warmup_requests`
+holds PredictionLog records (gRPC PredictRequests) that TF Serving replays at load.
+The export check refuses graphs with ops outside stock TensorFlow (PyFunc, EagerPyFunc, custom
+ops) and verifies that every signature reproduces the Keras model's outputs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from seminar_tf import _keras_mode  # noqa: F401
+import tensorflow as tf
+
+from seminar_tf import features as F
+
+FORBIDDEN_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+class ExportError(RuntimeError):
+    """The exported graph is not servable by stock TF Serving or disagrees with the model."""
+
+
+class ServingModule(tf.Module):
+    """Wraps a trained ranker with the three serving signatures."""
+
+    def __init__(self, model, config_json_path: str):
+        super().__init__()
+        self.model = model
+        self.contract = F.FeatureContract.from_config(model.config.data)
+        self.config_asset = tf.saved_model.Asset(config_json_path)
+        self.tasks = tuple(model.config.model.tasks)
+
+    def _outputs(self, features):
+        out = self.model(features, training=False)
+        result = {"score": out["score"]}
+        for t in self.tasks:
+            result[t] = tf.sigmoid(out[t])
+        return result
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve_examples(self, examples):
+        return self._outputs(self.contract.parse_examples(examples))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def retrieve_examples(self, examples):
+        out = self.model.retrieve(self.contract.parse_examples(examples))
+        return {"indices": out["indices"], "scores": out["scores"], "valid": out["valid"]}
+
+    def predict_fn(self):
+        spec = self.contract.dense_input_signature()
+
+        @tf.function(input_signature=[spec])
+        def predict(features):
+            return self._outputs(features)
+        return predict
+
+
+def next_version(model_base: str) -> int:
+    if not os.path.isdir(model_base):
+        return 1
+    versions = [int(v) for v in os.listdir(model_base) if v.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def graph_ops(saved_model_dir: str) -> set:
+    """Every op type in the SavedModel's graph and function library."""
+    from tensorflow.python.saved_model import loader_impl
+    sm = loader_impl.parse_saved_model(saved_model_dir)
+    ops = set()
+    for mg in sm.meta_graphs:
+        ops.update(n.op for n in mg.graph_def.node)
+        for fn in mg.graph_def.library.function:
+            ops.update(n.op for n in fn.node_def)
+    return ops
+
+
+def check_stock_ops(saved_model_dir: str) -> List[str]:
+    """Raises ExportError if an op is a Python function or not a registered stock op."""
+    from tensorflow.python.framework import op_def_registry
+    ops = graph_ops(saved_model_dir)
+    bad = sorted(op for op in ops if op in FORBIDDEN_OPS or op_def_registry.get(op) is None)
+    if bad:
+        raise ExportError(f"graph contains ops outside stock TensorFlow: {bad}")
+    return sorted(ops)
+
+
+def sample_examples(model, data_dir: Optional[str], n: int = 8) -> List[bytes]:
+    """Serialized Examples for warmup and checks: from the test split if available."""
+    if data_dir:
+        from seminar_tf.data.dataset import list_shards, split_pattern
+        try:
+            files = list_shards(split_pattern(data_dir, "test"))
+            recs = []
+            for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(n):
+                recs.append(r.numpy())
+            if recs:
+                return recs
+        except FileNotFoundError:
+            pass
+    contract = F.FeatureContract.from_config(model.config.data)
+    rng = np.random.default_rng(0)
+    d = model.config.data
+    out = []
+    for i in range(n):
+        h = int(rng.integers(0, d.max_seq_len + 1))
+        out.append(contract.make_example(
+            user_id=int(rng.integers(2, d.user_vocab_size)), target_item=int(
+                rng.integers(2, d.item_vocab_size)), label=0.0,
+            target_source=F.SOURCE_SEARCH if i % 2 else F.SOURCE_REC,
+            target_query=[int(rng.integers(2, d.query_vocab_size))] if i % 2 else [],
+            hist_items=list(rng.integers(2, d.item_vocab_size, size=h)),
+            hist_time_gaps=list(np.sort(rng.random(h) * 1e6)[::-1])).SerializeToString())
+    return out
+
+
+def write_warmup(version_dir: str, name: str, examples: Sequence[bytes]) -> str:
+    """`assets.extra/tf_serving_warmup_requests`: PredictionLog records of PredictRequests."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as w:
+        for batch in (examples[:1], examples):
+            req = predict_pb2.PredictRequest()
+            req.model_spec.name = name
+            req.model_spec.signature_name = "serving_default"
+            req.inputs["examples"].CopyFrom(tf.make_tensor_proto(list(batch), tf.string))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=req))
+            w.write(log.SerializeToString())
+    return path
+
+
+def export_model(model, base: str, name: str, version: Optional[int] = None,
+                 data_dir: Optional[str] = None, atol: float = 1e-5) -> Dict:
+    """Writes `<base>/<name>/<version>/`, checks it, and returns a report."""
+    model_base = os.path.join(base, name)
+    version = version or next_version(model_base)
+    final = os.path.join(model_base, str(version))
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} exists: choose another --version")
+    os.makedirs(model_base, exist_ok=True)
+    # write into a temporary sibling and rename: a polling server never sees a partial dir
+    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_base)
+    try:
+        cfg_path = os.path.join(tmp, "seminar_config.json")
+        with open(cfg_path, "w", encoding="utf-8") as f:
+            f.write(model.config.to_json())
+        module = ServingModule(model, cfg_path)
+        sigs = {"serving_default": module.serve_examples, "predict": module.predict_fn(),
+                "retrieve": module.retrieve_examples}
+        out_dir = os.path.join(tmp, "model")
+        tf.saved_model.save(module, out_dir, signatures=sigs)
+        ops = check_stock_ops(out_dir)
+        examples = sample_examples(model, data_dir)
+        write_warmup(out_dir, name, examples)
+        max_diff = verify_outputs(model, out_dir, examples, atol)
+        os.rename(out_dir, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    report = {"path": final, "name": name, "version": version,
+              "gsu": model.config.model.gsu, "ops": len(ops),
+              "signatures": sorted(sigs), "max_abs_diff_vs_keras": max_diff}
+    with open(os.path.join(model_base, f"export-{version}.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float) -> float:
+    """Every signature vs the Keras model on the same inputs; returns the max |diff|."""
+    loaded = tf.saved_model.load(saved_dir)
+    contract = F.FeatureContract.from_config(model.config.data)
+    batch = contract.parse_examples(tf.constant(list(examples)))
+    keras_out = model(batch, training=False)
+    served = loaded.signatures["serving_default"](examples=tf.constant(list(examples)))
+    dense = {k: batch[k] for k in contract.dense_input_signature()}
+    predicted = loaded.signatures["predict"](**dense)
+    diffs = []
+    for out in (served, predicted):
+        diffs.append(float(np.max(np.abs(out["score"].numpy() - keras_out["score"].numpy()))))
+        for t in model.config.model.tasks:
+            diffs.append(float(np.max(np.abs(out[t].numpy()
+                                             - tf.sigmoid(keras_out[t]).numpy()))))
+    ret = loaded.signatures["retrieve"](examples=tf.constant(list(examples)))
+    ref = model.retrieve(batch)
+    valid = ref["valid"].numpy()
+    if not np.array_equal(ret["valid"].numpy(), valid) or not all(
+            set(a[v].tolist()) == set(b[v].tolist()) for a, b, v in zip(
+                ret["indices"].numpy(), ref["indices"].numpy(), valid)):
+        raise ExportError("retrieve signature disagrees with the Keras model's GSU")
+    max_diff = max(diffs)
+    if not max_diff <= atol:
+        raise ExportError(f"served outputs differ from the Keras model by {max_diff} > {atol}")
+    return max_diff
+
+
+def export_from_model_dir(model_dir: str, base: str, name: str, version: Optional[int] = None,
+                          gsu: Optional[str] = None, data_dir: Optional[str] = None) -> Dict:
+    from seminar_tf import training
+    if data_dir is None:
+        with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
+            data_dir = json.load(f)["data_dir"]
+    model = training.load_model(model_dir, gsu=gsu)
+    return export_model(model, base, name, version, data_dir)

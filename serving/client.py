@@ -1,0 +1,137 @@
+"""A small client for the SEMINAR serving API over gRPC (tensorflow-serving-api) and REST.
+
+    client = GrpcClient("127.0.0.1:8500", "seminar")
+    scores = client.predict_examples([example, ...])      # {"score": ..., "ctr": ..., ...}
+    rest = RestClient("http://127.0.0.1:8501", "seminar")
+    rest.predict_examples([example, ...])
+
+Examples are built with the feature contract (`seminar_tf.features.FeatureContract`), e.g.
+from events with `examples_from_events`.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from typing import Dict, Iterable, List, Optional, Sequence, Union
+
+import numpy as np
+
+import grpc
+from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
+                                     model_service_pb2_grpc, predict_pb2,
+                                     prediction_service_pb2_grpc)
+
+ExampleLike = Union[bytes, "tf.train.Example"]  # noqa: F821
+
+
+def _serialize(examples: Iterable[ExampleLike]) -> List[bytes]:
+    return [e if isinstance(e, bytes) else e.SerializeToString() for e in examples]
+
+
+def examples_from_events(contract, user_id: int, history: Sequence[Dict],
+                         candidates: Sequence[Dict]) -> List[bytes]:
+    """Serialized Examples scoring `candidates` for one user.
+
+    Args:
+        contract: the model's FeatureContract.
+        user_id: user vocabulary id.
+        history: behaviours oldest first, dicts with item, query (token ids), attrs, source,
+            age_seconds (time before the request).
+        candidates: dicts with item, query, attrs, source.
+    """
+    out = []
+    for c in candidates:
+        out.append(contract.make_example(
+            user_id=user_id, target_item=c["item"], label=0.0,
+            target_query=c.get("query", ()), target_attrs=c.get("attrs", ()),
+            target_source=c.get("source", 1),
+            hist_items=[h["item"] for h in history],
+            hist_query=[h.get("query", ()) for h in history],
+            hist_attrs=[h.get("attrs", ()) for h in history],
+            hist_sources=[h.get("source", 1) for h in history],
+            hist_time_gaps=[float(h.get("age_seconds", 0.0)) for h in history],
+            record=f"user {user_id}").SerializeToString())
+    return out
+
+
+class GrpcClient:
+    """PredictionService / ModelService client."""
+
+    def __init__(self, target: str, model: str, timeout: float = 30.0):
+        self.channel = grpc.insecure_channel(target, options=[
+            ("grpc.max_receive_message_length", 64 * 2**20),
+            ("grpc.max_send_message_length", 64 * 2**20)])
+        self.predict_stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
+        self.model_stub = model_service_pb2_grpc.ModelServiceStub(self.channel)
+        self.model, self.timeout = model, timeout
+
+    def predict_request(self, examples: Iterable[ExampleLike],
+                        signature: str = "serving_default",
+                        version: Optional[int] = None) -> predict_pb2.PredictRequest:
+        import tensorflow as tf
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = self.model
+        req.model_spec.signature_name = signature
+        if version is not None:
+            req.model_spec.version.value = version
+        req.inputs["examples"].CopyFrom(tf.make_tensor_proto(_serialize(examples), tf.string))
+        return req
+
+    def predict(self, request: predict_pb2.PredictRequest) -> Dict[str, np.ndarray]:
+        import tensorflow as tf
+        resp = self.predict_stub.Predict(request, timeout=self.timeout)
+        return {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+
+    def predict_examples(self, examples, signature="serving_default", version=None):
+        return self.predict(self.predict_request(examples, signature, version))
+
+    def metadata(self) -> get_model_metadata_pb2.SignatureDefMap:
+        req = get_model_metadata_pb2.GetModelMetadataRequest()
+        req.model_spec.name = self.model
+        req.metadata_field.append("signature_def")
+        resp = self.predict_stub.GetModelMetadata(req, timeout=self.timeout)
+        sig = get_model_metadata_pb2.SignatureDefMap()
+        resp.metadata["signature_def"].Unpack(sig)
+        return sig
+
+    def status(self) -> get_model_status_pb2.GetModelStatusResponse:
+        req = get_model_status_pb2.GetModelStatusRequest()
+        req.model_spec.name = self.model
+        return self.model_stub.GetModelStatus(req, timeout=self.timeout)
+
+    def close(self):
+        self.channel.close()
+
+
+class RestClient:
+    """REST client (`/v1/models/<name>:predict`)."""
+
+    def __init__(self, base_url: str, model: str, timeout: float = 30.0):
+        self.base_url, self.model, self.timeout = base_url.rstrip("/"), model, timeout
+
+    def _url(self, version: Optional[int], verb: str = "") -> str:
+        v = f"/versions/{version}" if version is not None else ""
+        return f"{self.base_url}/v1/models/{self.model}{v}{verb}"
+
+    def post(self, body: dict, version: Optional[int] = None) -> dict:
+        req = urllib.request.Request(self._url(version, ":predict"),
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            return json.loads(resp.read())
+
+    def predict_examples(self, examples, signature: str = "serving_default",
+                         version: Optional[int] = None) -> Dict[str, np.ndarray]:
+        body = {"signature_name": signature, "instances": [
+            {"b64": base64.b64encode(e).decode()} for e in _serialize(examples)]}
+        preds = self.post(body, version)["predictions"]
+        keys = preds[0].keys() if preds and isinstance(preds[0], dict) else ["output"]
+        if preds and isinstance(preds[0], dict):
+            return {k: np.array([p[k] for p in preds]) for k in keys}
+        return {"output": np.array(preds)}
+
+    def status(self, version: Optional[int] = None) -> dict:
+        with urllib.request.urlopen(self._url(version), timeout=self.timeout) as resp:
+            return json.loads(resp.read())
