@@ -146,7 +146,10 @@ def encode_with(codebooks: np.ndarray, sub: np.ndarray) -> np.ndarray:
     """
     n, P, S, _ = sub.shape
     codes = np.zeros((n, P, S), np.uint8)
+    block = 65536  # bounded memory: distances of one block at a time
     for p in range(P):
         for s in range(S):
-            codes[:, p, s] = np.argmin(_sq_dists(sub[:, p, s], codebooks[p, s]), 1)
+            for start in range(0, n, block):
+                codes[start:start + block, p, s] = np.argmin(
+                    _sq_dists(sub[start:start + block, p, s], codebooks[p, s]), 1)
     return codes
