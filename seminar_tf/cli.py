@@ -113,7 +113,30 @@ def _cmd_serve(args) -> int:
 
 def _cmd_demo(args) -> int:
     from seminar_tf import demo
-    return demo.run_demo(args.out, force=args.force, size=args.size)
+    code = demo.run_demo(args.out, force=args.force, size=args.size)
+    if code == 0 and not args.no_report:
+        from seminar_tf.report import write_report
+        print(f"report: {write_report(args.out)}")
+    return code
+
+
+def _cmd_run_pipeline(args) -> int:
+    from seminar_tf.pipeline import STAGES, Pipeline
+    with open(args.config, encoding="utf-8") as f:
+        cfg = json.load(f)
+    run_dir = args.run_dir or cfg.pop("run_dir", None)
+    if not run_dir:
+        raise SystemExit("run-pipeline: give --run-dir or 'run_dir' in the config")
+    cfg.pop("run_dir", None)
+    stages = args.stages or list(STAGES)
+    Pipeline(run_dir, cfg, verbose=1 if sys.stdout.isatty() else 2).run(stages, args.force)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from seminar_tf.report import write_report
+    print(write_report(args.run))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,9 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=1024)
     sv.set_defaults(func=_cmd_serve)
 
+    rp = sub.add_parser("run-pipeline", help="run the TFX-style stages of a pipeline JSON")
+    rp.add_argument("--config", required=True)
+    rp.add_argument("--run-dir")
+    rp.add_argument("--stages", nargs="*", help="subset of stages to run")
+    rp.add_argument("--force", action="store_true")
+    rp.set_defaults(func=_cmd_run_pipeline)
+
+    rep = sub.add_parser("report", help="report.md + PNG plots of a run directory")
+    rep.add_argument("--run", required=True)
+    rep.set_defaults(func=_cmd_report)
+
     d = sub.add_parser("demo", help="run the main job end to end on generated data")
     d.add_argument("--out", default="runs/demo", help="run directory")
     d.add_argument("--size", choices=("tiny", "small"), default="small")
+    d.add_argument("--no-report", action="store_true", help="skip report.md and the plots")
     d.add_argument("--force", action="store_true", help="rerun finished stages")
     d.set_defaults(func=_cmd_demo)
     return p

@@ -1,58 +1,60 @@
 """The main job end to end on built-in generated data (`make demo`, `seminar demo`).
 
-Each stage writes its outputs into its own directory under the run directory together with a
-`manifest.json` (config, outputs, timings); a rerun skips stages whose manifest exists unless
-`force` is given.
+generate -> Beam preprocessing -> PSU pretraining -> SEMINAR finetuning (and TWIN) -> PQ
+codebooks -> evaluation -> export (PQ GSU) -> local TF-Serving-compatible server -> gRPC
+Predict with the tensorflow-serving-api client -> summary. Finished stages are reused on a
+rerun unless `force` (see `seminar_tf.pipeline`).
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 import time
-from typing import Callable, Dict
 
 SIZES = {
-    "tiny": dict(users=60, items=400, seq_len=60),
-    "small": dict(users=600, items=5000, seq_len=200),
+    "tiny": {"generate": {"users": 40, "items": 300, "seq_len": 60},
+             "preprocess": {"max_seq_len": 30, "num_candidates": 20, "multiprocess": False},
+             "model": {"embedding_dim": 16, "num_heads": 2, "top_k": 8, "short_term_len": 5,
+                       "mlp_units": [16], "tower_units": [8]},
+             "train": {"batch_size": 128},
+             "pq": {"num_subspaces": 2, "num_codewords": 32},
+             "serve": {"requests": 5, "candidates": 20}},
+    "small": {},
 }
 
 
-def _stage(run_dir: str, name: str, config: Dict, fn: Callable[[str], Dict],
-           force: bool) -> Dict:
-    out = os.path.join(run_dir, name)
-    manifest_path = os.path.join(out, "manifest.json")
-    if not force and os.path.exists(manifest_path):
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-        if manifest.get("config") == config:
-            print(f"[{name}] skipped: finished earlier with the same config ({out})")
-            return manifest
-    print(f"[{name}] running ...", flush=True)
-    os.makedirs(out, exist_ok=True)
-    t0 = time.time()
-    outputs = fn(out)
-    manifest = {"stage": name, "config": config, "outputs": outputs,
-                "seconds": round(time.time() - t0, 2)}
-    with open(manifest_path, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, sort_keys=True)
-    print(f"[{name}] done in {manifest['seconds']} s")
-    return manifest
-
-
 def run_demo(run_dir: str, force: bool = False, size: str = "small") -> int:
-    """Runs every stage that exists so far and prints a summary."""
-    from seminar_tf.data import synthetic
-    os.makedirs(run_dir, exist_ok=True)
-    gen_cfg = dict(SIZES[size], seed=0)
-
-    def generate(out):
-        return synthetic.generate(out, synthetic.SyntheticConfig(
-            num_users=gen_cfg["users"], num_items=gen_cfg["items"],
-            seq_len=gen_cfg["seq_len"], seed=gen_cfg["seed"]))
-
+    from seminar_tf.pipeline import Pipeline
     t0 = time.time()
-    gen = _stage(run_dir, "generate", gen_cfg, generate, force)
-    print("\n== Summary ==")
-    print(json.dumps({"generated": gen["outputs"]}, indent=2))
-    print(f"total {time.time() - t0:.1f} s")
+    verbose = 1 if sys.stdout.isatty() else 2
+    pipe = Pipeline(run_dir, SIZES[size], verbose=verbose)
+    m = pipe.run(force=force)
+    print_summary(m, time.time() - t0)
     return 0
+
+
+def print_summary(m, seconds: float) -> None:
+    ev = m["evaluate"]["outputs"]
+    cb = m["codebooks"]["outputs"]
+    exp = m["export"]["outputs"]
+    serve = m["serve"]["outputs"]
+    pre = m["pretrain"]["outputs"]
+    print("\n" + "=" * 72)
+    print("SEMINAR-TF demo summary")
+    print("=" * 72)
+    print(ev["table"])
+    print(f"\nPSU alignment (text-image cosine): "
+          f"{pre['alignment_before'].get('mean_cosine_text_image', float('nan')):.3f} -> "
+          f"{pre['alignment_after'].get('mean_cosine_text_image', float('nan')):.3f}")
+    print(f"PQ: {cb['info']['lookups_per_behaviour']} lookups / "
+          f"{cb['info']['bytes_per_behaviour']} bytes per behaviour "
+          f"(float keys {cb['info']['float_key_bytes_per_behaviour']}); "
+          f"recall@{cb['top_k']} vs exact GSU: {cb['recall_at_k']:.3f}")
+    print(f"Export: {exp['path']} (GSU {exp['gsu']}, signatures {exp['signatures']})")
+    print(f"Served over gRPC: {serve['requests']} requests x "
+          f"{serve['candidates_per_request']} candidates, p50 {serve['latency_ms_p50']:.1f} ms, "
+          f"p99 {serve['latency_ms_p99']:.1f} ms; first scores {serve['first_scores']}")
+    stage_times = ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in m.items())
+    print(f"Stage times: {stage_times}")
+    print(f"Total {seconds:.0f} s. Report: seminar report --run <run dir>")

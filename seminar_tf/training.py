@@ -90,6 +90,24 @@ def load_model(model_dir: str, gsu: Optional[str] = None):
     return model
 
 
+class BatchLogger(tf.keras.callbacks.Callback):
+    """Appends (step, loss, auc) every `every` steps to a CSV (training curves by step)."""
+
+    def __init__(self, path: str, every: int = 5):
+        super().__init__()
+        self.path, self.every = path, every
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = int(self.model.optimizer.iterations.numpy())
+        if step % self.every == 0 and logs:
+            new = not os.path.exists(self.path)
+            with open(self.path, "a", encoding="utf-8") as f:
+                if new:
+                    f.write("step,loss,auc\n")
+                f.write(f"{step},{float(logs.get('loss', np.nan)):.6f},"
+                        f"{float(logs.get('auc', np.nan)):.6f}\n")
+
+
 class StepLogger(tf.keras.callbacks.Callback):
     """Records the optimizer step at train begin (after BackupAndRestore restored it)."""
 
@@ -152,6 +170,7 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
         tf.keras.callbacks.TensorBoard(os.path.join(model_dir, "logs"), write_graph=False,
                                        profile_batch=0),
         tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+        BatchLogger(os.path.join(model_dir, "batches.csv")),
         *extra_callbacks,
     ]
     save_model_dir(model, model_dir, model_name, data_dir)  # config first: resumable
@@ -241,7 +260,11 @@ def evaluate(model_dir: str, data_dir: Optional[str] = None, *, model=None,
             popc = dict(cand, score=popularity_scores(data_dir, model.config, cand))
             result["popularity_baseline"]["candidates"] = candidate_metrics(popc)
     if write:
-        name = "metrics.json" if gsu is None else f"metrics_{gsu}.json"
+        suffix = "" if gsu is None else f"_{gsu}"
+        np.savez(os.path.join(model_dir, f"predictions{suffix}.npz"),
+                 **{f"test_{k}": v for k, v in test.items()},
+                 **({f"cand_{k}": v for k, v in cand.items()} if cand is not None else {}))
+        name = f"metrics{suffix}.json"
         with open(os.path.join(model_dir, name), "w", encoding="utf-8") as f:
             json.dump(result, f, indent=2, sort_keys=True)
     return result
