@@ -45,11 +45,14 @@ def _train_overrides(args) -> dict:
 
 def _cmd_train(args) -> int:
     from seminar_tf import training
+    if args.strategy == "parameter_server" and training.run_parameter_server_task():
+        return 0  # a ps / worker task served until the chief finished
     cfg = training.config_for(args.model, args.data, args.config, **_train_overrides(args))
     result = training.train(args.model, args.data, args.out, cfg, init_from=args.init_from,
-                            verbose=1 if sys.stdout.isatty() else 2)
+                            verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
     print(json.dumps({"train_seconds": result["train_seconds"], "steps": result["steps"]}))
-    if not args.no_eval:
+    _, _, is_chief = training.cluster_role()
+    if not args.no_eval and is_chief:
         print(training.format_metrics(training.evaluate(args.out, args.data)))
     return 0
 
@@ -173,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--top-k", type=int)
     t.add_argument("--seed", type=int)
     t.add_argument("--no-eval", action="store_true", help="skip evaluation after training")
+    t.add_argument("--strategy", choices=("default", "mirrored", "multi_worker",
+                                          "parameter_server"), default="default",
+                   help="tf.distribute strategy; the cluster comes from TF_CONFIG")
     t.set_defaults(func=_cmd_train)
 
     pt = sub.add_parser("pretrain", help="pretrain the PSU (SEMINAR's encoders and attention)")

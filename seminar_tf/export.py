@@ -149,12 +149,22 @@ def export_model(model, base: str, name: str, version: Optional[int] = None,
     """Writes `<base>/<name>/<version>/`, checks it, and returns a report."""
     model_base = os.path.join(base, name)
     version = version or next_version(model_base)
-    final = os.path.join(model_base, str(version))
+    report = export_to(model, os.path.join(model_base, str(version)), name, data_dir, atol)
+    report["version"] = version
+    with open(os.path.join(model_base, f"export-{version}.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
+              atol: float = 1e-5) -> Dict:
+    """Writes a checked SavedModel exactly at `final` (e.g. TFX's serving_model_dir)."""
     if os.path.exists(final):
         raise FileExistsError(f"{final} exists: choose another --version")
-    os.makedirs(model_base, exist_ok=True)
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
     # write into a temporary sibling and rename: a polling server never sees a partial dir
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=model_base)
+    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
     try:
         cfg_path = os.path.join(tmp, "seminar_config.json")
         with open(cfg_path, "w", encoding="utf-8") as f:
@@ -171,12 +181,8 @@ def export_model(model, base: str, name: str, version: Optional[int] = None,
         os.rename(out_dir, final)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    report = {"path": final, "name": name, "version": version,
-              "gsu": model.config.model.gsu, "ops": len(ops),
-              "signatures": sorted(sigs), "max_abs_diff_vs_keras": max_diff}
-    with open(os.path.join(model_base, f"export-{version}.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-    return report
+    return {"path": final, "name": name, "gsu": model.config.model.gsu, "ops": len(ops),
+            "signatures": sorted(sigs), "max_abs_diff_vs_keras": max_diff}
 
 
 def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float) -> float:

@@ -120,43 +120,130 @@ class StepLogger(tf.keras.callbacks.Callback):
             f.write(f"{int(self.model.optimizer.iterations.numpy())}\n")
 
 
+STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
+
+
+def make_strategy(name: str = "default"):
+    """The tf.distribute strategy for `--strategy` (cluster from TF_CONFIG).
+
+    - default: no distribution (one device);
+    - mirrored: synchronous data parallelism over the local devices;
+    - multi_worker: synchronous data parallelism over the workers of TF_CONFIG
+      (MultiWorkerMirroredStrategy); every worker runs the same command;
+    - parameter_server: asynchronous training with variables on parameter servers
+      (ParameterServerStrategy); the chief runs `seminar train`, workers and ps run it too
+      and turn into servers. Use it when embedding tables (large item / query vocabularies)
+      do not fit one machine: variables are sharded across the ps tasks.
+    """
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "parameter_server":
+        resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+        num_ps = len(resolver.cluster_spec().as_dict().get("ps", []))
+        partitioner = (tf.distribute.experimental.partitioners.MinSizePartitioner(
+            min_shard_bytes=256 << 10, max_shards=num_ps) if num_ps > 1 else None)
+        return tf.distribute.ParameterServerStrategy(resolver,
+                                                     variable_partitioner=partitioner)
+    raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}")
+
+
+def cluster_role():
+    """(task_type, task_index, is_chief) from TF_CONFIG (("", 0, True) without a cluster)."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = tf_config.get("task", {})
+    task_type, index = task.get("type", ""), int(task.get("index", 0))
+    cluster = tf_config.get("cluster", {})
+    is_chief = (task_type == "chief" or (task_type == "worker" and index == 0
+                                         and "chief" not in cluster) or not task_type)
+    return task_type, index, is_chief
+
+
+def run_parameter_server_task() -> bool:
+    """For ps/worker tasks of a parameter-server cluster: serve until killed; returns False
+    for the chief (which trains)."""
+    task_type, index, _ = cluster_role()
+    if task_type not in ("ps", "worker"):
+        return False
+    resolver = tf.distribute.cluster_resolver.TFConfigClusterResolver()
+    server = tf.distribute.Server(resolver.cluster_spec(), job_name=task_type,
+                                  task_index=index, protocol="grpc", start=True)
+    server.join()
+    return True
+
+
 def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarConfig] = None,
           *, init_from: Optional[str] = None, extra_callbacks: Sequence = (),
           backup_every_steps: Optional[int] = None, verbose: int = 1,
-          model=None) -> Dict:
+          model=None, strategy: str = "default", train_files=None, eval_files=None) -> Dict:
     """Trains `model_name` on `data_dir` and writes the model directory.
 
     Args:
         model_name: registry name (din, sim_hard, sim_soft, eta, twin, qin, full_attention,
             seminar).
-        data_dir: output of `seminar preprocess`.
+        data_dir: output of `seminar preprocess` (vocabularies, item table, splits).
         model_dir: where to write (resumes from `model_dir/backup` if a run was killed).
         cfg: full config (default: `config_for(model_name, data_dir)`).
         init_from: PSU directory to restore encoders/attention from (SEMINAR).
         extra_callbacks: more Keras callbacks.
         backup_every_steps: BackupAndRestore frequency in steps (default: every epoch).
         model: an already built model (e.g. with restored PSU weights).
+        strategy: one of STRATEGIES (see `make_strategy`).
+        train_files, eval_files: override the split files (TFX Trainer).
 
     Returns:
-        dict with the Keras history and training seconds.
+        dict with the Keras history, training seconds and the final step.
     """
     cfg = cfg or config_for(model_name, data_dir)
     tf.keras.utils.set_random_seed(cfg.train.seed)
+    dist = make_strategy(strategy)
+    task_type, task_index, is_chief = cluster_role()
+    if strategy == "multi_worker" and not is_chief:
+        # non-chief workers write their copies elsewhere (same weights, no clobbering)
+        model_dir = os.path.join(model_dir, "workers", f"{task_type}-{task_index}")
     os.makedirs(model_dir, exist_ok=True)
-    if model is None:
-        model = build_model(cfg, item_table=load_item_table(data_dir))
-        if init_from:
-            from seminar_tf.models.psu import restore_into_ranker
-            restore_into_ranker(model, init_from, freeze=cfg.train.freeze_psu)
-    model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+    with dist.scope():
+        if model is None:
+            model = build_model(cfg, item_table=load_item_table(data_dir))
+            if init_from:
+                from seminar_tf.models.psu import restore_into_ranker
+                restore_into_ranker(model, init_from, freeze=cfg.train.freeze_psu)
+        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
     contract = contract_of(cfg)
     t = cfg.train
-    train_ds = make_dataset(split_pattern(data_dir, "train"), contract, batch_size=t.batch_size,
-                            shuffle_buffer=t.shuffle_buffer, seed=t.seed,
-                            repeat=t.steps_per_epoch is not None)
-    valid_ds = make_dataset(split_pattern(data_dir, "valid"), contract,
-                            batch_size=t.batch_size, deterministic=True)
-    monitor = t.monitor
+    train_pattern = train_files or split_pattern(data_dir, "train")
+    eval_pattern = eval_files or split_pattern(data_dir, "valid")
+    repeat = t.steps_per_epoch is not None
+
+    def shard_by_data(ds):
+        # few large shards: split by examples, not by files, across workers
+        if strategy in ("multi_worker", "mirrored"):
+            opts = tf.data.Options()
+            opts.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA)
+            ds = ds.with_options(opts)
+        return ds
+
+    def train_input(input_context=None):
+        return shard_by_data(make_dataset(train_pattern, contract, batch_size=t.batch_size,
+                                          shuffle_buffer=t.shuffle_buffer, seed=t.seed,
+                                          repeat=repeat))
+
+    if strategy == "parameter_server":
+        if t.steps_per_epoch is None:
+            raise ValueError("parameter_server training needs train.steps_per_epoch")
+        train_ds = tf.keras.utils.experimental.DatasetCreator(
+            lambda ctx: train_input(ctx).unbatch().shard(
+                ctx.num_input_pipelines, ctx.input_pipeline_id).batch(t.batch_size).repeat())
+        valid_ds = None
+    else:
+        train_ds = train_input()
+        valid_ds = shard_by_data(make_dataset(eval_pattern, contract,
+                                              batch_size=t.batch_size, deterministic=True))
+    monitor = t.monitor if valid_ds is not None else "auc"
     callbacks = [
         tf.keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup"),
                                             save_freq=backup_every_steps or "epoch"),
@@ -175,6 +262,11 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
     ]
     save_model_dir(model, model_dir, model_name, data_dir)  # config first: resumable
     t0 = time.time()
+    if strategy == "parameter_server":
+        # the coordinator has no validation data and no per-batch logs: keep the callbacks
+        # that work on epoch boundaries only
+        callbacks = [c for c in callbacks if isinstance(c, (
+            tf.keras.callbacks.BackupAndRestore, tf.keras.callbacks.CSVLogger))]
     history = model.fit(train_ds, validation_data=valid_ds, epochs=t.epochs,
                         steps_per_epoch=t.steps_per_epoch, callbacks=callbacks,
                         verbose=verbose)

@@ -84,7 +84,10 @@ class LifelongRanker(tfrs.models.Model):
             [mlp(m.tower_units, m.dropout, f"{t}_tower"),
              tf.keras.layers.Dense(1, name=f"{t}_logit")], name=f"{t}_head") for t in m.tasks}
         self.ranking_tasks = {t: tfrs.tasks.Ranking(
-            loss=tf.keras.losses.BinaryCrossentropy(from_logits=True),
+            # summed here and divided by the *global* batch size in compute_loss, so that
+            # gradients summed across replicas (tf.distribute) equal the single-device mean
+            loss=tf.keras.losses.BinaryCrossentropy(
+                from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name=f"{t}_auc")],
             name=f"{t}_task") for t in m.tasks}
         self.auc = tf.keras.metrics.AUC(from_logits=True, name="auc")
@@ -223,12 +226,14 @@ class LifelongRanker(tfrs.models.Model):
     def compute_loss(self, features, training=False):
         out = self(features, training=training)
         labels = tf.cast(features[F.LABEL], tf.float32)
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        global_batch = tf.cast(tf.shape(labels)[0] * replicas, tf.float32)
         loss = 0.0
         for t, w in self.task_weights(features[F.TARGET_SOURCE]).items():
             loss += self.ranking_tasks[t](labels=labels[:, None], predictions=out[t][:, None],
                                           sample_weight=w, training=training)
         self.auc.update_state(labels, out["logit"])
-        return loss
+        return loss / global_batch
 
     def get_config(self):
         return {"config": self.config.to_dict()}
