@@ -131,14 +131,23 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
         has_negatives: the source logs real non-clicks.
     """
     events = sort_events(events)
-    A = options.num_attrs
-    no_attrs = [F.PAD_ID] * A
-    items = [item_vocab.id(e.item) for e in events]
-    queries = [token_vocab.ids(e.query)[:options.max_query_tokens] for e in events]
+    n, Q, A = len(events), options.max_query_tokens, options.num_attrs
+    no_attrs = np.zeros(A, np.int64)
+    items = np.array([item_vocab.id(e.item) for e in events], np.int64)
+    queries = np.zeros((n, Q), np.int64)
+    for k, e in enumerate(events):
+        ids = token_vocab.ids(e.query)[:Q]
+        queries[k, :len(ids)] = ids
+    attrs = np.array([item_attrs.get(int(i), no_attrs) for i in items],
+                     np.int64).reshape(n, A)
+    sources = np.array([e.source for e in events], np.int64)
+    times = np.array([e.timestamp_ms for e in events], np.int64)
 
     pos_idx = [k for k, e in enumerate(events) if e.label > 0]
     pos_times = [events[k].timestamp_ms for k in pos_idx]
-    positives = {items[k] for k in pos_idx}
+    positives = {int(items[k]) for k in pos_idx}
+    p_items, p_query, p_attrs = items[pos_idx], queries[pos_idx], attrs[pos_idx]
+    p_sources, p_times = sources[pos_idx], times[pos_idx]
     targets = [k for k, e in enumerate(events) if e.timestamp_ms >= options.min_target_time_ms]
     target_pos = [k for k in targets if events[k].label > 0]
 
@@ -154,35 +163,35 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
                 return "valid"
         return "train"
 
-    def example(k: int, item: int, label: float, hist: List[int]):
+    def example(k: int, item: int, label: float, lo: int, hi: int):
         e = events[k]
-        return contract.make_example(
+        return contract.make_example_arrays(
             user_id=user_id, timestamp=e.timestamp_ms // 1000, target_item=item,
-            target_query=queries[k], target_attrs=item_attrs.get(item, no_attrs),
-            target_source=e.source, label=label,
-            hist_items=[items[h] for h in hist],
-            hist_query=[queries[h] for h in hist],
-            hist_attrs=[item_attrs.get(items[h], no_attrs) for h in hist],
-            hist_sources=[events[h].source for h in hist],
-            hist_time_gaps=[(e.timestamp_ms - events[h].timestamp_ms) / 1000.0 for h in hist],
+            target_query=queries[k],
+            target_attrs=np.asarray(item_attrs.get(item, no_attrs), np.int64),
+            target_source=e.source, label=label, hist_items=p_items[lo:hi],
+            hist_query=p_query[lo:hi], hist_attrs=p_attrs[lo:hi], hist_sources=p_sources[lo:hi],
+            hist_time_gaps=((e.timestamp_ms - p_times[lo:hi]) / 1000.0).astype(np.float32),
             record=f"user {e.user}, timestamp_ms {e.timestamp_ms}, item {e.item}"
         ).SerializeToString()
 
     test_positive = target_pos[-1] if (options.split == "loo" and len(target_pos) >= 3) else None
     for k in targets:
         e = events[k]
-        n_before = bisect.bisect_left(pos_times, e.timestamp_ms)
-        hist = pos_idx[max(0, n_before - options.max_seq_len):n_before]
+        hi = bisect.bisect_left(pos_times, e.timestamp_ms)  # strictly earlier positives
+        lo = max(0, hi - options.max_seq_len)
+        length = hi - lo
         split = split_of(e.timestamp_ms)
+        item = int(items[k])
         if e.label > 0 or has_negatives:
-            yield split, example(k, items[k], e.label, hist), len(hist)
+            yield split, example(k, item, e.label, lo, hi), length
         if e.label > 0 and sampler is not None and options.neg_per_pos > 0:
-            rng = _rng(options.seed, "neg", user_id, e.timestamp_ms, items[k])
+            rng = _rng(options.seed, "neg", user_id, e.timestamp_ms, item)
             for neg in sampler.draw(rng, options.neg_per_pos, positives):
-                yield split, example(k, neg, 0.0, hist), len(hist)
+                yield split, example(k, neg, 0.0, lo, hi), length
         if sampler is not None and (k == test_positive or (
                 options.split == "time" and split == "test" and e.label > 0)):
             rng = _rng(options.seed, "candidates", user_id, e.timestamp_ms)
-            yield "candidates", example(k, items[k], 1.0, hist), len(hist)
+            yield "candidates", example(k, item, 1.0, lo, hi), length
             for neg in sampler.draw(rng, options.num_candidates - 1, positives):
-                yield "candidates", example(k, neg, 0.0, hist), len(hist)
+                yield "candidates", example(k, neg, 0.0, lo, hi), length

@@ -237,34 +237,101 @@ class FeatureContract:
                     f"{name} has {len(values)} entries but {HIST_ITEMS} has {n}{where}")
             return list(values)
 
-        hq = per_item(HIST_QUERY, hist_query, ())
-        ha = per_item(HIST_ATTRS, hist_attrs, ())
-        hs = per_item(HIST_SOURCES, hist_sources, SOURCE_REC)
-        hg = per_item(HIST_TIME_GAPS, hist_time_gaps, 0.0)
         keep = slice(max(0, n - self.max_seq_len), n)
-        hist = list(hist_items)[keep]
-        hq, ha, hs, hg = hq[keep], ha[keep], hs[keep], hg[keep]
-        for s in list(hs) + [target_source]:
-            if s not in (SOURCE_REC, SOURCE_SEARCH):
-                raise ContractError(f"source {s!r} must be {SOURCE_REC} (recommendation) or "
-                                    f"{SOURCE_SEARCH} (search){where}")
         q, a = self.max_query_tokens, self.num_attrs
+        hq = per_item(HIST_QUERY, hist_query, ())[keep]
+        ha = per_item(HIST_ATTRS, hist_attrs, ())[keep]
+        return self.make_example_arrays(
+            user_id=user_id, timestamp=timestamp, target_item=target_item,
+            target_query=_int_array(_fit(target_query, q), TARGET_QUERY, where),
+            target_attrs=_int_array(_fit(target_attrs, a), TARGET_ATTRS, where),
+            target_source=target_source, label=label,
+            hist_items=_int_array(list(hist_items)[keep], HIST_ITEMS, where),
+            hist_query=_int_array([_fit(t, q) for t in hq], HIST_QUERY, where).reshape(-1, q),
+            hist_attrs=_int_array([_fit(t, a) for t in ha], HIST_ATTRS, where).reshape(-1, a),
+            hist_sources=_int_array(per_item(HIST_SOURCES, hist_sources, SOURCE_REC)[keep],
+                                    HIST_SOURCES, where),
+            hist_time_gaps=np.asarray(per_item(HIST_TIME_GAPS, hist_time_gaps, 0.0)[keep],
+                                      np.float32),
+            record=record)
+
+    def make_example_arrays(self, *, user_id: int, timestamp: int, target_item: int,
+                            target_query: np.ndarray, target_attrs: np.ndarray,
+                            target_source: int, label: float, hist_items: np.ndarray,
+                            hist_query: np.ndarray, hist_attrs: np.ndarray,
+                            hist_sources: np.ndarray, hist_time_gaps: np.ndarray,
+                            record: str = "") -> tf.train.Example:
+        """The serializer proper, over numpy arrays (the fast path of the Beam builder).
+
+        Args: target_query (Q,), target_attrs (A,), hist_items (n,), hist_query (n, Q),
+            hist_attrs (n, A), hist_sources (n,), hist_time_gaps (n,), oldest first; the
+            history is truncated to the most recent L.
+
+        Raises:
+            ContractError: wrong shapes, non-integer ids or sources outside {1, 2}, naming
+                the field and the record.
+        """
+        where = f" (record {record})" if record else ""
+        n = len(hist_items)
+        q, a = self.max_query_tokens, self.num_attrs
+        shapes = {TARGET_QUERY: (target_query, (q,)), TARGET_ATTRS: (target_attrs, (a,)),
+                  HIST_QUERY: (hist_query, (n, q)), HIST_ATTRS: (hist_attrs, (n, a)),
+                  HIST_SOURCES: (hist_sources, (n,)), HIST_TIME_GAPS: (hist_time_gaps, (n,))}
+        for name, (arr, shape) in shapes.items():
+            if np.shape(arr) != shape:
+                if name in (HIST_SOURCES, HIST_TIME_GAPS) and np.ndim(arr) == 1:
+                    raise ContractError(f"{name} has {len(arr)} entries but {HIST_ITEMS} has "
+                                        f"{n}{where}")
+                raise ContractError(f"{name} must have shape {shape}, got {np.shape(arr)}"
+                                    f"{where}")
+            if name != HIST_TIME_GAPS and np.asarray(arr).dtype.kind not in "iu" and np.size(
+                    arr):
+                raise ContractError(f"{name} must hold integer ids{where}")
+        bad = ~np.isin(np.append(hist_sources, target_source), (SOURCE_REC, SOURCE_SEARCH))
+        if bad.any():
+            s = np.append(hist_sources, target_source)[bad][0].item()
+            raise ContractError(f"source {s!r} must be {SOURCE_REC} (recommendation) or "
+                                f"{SOURCE_SEARCH} (search){where}")
+        keep = slice(max(0, n - self.max_seq_len), n)
+        ints = tf.train.Int64List
         feats = {
             USER_ID: _int64([user_id], USER_ID, where),
             TIMESTAMP: _int64([timestamp], TIMESTAMP, where),
             TARGET_ITEM: _int64([target_item], TARGET_ITEM, where),
-            TARGET_QUERY: _int64(_fit(target_query, q), TARGET_QUERY, where),
-            TARGET_ATTRS: _int64(_fit(target_attrs, a), TARGET_ATTRS, where),
+            TARGET_QUERY: tf.train.Feature(int64_list=ints(value=np.asarray(
+                target_query).tolist())),
+            TARGET_ATTRS: tf.train.Feature(int64_list=ints(value=np.asarray(
+                target_attrs).tolist())),
             TARGET_SOURCE: _int64([target_source], TARGET_SOURCE, where),
             LABEL: _float([label]),
-            HIST_ITEMS: _int64(hist, HIST_ITEMS, where),
-            HIST_QUERY: _int64([t for tokens in hq for t in _fit(tokens, q)], HIST_QUERY,
-                               where),
-            HIST_ATTRS: _int64([t for ids in ha for t in _fit(ids, a)], HIST_ATTRS, where),
-            HIST_SOURCES: _int64(hs, HIST_SOURCES, where),
-            HIST_TIME_GAPS: _float(hg),
+            HIST_ITEMS: tf.train.Feature(int64_list=ints(value=np.asarray(
+                hist_items)[keep].tolist())),
+            HIST_QUERY: tf.train.Feature(int64_list=ints(value=np.asarray(
+                hist_query)[keep].ravel().tolist())),
+            HIST_ATTRS: tf.train.Feature(int64_list=ints(value=np.asarray(
+                hist_attrs)[keep].ravel().tolist())),
+            HIST_SOURCES: tf.train.Feature(int64_list=ints(value=np.asarray(
+                hist_sources)[keep].tolist())),
+            HIST_TIME_GAPS: tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(
+                hist_time_gaps, np.float32)[keep].tolist())),
         }
         return tf.train.Example(features=tf.train.Features(feature=feats))
+
+
+def _int_array(values, name: str, where: str) -> np.ndarray:
+    """Integer array of ids; non-integral values are a ContractError naming the field."""
+    try:
+        arr = np.asarray(values)
+        if arr.size == 0:
+            return arr.astype(np.int64)
+        if arr.dtype.kind == "f":
+            if not np.all(np.isfinite(arr)) or np.any(arr != np.round(arr)):
+                raise ValueError("non-integral value")
+        elif arr.dtype.kind not in "iub":
+            raise ValueError(f"dtype {arr.dtype}")
+        return arr.astype(np.int64)
+    except (TypeError, ValueError) as e:
+        raise ContractError(f"{name} must hold integer ids, got {values!r}"[:300] + where) from e
 
 
 def _fit(values: Sequence[int], width: int) -> list:
