@@ -50,13 +50,24 @@ class Retrieval(tf.keras.layers.Layer):
     """
 
     needs_keys = True
+    nested_layers = ()  # constructor args that are (shared) layers, serialized by config
 
     def __init__(self, top_k: int, **kwargs):
         super().__init__(**kwargs)
         self.top_k = top_k
 
     def get_config(self):
-        return {**super().get_config(), "top_k": self.top_k}
+        config = {**super().get_config(), "top_k": self.top_k}
+        for name in self.nested_layers:
+            config[name] = tf.keras.layers.serialize(getattr(self, name))
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in cls.nested_layers:
+            config[name] = tf.keras.layers.deserialize(config[name])
+        return cls(**config)
 
 
 @register
@@ -71,6 +82,8 @@ class ExactTargetRetrieval(Retrieval):
         attention: the ESU `MultiHeadTargetAttention` whose weights are shared.
     """
 
+    nested_layers = ("attention",)
+
     def __init__(self, top_k: int, attention: MultiHeadTargetAttention, **kwargs):
         super().__init__(top_k, **kwargs)
         self.attention = attention
@@ -80,16 +93,6 @@ class ExactTargetRetrieval(Retrieval):
 
     def call(self, inputs):
         return masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)
-
-    def get_config(self):
-        return {**super().get_config(),
-                "attention": tf.keras.layers.serialize(self.attention)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["attention"] = tf.keras.layers.deserialize(config["attention"])
-        return cls(**config)
 
 
 @register
@@ -184,6 +187,8 @@ class QinRetrieval(Retrieval):
     """QIN: a query-relevant stage (the target query against each behaviour, top
     `first_k`), then a target-relevant stage (the ESU's logits) among those, top K."""
 
+    nested_layers = ("attention",)
+
     def __init__(self, top_k: int, first_k: int, attention: MultiHeadTargetAttention,
                  **kwargs):
         super().__init__(top_k, **kwargs)
@@ -202,14 +207,7 @@ class QinRetrieval(Retrieval):
         return stage2
 
     def get_config(self):
-        return {**super().get_config(), "first_k": self.first_k,
-                "attention": tf.keras.layers.serialize(self.attention)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["attention"] = tf.keras.layers.deserialize(config["attention"])
-        return cls(**config)
+        return {**super().get_config(), "first_k": self.first_k}
 
 
 @register

@@ -72,6 +72,7 @@ class PQLookupAttention(Retrieval):
     """
 
     needs_keys = False
+    nested_layers = ("attention", "pair_encoder")
 
     def __init__(self, top_k: int, num_items: int, num_parts: int, num_subspaces: int,
                  num_codewords: int, dim: int, attention, pair_encoder, **kwargs):
@@ -135,13 +136,4 @@ class PQLookupAttention(Retrieval):
     def get_config(self):
         return {**super().get_config(), "num_items": self.num_items,
                 "num_parts": self.num_parts, "num_subspaces": self.num_subspaces,
-                "num_codewords": self.num_codewords, "dim": self.dim,
-                "attention": tf.keras.layers.serialize(self.attention),
-                "pair_encoder": tf.keras.layers.serialize(self.pair_encoder)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["attention"] = tf.keras.layers.deserialize(config["attention"])
-        config["pair_encoder"] = tf.keras.layers.deserialize(config["pair_encoder"])
-        return cls(**config)
+                "num_codewords": self.num_codewords, "dim": self.dim}

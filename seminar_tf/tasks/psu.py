@@ -47,6 +47,13 @@ class _Task(tf.keras.layers.Layer, tfrs.tasks.Task):
         super().__init__(name=name, **kwargs)
         self.accuracy = tf.keras.metrics.Mean(name=f"{name}_acc")
 
+    def update_accuracy(self, logits, col_valid, row_valid):
+        """Top-1 accuracy: the positive (column i for row i) has the highest valid logit."""
+        masked = tf.where(col_valid, logits, NEG)
+        n = tf.shape(logits)[0]
+        hit = tf.cast(tf.argmax(masked, -1, output_type=tf.int32) == tf.range(n), tf.float32)
+        self.accuracy.update_state(hit, sample_weight=tf.cast(row_valid, tf.float32))
+
 
 class MultiModalAlignmentTask(_Task):
     """Symmetric in-batch InfoNCE between two views of the same N items.
@@ -69,9 +76,7 @@ class MultiModalAlignmentTask(_Task):
         la, per_a = _masked_ce(cosine_logits(a, b, temperature), diag, valid, col_valid)
         lb, _ = _masked_ce(cosine_logits(b, a, temperature), diag, valid, col_valid)
         if compute_metrics:
-            logits = tf.where(col_valid, cosine_logits(a, b, temperature), NEG)
-            hit = tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == diag, tf.float32)
-            self.accuracy.update_state(hit, sample_weight=tf.cast(valid, tf.float32))
+            self.update_accuracy(cosine_logits(a, b, temperature), col_valid, valid)
         return 0.5 * (la + lb)
 
 
@@ -98,10 +103,7 @@ class NextPairTask(_Task):
         col_valid = tf.concat([in_batch_ok, sampled_ok], 1)
         loss, _ = _masked_ce(logits, tf.range(n), valid, col_valid)
         if compute_metrics:
-            masked = tf.where(col_valid, logits, NEG)
-            hit = tf.cast(tf.argmax(masked, -1, output_type=tf.int32) == tf.range(n),
-                          tf.float32)
-            self.accuracy.update_state(hit, sample_weight=tf.cast(valid, tf.float32))
+            self.update_accuracy(logits, col_valid, valid)
         return loss
 
 
@@ -139,8 +141,5 @@ class QueryItemRelevanceTask(_Task):
         col_valid = tf.concat([batch_ok, tf.reshape(seq_ok, [n, L])], 1)
         loss, _ = _masked_ce(logits, tf.range(n), flat_valid, col_valid)
         if compute_metrics:
-            masked = tf.where(col_valid, logits, NEG)
-            hit = tf.cast(tf.argmax(masked, -1, output_type=tf.int32) == tf.range(n),
-                          tf.float32)
-            self.accuracy.update_state(hit, sample_weight=tf.cast(flat_valid, tf.float32))
+            self.update_accuracy(logits, col_valid, flat_valid)
         return loss

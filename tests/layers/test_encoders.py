@@ -66,9 +66,10 @@ def test_gated_fusion_per_item_softmax_over_valid_modalities(tmp_path):
     fused, gates = fusion(tf.constant(emb), tf.constant(valid))
     w, b = fusion.gate.get_weights()
     logits = emb.reshape(2, 5, 12).astype(np.float64) @ w + b
-    logits = np.where(valid, logits, -np.inf)
-    g = np.exp(logits - logits.max(-1, keepdims=True))
-    g = np.nan_to_num(g / g.sum(-1, keepdims=True)) * valid
+    with np.errstate(invalid="ignore", divide="ignore"):  # rows with no valid modality
+        logits = np.where(valid, logits, -np.inf)
+        g = np.exp(logits - logits.max(-1, keepdims=True))
+        g = np.nan_to_num(g / g.sum(-1, keepdims=True)) * valid
     np.testing.assert_allclose(gates, g, atol=1e-5)
     np.testing.assert_allclose(fused, np.einsum("bim,bimd->bid", g, emb), atol=1e-5)
     assert np.all(np.isfinite(fused.numpy()))

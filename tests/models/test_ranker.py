@@ -97,7 +97,9 @@ def test_routing_by_source():
                                np.where(src == F.SOURCE_SEARCH, out["search"], out["ctr"]))
 
 
-def test_gsu_pq_is_not_built_directly():
-    cfg = tiny_config(gsu="pq")
-    with pytest.raises(ValueError, match="attach"):
-        build_model(cfg)
+def test_gsu_pq_builds_an_empty_pq_layer_to_restore_into():
+    from seminar_tf.pq.layer import PQLookupAttention
+    model = build_model(tiny_config(gsu="pq"))
+    assert isinstance(model.gsu, PQLookupAttention)
+    assert not model.gsu.needs_keys
+    assert float(tf.reduce_sum(tf.abs(model.gsu.codebooks))) == 0.0  # until set_codebooks
