@@ -83,6 +83,7 @@ def main():
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "beam_bench"))
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     p.add_argument("--modes", nargs="*", default=["single", "multi_processing"])
+    p.add_argument("--name", default="beam_preprocess", help="results file name")
     args = p.parse_args()
     from seminar_tf.data import synthetic
     rows = []
@@ -105,7 +106,7 @@ def main():
         r["events_vs_smallest"] = r["events"] / b["events"]
     cols = ["mode", "events", "examples", "seconds", "events_per_s", "peak_rss_mb",
             "events_vs_smallest", "time_vs_smallest"]
-    write_results("beam_preprocess", {"machine": machine(), "rows": rows,
+    write_results(args.name, {"machine": machine(), "rows": rows,
                                       "max_seq_len": args.max_seq_len},
                   markdown_table(rows, cols), args.out)
 
