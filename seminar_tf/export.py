@@ -65,7 +65,7 @@ class ServingModule(tf.Module):
 
         @tf.function(input_signature=[spec])
         def predict(features):
-            return self._outputs(features)
+            return self._outputs(self.contract.sanitize_dense(features))
         return predict
 
 

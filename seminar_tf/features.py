@@ -146,6 +146,8 @@ class FeatureContract:
                 f"{HIST_SOURCES} must have one value per history item")),
             tf.debugging.assert_equal(raw[HIST_TIME_GAPS].row_lengths(), n, message=(
                 f"{HIST_TIME_GAPS} must have one value per history item")),
+            tf.debugging.assert_all_finite(raw[HIST_TIME_GAPS].values, message=(
+                f"{HIST_TIME_GAPS} must hold finite values")),
         ]
         with tf.control_dependencies(checks):
             n = tf.identity(n)
@@ -180,6 +182,22 @@ class FeatureContract:
         out[HIST_MASK] = out[HIST_ITEMS] != PAD_ID
         out[TARGET_QUERY_MASK] = out[TARGET_QUERY] != PAD_ID
         out[HIST_QUERY_MASK] = out[HIST_QUERY] != PAD_ID
+        return out
+
+    def sanitize_dense(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Dense inputs (the `predict` signature) held to what parsing guarantees.
+
+        Ids outside a vocabulary (negative or too large) become OOV, as in `densify`;
+        non-finite time gaps fail with InvalidArgumentError naming the field.
+        """
+        vocab = {USER_ID: self.user_vocab_size, TARGET_ITEM: self.item_vocab_size,
+                 TARGET_QUERY: self.query_vocab_size, TARGET_ATTRS: self.attr_vocab_size,
+                 HIST_ITEMS: self.item_vocab_size, HIST_QUERY: self.query_vocab_size,
+                 HIST_ATTRS: self.attr_vocab_size}
+        out = {k: self._oov(v, vocab[k]) if k in vocab else v for k, v in features.items()}
+        if HIST_TIME_GAPS in out:
+            out[HIST_TIME_GAPS] = tf.debugging.assert_all_finite(
+                out[HIST_TIME_GAPS], message=f"{HIST_TIME_GAPS} must hold finite values")
         return out
 
     @staticmethod

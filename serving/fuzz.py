@@ -1,0 +1,146 @@
+"""Hostile-request generators shared by the fuzz tests and `benchmarks/fuzz_serving.py`.
+
+Each case class has its expected outcome written down (`EXPECTED`): a request the model can
+answer meaningfully is OK; anything malformed is a client error (INVALID_ARGUMENT, or
+RESOURCE_EXHAUSTED over a size limit); mutated serialized Examples may still be valid
+Examples, so they are OK (with finite scores) or INVALID_ARGUMENT. Nothing is ever UNKNOWN,
+INTERNAL or a dead server.
+"""
+from __future__ import annotations
+
+import random
+from typing import Dict, List, Tuple
+
+import numpy as np
+
+OK, INVALID, EXHAUSTED = "OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"
+EXPECTED = {
+    "valid": {OK},
+    "empty_history": {OK},
+    "zero_candidates": {OK},
+    "ids_out_of_vocab": {OK},          # mapped to OOV, as the feature contract documents
+    "too_many_candidates": {INVALID},  # over the server's max batch
+    "dropped_input": {INVALID},
+    "extra_input": {INVALID},
+    "wrong_dtype": {INVALID},
+    "wrong_shape": {INVALID},
+    "batch_mismatch": {INVALID},
+    "int_overflow": {INVALID},         # beyond the input dtype's range
+    "non_finite": {INVALID},           # NaN / Inf time gaps, dense or inside an Example
+    "garbage_example": {INVALID},
+    "mutated_example": {OK, INVALID},  # byte flips / truncation may leave a valid Example
+    "unknown_signature": {INVALID},
+}
+CASES = tuple(EXPECTED)
+
+
+def make_examples(contract, rng: random.Random, n: int, hist_len: int,
+                  id_scale: int = 0, time_gap: float = 1.0) -> List[bytes]:
+    """`n` serialized Examples of one user with `hist_len` behaviours.
+
+    `id_scale` > 0 draws ids from [-id_scale, id_scale] (outside any vocabulary).
+    """
+    def item():
+        return rng.randint(-id_scale, id_scale) if id_scale else rng.randint(2, 50)
+    hist = [dict(item=item(), query=[rng.randint(0, 9)], attrs=[rng.randint(2, 5)])
+            for _ in range(hist_len)]
+    out = []
+    for _ in range(n):
+        out.append(contract.make_example(
+            user_id=item(), target_item=item(), label=0.0, target_query=[rng.randint(0, 9)],
+            target_attrs=[rng.randint(2, 5)], hist_items=[h["item"] for h in hist],
+            hist_query=[h["query"] for h in hist], hist_attrs=[h["attrs"] for h in hist],
+            hist_time_gaps=[time_gap] * hist_len).SerializeToString())
+    return out
+
+
+def _mutate(data: bytes, rng: random.Random) -> bytes:
+    b = bytearray(data)
+    if rng.random() < 0.5 and len(b) > 1:
+        return bytes(b[:rng.randint(0, len(b) - 1)])  # truncated
+    for _ in range(rng.randint(1, 4)):
+        if b:
+            b[rng.randrange(len(b))] = rng.randrange(256)  # byte flips
+    return bytes(b)
+
+
+def dense_inputs(contract, examples: List[bytes]) -> Dict[str, np.ndarray]:
+    """The `predict` signature's inputs for serialized Examples (parsed by the contract)."""
+    import tensorflow as tf
+    parsed = contract.parse_examples(tf.constant(examples))
+    return {k: parsed[k].numpy() for k in contract.dense_input_signature()}
+
+
+def build_case(case: str, signature: str, contract, rng: random.Random,
+               max_batch: int) -> Tuple[str, Dict[str, np.ndarray]]:
+    """(signature name, inputs) of one request of case class `case`."""
+    n = rng.randint(1, 5)
+    hist_len = rng.randint(1, contract.max_seq_len + 5)
+    examples = make_examples(contract, rng, n, hist_len)
+    if case == "empty_history":
+        examples = make_examples(contract, rng, n, 0)
+    elif case == "zero_candidates":
+        examples = []
+    elif case == "too_many_candidates":
+        examples = examples[:1] * (max_batch + 1 + rng.randint(0, 9000))
+    elif case == "ids_out_of_vocab":
+        examples = make_examples(contract, rng, n, hist_len, id_scale=2**40)
+    elif case == "non_finite":
+        examples = make_examples(contract, rng, n, hist_len,
+                                 time_gap=rng.choice([np.nan, np.inf, -np.inf]))
+    elif case == "garbage_example":
+        examples = [bytes(rng.randrange(256) for _ in range(rng.randint(1, 60))) + b"\xff"
+                    for _ in range(n)]
+    elif case == "mutated_example":
+        examples = [_mutate(e, rng) for e in examples]
+    if signature == "predict":
+        if case in ("garbage_example", "mutated_example"):
+            signature = "serving_default"
+            inputs = {"examples": np.array(examples, dtype=object)}
+        elif case == "zero_candidates":
+            inputs = {k: np.zeros([0] + list(s.shape[1:]), s.dtype.as_numpy_dtype)
+                      for k, s in contract.dense_input_signature().items()}
+        elif case == "non_finite":
+            inputs = dense_inputs(contract, make_examples(contract, rng, n, hist_len))
+            gaps = inputs["hist_time_gaps"]
+            gaps.flat[rng.randrange(gaps.size)] = rng.choice([np.nan, np.inf])
+        else:
+            inputs = dense_inputs(contract, examples)
+    else:
+        inputs = {"examples": np.array(examples, dtype=object)}
+    keys = sorted(inputs)
+    if case == "dropped_input":
+        inputs.pop(rng.choice(keys))
+    elif case == "extra_input":
+        inputs[rng.choice(["extra", "examples2", "user"])] = np.zeros([max(n, 1)], np.int64)
+    elif case == "wrong_dtype":
+        k = rng.choice(keys)
+        v = inputs[k]
+        if v.dtype == object:
+            inputs[k] = np.full(v.shape, rng.choice([1.5, 7]))
+        else:
+            inputs[k] = np.full(v.shape, "x", dtype=object) if rng.random() < 0.5 or \
+                v.dtype.kind == "f" else np.full(v.shape, 0.5, np.float32)
+    elif case == "wrong_shape":
+        k = rng.choice(keys)
+        v = inputs[k]
+        inputs[k] = v.reshape(-1)[:1].reshape([1] * (v.ndim + 1)) if v.size else \
+            np.zeros([1] * (v.ndim + 1), v.dtype)
+    elif case == "batch_mismatch":
+        if len(keys) == 1:
+            inputs["examples"] = inputs["examples"]  # one input: mismatch needs two
+            inputs["extra"] = np.zeros([n + 1], np.int64)
+        else:
+            k = rng.choice(keys)
+            inputs[k] = np.concatenate([inputs[k], inputs[k][:1]])
+    elif case == "int_overflow":
+        if signature == "predict":
+            k = rng.choice([k for k in keys if inputs[k].dtype.kind in "iu"])
+            v = inputs[k].astype(np.uint64)
+            v.flat[0] = np.uint64(2**63 + rng.randint(0, 2**20))
+            inputs[k] = v
+        else:
+            inputs["examples"] = np.full([n], 2**63 + 5, np.uint64)
+    elif case == "unknown_signature":
+        signature = rng.choice(["nope", "serving", "predict2"])
+    return signature, inputs

@@ -1,0 +1,266 @@
+"""The model manager: which version of `<base>/<name>/<version>/` is served, and when it
+changes.
+
+Policy (TF Serving's "latest" policy, made safe against half-copied directories):
+- a version directory is a candidate once it holds `saved_model.pb` (and, where it has a
+  `variables/` folder, `variables/variables.index`) and its files (names, sizes, mtimes) have
+  stayed unchanged for `settle_seconds`; a copy still in progress is never loaded. Writing a
+  version to a temporary name and renaming it into place (as `seminar export` does) makes
+  it a candidate at once;
+- the newest candidate is loaded and warmed up (its `assets.extra/tf_serving_warmup_requests`
+  replayed) before it replaces the served version;
+- a version that fails to load is remembered with the fingerprint of its files and retried
+  as soon as they change (a fixed copy is picked up without a restart);
+- requests hold the version they started with (`acquire`); a replaced version is released
+  only after its in-flight requests finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import grpc
+import tensorflow as tf
+
+from serving.errors import RequestError
+
+LOG = logging.getLogger("serving")
+Fingerprint = Tuple[Tuple[str, int, int], ...]
+
+
+class LoadedModel:
+    """One loaded version: its signatures, their input specs and SignatureDefs."""
+
+    def __init__(self, name: str, version: int, path: str):
+        from tensorflow.python.saved_model import loader_impl
+        self.name, self.version, self.path = name, version, path
+        self.module = tf.saved_model.load(path)
+        self.signatures = dict(self.module.signatures)
+        saved = loader_impl.parse_saved_model(path)
+        self.signature_defs = dict(saved.meta_graphs[0].signature_def)
+        self.input_specs = {k: f.structured_input_signature[1]
+                            for k, f in self.signatures.items()}
+        self._inflight = 0
+        self._idle = threading.Condition()
+
+    def warmup(self) -> int:
+        """Replays `assets.extra/tf_serving_warmup_requests`; returns the number replayed."""
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        from serving.codec import run_predict
+        path = os.path.join(self.path, "assets.extra", "tf_serving_warmup_requests")
+        if not os.path.exists(path):
+            return 0
+        n = 0
+        for raw in tf.data.TFRecordDataset(path):
+            log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
+            if log.WhichOneof("log_type") != "predict_log":
+                continue
+            run_predict(self, log.predict_log.request)
+            n += 1
+        return n
+
+    def enter(self) -> None:
+        with self._idle:
+            self._inflight += 1
+
+    def leave(self) -> None:
+        with self._idle:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self._idle.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Blocks until no request uses this version; False when `timeout` ran out first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._inflight == 0, timeout)
+
+
+def fingerprint(path: str) -> Fingerprint:
+    """(relative path, size, mtime ns) of every file below `path`, sorted."""
+    out = []
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            try:
+                st = os.stat(p)
+            except FileNotFoundError:  # removed while walking: the next poll sees it
+                continue
+            out.append((os.path.relpath(p, path), st.st_size, st.st_mtime_ns))
+    return tuple(sorted(out))
+
+
+def looks_complete(path: str) -> bool:
+    """The files a SavedModel needs before anyone should try to load it."""
+    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+        return False
+    variables = os.path.join(path, "variables")
+    return not os.path.isdir(variables) or os.path.exists(
+        os.path.join(variables, "variables.index"))
+
+
+class ModelManager:
+    """Polls `<base>/<name>` and serves the newest settled version; swaps atomically.
+
+    Args:
+        base: the model base path.
+        name: the model name (a subfolder of `base`).
+        poll_seconds: how often the base path is scanned.
+        settle_seconds: how long a version's files must stay unchanged before it is loaded.
+        drain_seconds: how long an unloaded version waits for its in-flight requests.
+    """
+
+    def __init__(self, base: str, name: str, poll_seconds: float = 2.0,
+                 settle_seconds: float = 1.0, drain_seconds: float = 60.0):
+        self.base, self.name, self.poll_seconds = base, name, poll_seconds
+        self.settle_seconds, self.drain_seconds = settle_seconds, drain_seconds
+        self._current: Optional[LoadedModel] = None
+        self._lock = threading.Lock()
+        self._poll_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._seen: Dict[int, Tuple[Fingerprint, float]] = {}
+        self.failed: Dict[int, Tuple[Fingerprint, str]] = {}
+        self.unloaded: List[int] = []
+
+    @property
+    def load_errors(self) -> Dict[int, str]:
+        """Version -> the error of its last failed load (retried when its files change)."""
+        return {v: err for v, (_, err) in self.failed.items()}
+
+    def versions_on_disk(self) -> List[int]:
+        d = os.path.join(self.base, self.name)
+        if not os.path.isdir(d):
+            return []
+        return sorted(int(v) for v in os.listdir(d) if v.isdigit())
+
+    def _settled(self, version: int, path: str, now: float) -> Optional[Fingerprint]:
+        """The version's fingerprint once it is complete and unchanged long enough."""
+        if not looks_complete(path):
+            self._seen.pop(version, None)
+            return None
+        fp = fingerprint(path)
+        seen = self._seen.get(version)
+        if seen is None or seen[0] != fp:
+            newest = max((m for _, _, m in fp), default=0) / 1e9
+            # files untouched for settle_seconds already (e.g. found at start-up) count
+            self._seen[version] = (fp, min(now, newest) if newest else now)
+            seen = self._seen[version]
+        return fp if now - seen[1] >= self.settle_seconds else None
+
+    def poll_once(self) -> bool:
+        """Loads a newer settled version if there is one; returns True when a swap happened."""
+        with self._poll_lock:
+            return self._poll()
+
+    def _poll(self) -> bool:
+        now = time.time()
+        cur = self._current
+        for version in reversed(self.versions_on_disk()):
+            if cur is not None and version == cur.version:
+                return False
+            path = os.path.join(self.base, self.name, str(version))
+            fp = self._settled(version, path, now)
+            if fp is None:
+                continue  # still arriving (or incomplete): an older version may serve
+            if version in self.failed and self.failed[version][0] == fp:
+                continue  # failed with exactly these files: wait until they change
+            if self._load(version, path, fp):
+                return True
+        return False
+
+    def _load(self, version: int, path: str, fp: Fingerprint) -> bool:
+        t0 = time.time()
+        try:
+            model = LoadedModel(self.name, version, path)
+            warm = model.warmup()
+        except Exception as e:  # a broken version must not take the server down: logged,
+            # kept in `failed` with its fingerprint and retried when its files change
+            self.failed[version] = (fp, f"{type(e).__name__}: {str(e)[:500]}")
+            LOG.error(json.dumps({"event": "load_failed", "model": self.name,
+                                  "version": version, "error": str(e)[:500]}))
+            return False
+        self.failed.pop(version, None)
+        with self._lock:
+            old, self._current = self._current, model
+        LOG.info(json.dumps({"event": "version_loaded", "model": self.name,
+                             "version": version, "warmup_requests": warm,
+                             "seconds": round(time.time() - t0, 2),
+                             "replaces": old.version if old else None}))
+        if old is not None:
+            threading.Thread(target=self._unload, args=(old,), daemon=True,
+                             name=f"unload-{old.version}").start()
+        return True
+
+    def _unload(self, model: LoadedModel) -> None:
+        drained = model.wait_idle(self.drain_seconds)
+        self.unloaded.append(model.version)
+        LOG.info(json.dumps({"event": "version_unloaded", "model": self.name,
+                             "version": model.version, "drained": drained}))
+
+    def start(self) -> "ModelManager":
+        self.poll_once()
+        self._thread = threading.Thread(target=self._loop, name="version-poller", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            try:
+                self.poll_once()
+            except Exception:  # the poller must survive e.g. a base path on a flaky mount
+                LOG.exception("version poll failed; retrying at the next poll")
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def current(self) -> Optional[LoadedModel]:
+        return self._current
+
+    def get(self, name: str, version: Optional[int] = None) -> LoadedModel:
+        """The served model for (name, version), or NOT_FOUND / UNAVAILABLE."""
+        if name != self.name:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Servable not found for request: Latest({name})")
+        cur = self._current
+        if cur is None:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"model {name} has no loaded version")
+        if version is not None and version != cur.version:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Servable not found for request: Specific({name}, {version})")
+        return cur
+
+    @contextlib.contextmanager
+    def acquire(self, name: str, version: Optional[int] = None) -> Iterator[LoadedModel]:
+        """The served model, held (not unloaded) until the block ends."""
+        with self._lock:
+            model = self.get(name, version)
+            model.enter()
+        try:
+            yield model
+        finally:
+            model.leave()
+
+    def status(self, name: str, version: Optional[int]):
+        """GetModelStatusResponse for the served version (NOT_FOUND otherwise)."""
+        from tensorflow_serving.apis import get_model_status_pb2 as s
+        if name != self.name:
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Could not find any versions of model {name}")
+        resp = s.GetModelStatusResponse()
+        cur = self._current
+        if version is not None and (cur is None or version != cur.version):
+            raise RequestError(grpc.StatusCode.NOT_FOUND,
+                               f"Could not find version {version} of model {name}")
+        if cur is not None:
+            st = resp.model_version_status.add()
+            st.version = cur.version
+            st.state = s.ModelVersionStatus.AVAILABLE
+            st.status.error_code = 0
+        return resp

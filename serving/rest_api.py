@@ -1,0 +1,195 @@
+"""REST: TF Serving's `/v1/models/...` API over `http.server`.
+
+`POST /v1/models/<name>[/versions/<v>]:predict` (row "instances" or columnar "inputs",
+`{"b64": ...}` for bytes), `GET /v1/models/<name>[/versions/<v>]` (status),
+`GET /v1/models/<name>[/versions/<v>]/metadata`, `GET /monitoring/prometheus/metrics`.
+
+The body is checked before it is read: `Content-Length` missing (or chunked) → 411, not a
+non-negative integer → 400, over the limit → 413 (the body is not drained; the connection is
+closed). Reads time out after `read_timeout` seconds (408). Every error, including malformed
+request lines and unsupported methods, is JSON in TF Serving's `{"error": "..."}` shape.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from http.server import BaseHTTPRequestHandler
+from typing import Callable, Tuple
+
+import grpc
+
+from serving.codec import call_signature, rest_inputs, rest_response
+from serving.errors import RequestError, classify, invalid
+from serving.metrics import Metrics
+from serving.models import ModelManager
+
+LOG = logging.getLogger("serving")
+
+
+def _not_found(path: str) -> RequestError:
+    return RequestError(grpc.StatusCode.NOT_FOUND, f"unknown path {path}")
+
+
+class RestHandler(BaseHTTPRequestHandler):
+    """One HTTP connection; the class attributes are bound by `make_handler`."""
+    manager: ModelManager
+    metrics: Metrics
+    max_batch: int
+    max_body: int
+    protocol_version = "HTTP/1.1"
+    timeout = 30.0  # socket timeout: a client that stops sending cannot hold a thread
+
+    def log_message(self, fmt, *args):  # structured logs instead of stderr lines
+        LOG.debug(json.dumps({"event": "http", "line": fmt % args}))
+
+    def _send(self, status: int, payload, content_type="application/json"):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's own errors (bad request line, unsupported method) as JSON too."""
+        self.close_connection = True
+        try:
+            self._send(code, {"error": message or self.responses.get(code, ("error",))[0]})
+        except OSError:
+            pass  # the client is gone; nothing to answer
+
+    def _parse_path(self) -> Tuple[str, int, str, list]:
+        path = self.path.split("?")[0]
+        parts = path.strip("/").split("/")
+        if len(parts) < 3 or parts[0] != "v1" or parts[1] != "models":
+            raise _not_found(path)
+        rest = parts[2:]
+        name, verb = rest[0], None
+        if ":" in rest[-1]:
+            rest[-1], verb = rest[-1].split(":", 1)
+            if len(rest) == 1:
+                name = rest[0]
+        version, extra = None, rest[1:]
+        if extra[:1] == ["versions"]:
+            if len(extra) < 2 or not extra[1].isdigit() or len(extra[1]) > 18:
+                raise invalid(f"bad version in path {path}")
+            version, extra = int(extra[1]), extra[2:]
+        return name, version, verb, extra
+
+    def _handle(self, method: str, fn: Callable):
+        t0 = time.time()
+        code = grpc.StatusCode.OK
+        try:
+            status, payload = fn()
+        except Exception as e:  # mapped to a status and answered as JSON
+            code, message, status = classify(e)
+            if code == grpc.StatusCode.INTERNAL:
+                LOG.exception("internal error")
+            else:
+                LOG.info(json.dumps({"event": "bad_request", "api": "rest", "method": method,
+                                     "code": code.name, "message": message[:300]}))
+            payload = {"error": message}
+        finally:
+            self.metrics.record("rest", method, code.name, time.time() - t0)
+        try:
+            self._send(status, payload)
+        except OSError:
+            self.close_connection = True  # the client went away while we answered
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            self.close_connection = True
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               "chunked request bodies are not accepted: send Content-Length",
+                               http_status=411)
+        raw = self.headers.get("Content-Length")
+        if raw is None:
+            self.close_connection = True
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                               "a POST needs a Content-Length header", http_status=411)
+        raw = raw.strip()
+        if not raw.isdigit() or len(raw) > 18:
+            self.close_connection = True
+            raise invalid(f"Content-Length must be a non-negative integer, got {raw[:40]!r}")
+        length = int(raw)
+        if length > self.max_body:
+            self.close_connection = True  # the body is not drained: the connection ends
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"request of {length} bytes exceeds the limit {self.max_body}")
+        try:
+            body = self.rfile.read(length)
+        except (socket.timeout, TimeoutError) as e:
+            self.close_connection = True
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"request body not received within {self.timeout} s") from e
+        if len(body) != length:
+            self.close_connection = True
+            raise invalid(f"request body has {len(body)} of the announced {length} bytes")
+        return body
+
+    def do_GET(self):
+        if self.path.split("?")[0] == "/monitoring/prometheus/metrics":
+            return self._send(200, self.metrics.render(self.manager.name).encode(),
+                              "text/plain; version=0.0.4")
+        self._handle("GET", self._get)
+
+    def _get(self):
+        name, version, verb, extra = self._parse_path()
+        if verb is not None or extra not in ([], ["metadata"]):
+            raise _not_found(self.path)
+        if extra == ["metadata"]:
+            from google.protobuf import json_format
+            model = self.manager.get(name, version)
+            sigs = {k: json_format.MessageToDict(v) for k, v in model.signature_defs.items()
+                    if k != "__saved_model_init_op"}
+            return 200, {"model_spec": {"name": name, "version": str(model.version)},
+                         "metadata": {"signature_def": {"signature_def": sigs}}}
+        resp = self.manager.status(name, version)
+        return 200, {"model_version_status": [
+            {"version": str(s.version), "state": "AVAILABLE",
+             "status": {"error_code": "OK", "error_message": ""}}
+            for s in resp.model_version_status]}
+
+    def do_POST(self):
+        self._handle("POST", self._post)
+
+    def _post(self):
+        name, version, verb, extra = self._parse_path()
+        body = self._read_body()  # before anything else: the connection must stay in sync
+        if verb != "predict" or extra:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT if verb in (
+                "classify", "regress") else grpc.StatusCode.NOT_FOUND,
+                f"unsupported method :{verb} (only :predict)")
+        try:
+            body = json.loads(body or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise invalid(f"request body is not JSON: {type(e).__name__}: {e}") from e
+        with self.manager.acquire(name, version) as model:
+            signature = (body.get("signature_name") if isinstance(body, dict) else None) \
+                or "serving_default"
+            if not isinstance(signature, str) or signature not in model.input_specs:
+                raise invalid(f"Serving signature name: \"{signature}\" not found; available: "
+                              f"{sorted(model.signatures)}")
+            inputs, rows = rest_inputs(body, model.input_specs[signature])
+            out = call_signature(model, signature, inputs, self.max_batch)
+        return 200, rest_response(out, rows)
+
+    def _method_not_allowed(self):
+        self.close_connection = True
+        self._handle(self.command, lambda: (_ for _ in ()).throw(RequestError(
+            grpc.StatusCode.UNIMPLEMENTED, f"method {self.command} is not allowed",
+            http_status=405)))
+
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _method_not_allowed
+
+
+def make_handler(manager: ModelManager, metrics: Metrics, max_batch: int, max_body: int,
+                 read_timeout: float = 30.0):
+    """A RestHandler class bound to one manager (http.server instantiates per connection)."""
+    return type("Handler", (RestHandler,), {"manager": manager, "metrics": metrics,
+                                            "max_batch": max_batch, "max_body": max_body,
+                                            "timeout": read_timeout})

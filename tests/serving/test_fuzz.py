@@ -1,0 +1,138 @@
+"""Fuzzing the server over gRPC and REST for every signature: each case class gets its
+written-down status (serving.fuzz.EXPECTED), the server stays up, and a good request right
+after each bad one succeeds."""
+import base64
+import json
+import random
+import urllib.error
+import urllib.request
+
+import grpc
+import numpy as np
+import pytest
+import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from tensorflow_serving.apis import predict_pb2
+
+from seminar_tf import features as F
+from seminar_tf import training
+from serving import fuzz
+from serving.server import Server
+
+NAME = "seminar"
+MAX_BATCH = 64
+SIGNATURES = ("serving_default", "predict", "retrieve")
+
+
+@pytest.fixture(scope="module")
+def served(trained):
+    model_dir, base, _, examples = trained
+    contract = F.FeatureContract.from_config(training.load_model(model_dir).config.data)
+    server = Server(base, NAME, grpc_port=0, rest_port=0, max_batch=MAX_BATCH,
+                    poll_seconds=60).start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    yield server, stub, contract, examples
+    channel.close()
+    server.stop()
+
+
+def grpc_call(stub, signature, inputs):
+    """(status name, outputs) of one Predict call."""
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = NAME
+    req.model_spec.signature_name = signature
+    for k, v in inputs.items():
+        req.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+    try:
+        resp = stub.Predict(req, timeout=60)
+    except grpc.RpcError as e:
+        return e.code().name, e.details()
+    return "OK", {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+
+
+def _json_value(v: np.ndarray):
+    if v.dtype == object:
+        return [_json_value(x) if isinstance(x, np.ndarray) else
+                {"b64": base64.b64encode(x if isinstance(x, bytes) else str(x).encode())
+                 .decode()} if isinstance(x, (bytes, str)) else x for x in v]
+    return v.tolist()
+
+
+def rest_call(port, signature, inputs):
+    """(status name, outputs or error) of one REST :predict call."""
+    body = json.dumps({"signature_name": signature,
+                       "inputs": {k: _json_value(v) for k, v in inputs.items()}}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/{NAME}:predict", body)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            out = json.loads(r.read())["outputs"]
+            return "OK", {k: np.asarray(v) for k, v in out.items()}
+    except urllib.error.HTTPError as e:
+        err = json.loads(e.read())["error"]
+        return {400: "INVALID_ARGUMENT", 413: "RESOURCE_EXHAUSTED", 404: "NOT_FOUND",
+                500: "INTERNAL"}.get(e.code, str(e.code)), err
+
+
+def check(status, out, case, signature, good):
+    assert status in fuzz.EXPECTED[case], (case, signature, status, out)
+    if status == "OK":
+        for k, v in out.items():
+            if v.dtype.kind == "f":
+                assert np.all(np.isfinite(v)), (case, signature, k)
+    else:
+        assert isinstance(out, str) and out, (case, status)
+    assert good()[0] == "OK"  # the server keeps serving
+
+
+@settings(max_examples=60, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(fuzz.CASES), signature=st.sampled_from(SIGNATURES),
+       seed=st.integers(0, 2**31 - 1))
+def test_grpc_fuzz(served, case, signature, seed):
+    server, stub, contract, examples = served
+    sig, inputs = fuzz.build_case(case, signature, contract, random.Random(seed), MAX_BATCH)
+    status, out = grpc_call(stub, sig, inputs)
+    good = {"examples": np.array(examples, dtype=object)}
+    check(status, out, case, sig, lambda: grpc_call(stub, "serving_default", good))
+
+
+@settings(max_examples=45, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=st.sampled_from(fuzz.CASES), signature=st.sampled_from(SIGNATURES),
+       seed=st.integers(0, 2**31 - 1))
+def test_rest_fuzz(served, case, signature, seed):
+    server, _, contract, examples = served
+    sig, inputs = fuzz.build_case(case, signature, contract, random.Random(seed), MAX_BATCH)
+    status, out = rest_call(server.rest_port, sig, inputs)
+    good = {"examples": np.array(examples, dtype=object)}
+    check(status, out, case, sig, lambda: rest_call(server.rest_port, "serving_default", good))
+
+
+@pytest.mark.parametrize("case", fuzz.CASES)
+@pytest.mark.parametrize("signature", SIGNATURES)
+def test_every_case_class_has_its_status_over_grpc(served, case, signature):
+    """Each (case class, signature) at least once, so no class depends on hypothesis' draw."""
+    server, stub, contract, examples = served
+    sig, inputs = fuzz.build_case(case, signature, contract, random.Random(1), MAX_BATCH)
+    status, out = grpc_call(stub, sig, inputs)
+    good = {"examples": np.array(examples, dtype=object)}
+    check(status, out, case, sig, lambda: grpc_call(stub, "serving_default", good))
+
+
+def test_ids_out_of_vocab_score_like_oov(served):
+    """Out-of-vocabulary ids in dense inputs are mapped to OOV exactly as parsing does."""
+    server, stub, contract, _ = served
+    rng = random.Random(3)
+    examples = fuzz.make_examples(contract, rng, 3, 7, id_scale=2**40)
+    dense = fuzz.dense_inputs(contract, examples)
+    raw = dict(dense)
+    raw["target_item"] = np.array([-5, 2**40, 10**12], np.int64)
+    status_a, a = grpc_call(stub, "predict", raw)
+    mapped = dict(raw)
+    mapped["target_item"] = np.array([F.OOV_ID] * 3, np.int64)
+    status_b, b = grpc_call(stub, "predict", mapped)
+    assert status_a == status_b == "OK"
+    np.testing.assert_allclose(a["score"], b["score"], atol=1e-6)

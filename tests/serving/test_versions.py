@@ -1,0 +1,91 @@
+"""Version management: failed versions retried when their files change, half-copied versions
+never served, replaced versions unloaded only after their in-flight requests."""
+import os
+import shutil
+import time
+
+import numpy as np
+
+from serving.models import ModelManager
+
+NAME = "seminar"
+
+
+def _good(trained):
+    return os.path.join(trained[1], NAME, "1")
+
+
+def _poll_until(manager, pred, seconds=30.0):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        manager.poll_once()
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_failed_version_is_retried_when_its_files_change(trained, tmp_path):
+    base = tmp_path / "models"
+    shutil.copytree(_good(trained), base / NAME / "1")
+    broken = base / NAME / "2"
+    shutil.copytree(_good(trained), broken)
+    (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
+    m = ModelManager(str(base), NAME, settle_seconds=0.2)
+    assert _poll_until(m, lambda: m.current is not None and 2 in m.failed)
+    assert m.current.version == 1
+    for _ in range(5):  # same files: not retried (no reload loop)
+        m.poll_once()
+    assert m.current.version == 1 and 2 in m.failed
+    shutil.copy(os.path.join(_good(trained), "saved_model.pb"), broken / "saved_model.pb")
+    assert _poll_until(m, lambda: m.current.version == 2)
+    assert 2 not in m.failed
+
+
+def test_half_copied_version_is_never_served(trained, tmp_path):
+    base = tmp_path / "models"
+    shutil.copytree(_good(trained), base / NAME / "1")
+    src, dst = _good(trained), base / NAME / "2"
+    m = ModelManager(str(base), NAME, settle_seconds=0.3)
+    m.poll_once()
+    assert m.current.version == 1
+    # the copy arrives file by file; the variables' data file is cut short for a while
+    os.makedirs(dst / "variables")
+    shutil.copy(os.path.join(src, "saved_model.pb"), dst / "saved_model.pb")
+    _poll_until(m, lambda: False, seconds=0.5)
+    assert m.current.version == 1
+    shutil.copy(os.path.join(src, "variables", "variables.index"), dst / "variables")
+    data = [f for f in os.listdir(os.path.join(src, "variables")) if "data" in f]
+    for f in data:
+        full = open(os.path.join(src, "variables", f), "rb").read()
+        (dst / "variables" / f).write_bytes(full[: len(full) // 2])
+    _poll_until(m, lambda: False, seconds=1.0)
+    assert m.current.version == 1  # never the half-copied version
+    for f in data:
+        shutil.copy(os.path.join(src, "variables", f), dst / "variables" / f)
+    for extra in ("assets", "assets.extra"):
+        if os.path.isdir(os.path.join(src, extra)):
+            shutil.copytree(os.path.join(src, extra), dst / extra, dirs_exist_ok=True)
+    assert _poll_until(m, lambda: m.current.version == 2)
+    out = m.current.signatures["serving_default"](
+        examples=__import__("tensorflow").constant(trained[3]))
+    assert np.all(np.isfinite(out["score"].numpy()))
+
+
+def test_replaced_version_waits_for_in_flight_requests(trained, tmp_path):
+    base = tmp_path / "models"
+    shutil.copytree(_good(trained), base / NAME / "1")
+    m = ModelManager(str(base), NAME, settle_seconds=0.0, drain_seconds=30)
+    m.poll_once()
+    with m.acquire(NAME) as held:
+        assert held.version == 1
+        shutil.copytree(_good(trained), base / NAME / "2")
+        assert _poll_until(m, lambda: m.current.version == 2)
+        time.sleep(0.3)
+        assert 1 not in m.unloaded  # still in use by this request
+        held.signatures["serving_default"](
+            examples=__import__("tensorflow").constant(trained[3]))
+    deadline = time.time() + 10
+    while 1 not in m.unloaded and time.time() < deadline:
+        time.sleep(0.05)
+    assert 1 in m.unloaded
