@@ -16,6 +16,7 @@ Output directory:
 from __future__ import annotations
 
 import argparse
+import csv
 import dataclasses
 import glob
 import gzip
@@ -23,6 +24,7 @@ import json
 import logging
 import os
 import time
+import zlib
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -115,15 +117,18 @@ def _opt(kind, paths):
 def _any_has_key(paths: Sequence[str], key: str, probe: int = 1000) -> bool:
     for p in paths:
         with _open(p) as f:
-            for i, raw in enumerate(f):
-                if i >= probe:
-                    break
-                try:
-                    obj = json.loads(raw)
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    continue
-                if isinstance(obj, dict) and key in obj:
-                    return True
+            try:
+                for i, raw in enumerate(f):
+                    if i >= probe:
+                        break
+                    try:
+                        obj = json.loads(raw)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        continue  # a malformed row: the reader dead-letters it later
+                    if isinstance(obj, dict) and key in obj:
+                        return True
+            except (OSError, EOFError, zlib.error):
+                continue  # a corrupt stream: the reader dead-letters the rest later
     return False
 
 
@@ -135,7 +140,11 @@ def _open(path: str):
 class ReadAndParse(beam.DoFn):
     """Reads one file line by line (with line numbers) and parses each row.
 
-    Main output: Event or ItemRecord; tagged output "dead": DeadLetter.
+    Main output: Event or ItemRecord; tagged output "dead": DeadLetter; tagged output
+    "rows": (count name, n) once per file, so that every row read is accounted for:
+    read = parsed + dead letters + skipped (header, blank). A compressed stream that breaks
+    (corrupt or truncated gzip) dead-letters the rest of its file as one "corrupt_stream"
+    row naming the line it broke at, instead of failing the job.
     """
 
     def __init__(self, encoding: str):
@@ -147,8 +156,20 @@ class ReadAndParse(beam.DoFn):
         parser, fmt = PARSERS[kind]
         header = None
         name = os.path.basename(path)
+        counts = {"read": 0, "parsed": 0, "skipped_header": 0, "skipped_blank": 0}
         with _open(path) as f:
-            for line_no, raw in enumerate(f, start=1):
+            lines = enumerate(f, start=1)
+            while True:
+                try:
+                    line_no, raw = next(lines)
+                except StopIteration:
+                    break
+                except (OSError, EOFError, zlib.error) as e:  # corrupt compressed stream
+                    counts["read"] += 1
+                    yield self._dead(name, counts["read"], "corrupt_stream",
+                                     f"unreadable from line {counts['read']} to the end", e)
+                    break
+                counts["read"] += 1
                 self.rows.inc()
                 try:
                     line = raw.decode(self.encoding).rstrip("\r\n")
@@ -156,25 +177,35 @@ class ReadAndParse(beam.DoFn):
                     yield self._dead(name, line_no, "undecodable_bytes", repr(raw[:200]), e)
                     continue
                 if not line.strip():
+                    counts["skipped_blank"] += 1
                     continue
                 if fmt == "csv" and header is None:
-                    header = next(iter(__import__("csv").reader([line])))
+                    header = next(iter(csv.reader([line])))
+                    counts["skipped_header"] += 1
                     continue
                 try:
-                    if fmt == "csv":
-                        rec = parser(R.csv_row(line, header))
-                    elif fmt == "json":
-                        rec = parser(line)
-                    else:
-                        sep = {"tab": "\t", "pipe": "|", "colons": "::"}[fmt]
-                        rec = parser(line.split(sep))
+                    rec = self._parse(parser, fmt, line, header)
                 except R.RecordError as e:
                     yield self._dead(name, line_no, e.reason, line, e)
                     continue
-                except KeyError as e:
+                except (KeyError, IndexError) as e:
                     yield self._dead(name, line_no, "missing_column", line, e)
                     continue
+                except (ValueError, TypeError, AttributeError, csv.Error) as e:
+                    yield self._dead(name, line_no, "malformed_row", line, e)
+                    continue
+                counts["parsed"] += 1
                 yield rec
+        for key, n in counts.items():
+            yield beam.pvalue.TaggedOutput("rows", (key, n))
+
+    @staticmethod
+    def _parse(parser, fmt: str, line: str, header):
+        if fmt == "csv":
+            return parser(R.csv_row(line, header))
+        if fmt == "json":
+            return parser(line)
+        return parser(line.split({"tab": "\t", "pipe": "|", "colons": "::"}[fmt]))
 
     @staticmethod
     def _dead(name, line_no, reason, row, err):
@@ -211,12 +242,21 @@ class BuildExamples(beam.DoFn):
         item_vocab, token_vocab, users = vocabs["items"], vocabs["query_tokens"], vocabs["users"]
         attrs, sampler = self._attrs, self._sampler
         events = list(events)
+        unique = list(dict.fromkeys(events))  # exact duplicate rows count once
+        if len(unique) < len(events):
+            yield beam.pvalue.TaggedOutput("rows", ("duplicate_events", len(events) - len(unique)))
+            events = unique
         if self.synth_queries:
             events = synthesize_queries(events, item_vocab, self._inverse_tokens, item_side)
         for split, serialized, hist_len in build_user_examples(
                 users.id(user), events, item_vocab=item_vocab, token_vocab=token_vocab,
                 item_attrs=attrs, sampler=sampler, contract=self.contract,
                 options=self.options, has_negatives=self.has_negatives):
+            if split == "short_groups":
+                Metrics.counter("examples", "short_candidate_groups").inc()
+                yield beam.pvalue.TaggedOutput("rows", ("short_candidate_groups", 1))
+                yield beam.pvalue.TaggedOutput("rows", ("missing_candidates", hist_len))
+                continue
             Metrics.counter("examples", split).inc()
             yield beam.pvalue.TaggedOutput(split, serialized)
             if split != "candidates":
@@ -280,7 +320,7 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
     parsed = (p
               | "Files" >> beam.Create(spec.files)
               | "ReadParse" >> beam.ParDo(ReadAndParse(spec.encoding)).with_outputs(
-                  "dead", main="records"))
+                  "dead", "rows", main="records"))
     records = parsed.records
     events = records | "Events" >> beam.Filter(lambda r: isinstance(r, R.Event))
     items = records | "Items" >> beam.Filter(lambda r: isinstance(r, R.ItemRecord))
@@ -337,7 +377,8 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
              | "BuildExamples" >> beam.ParDo(
                  BuildExamples(contract, options, spec.has_negatives, synth_queries),
                  vocabs_si, beam.pvalue.AsSingleton(item_side_dict),
-                 beam.pvalue.AsSingleton(sampler_data)).with_outputs(*SPLITS, "lengths"))
+                 beam.pvalue.AsSingleton(sampler_data)).with_outputs(*SPLITS, "lengths",
+                                                                      "rows"))
     for split in SPLITS:
         _ = built[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
             os.path.join(output, split), file_name_suffix=".tfrecord.gz",
@@ -350,9 +391,11 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
 
     def summarize(parts):
         out = {"dead_letters": {}, "examples": {s: 0 for s in SPLITS}, "length_hist": {},
-               "events": 0, "labels": {}}
+               "events": 0, "labels": {}, "rows": {}}
         for kind, key, value in parts:
-            if kind == "dead":
+            if kind == "rows":
+                out["rows"][key] = out["rows"].get(key, 0) + value
+            elif kind == "dead":
                 out["dead_letters"][key] = out["dead_letters"].get(key, 0) + value
             elif kind == "len":
                 split, length = key
@@ -372,13 +415,40 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
          built["lengths"] | "CountLengths" >> beam.combiners.Count.PerElement()
          | "LenParts" >> beam.Map(lambda kv: ("len", kv[0], kv[1])),
          events | "CountEvents" >> beam.combiners.Count.Globally()
-         | "EventParts" >> beam.Map(lambda n: ("events", None, n)))
+         | "EventParts" >> beam.Map(lambda n: ("events", None, n)),
+         (parsed.rows, built["rows"]) | "RowCounts" >> beam.Flatten()
+         | "SumRows" >> beam.CombinePerKey(sum)
+         | "RowParts" >> beam.Map(lambda kv: ("rows", kv[0], kv[1])),
+         items | "CountItemRecords" >> beam.combiners.Count.Globally()
+         | "ItemRecParts" >> beam.Map(lambda n: ("rows", "item_records", n)),
+         item_side | "CountUniqueItems" >> beam.combiners.Count.Globally()
+         | "UniqueItemParts" >> beam.Map(lambda n: ("rows", "unique_item_records", n)))
         | "SummaryParts" >> beam.Flatten() | "SummaryList" >> beam.combiners.ToList()
         | "Summarize" >> beam.Map(summarize))
     _write_single(summary_parts, os.path.join(output, "beam_summary.json"), "WriteSummary")
     candidates = built["candidates"] | "CountCand" >> beam.combiners.Count.Globally()
     _write_single(candidates | "CandJson" >> beam.Map(lambda n: json.dumps({"candidates": n})),
                   os.path.join(output, "candidates_count.json"), "WriteCandCount")
+
+
+def row_accounting(rows: Dict[str, int], dead: int) -> Dict[str, int]:
+    """Where every input row went: read = parsed + dead_letters + skipped_header +
+    skipped_blank; parsed rows are events or item records, of which `duplicate_events` and
+    `duplicate_item_records` (exact repeats) were counted once.
+
+    Raises:
+        RuntimeError: the counts do not add up (a row was lost: a bug, never data).
+    """
+    out = {k: int(rows.get(k, 0)) for k in (
+        "read", "parsed", "skipped_header", "skipped_blank", "duplicate_events",
+        "item_records", "unique_item_records", "short_candidate_groups",
+        "missing_candidates")}
+    out["dead_letters"] = dead
+    out["duplicate_item_records"] = out.pop("item_records") - out.pop("unique_item_records")
+    accounted = out["parsed"] + dead + out["skipped_header"] + out["skipped_blank"]
+    if accounted != out["read"]:
+        raise RuntimeError(f"row accounting does not add up: {out}")
+    return out
 
 
 def _bucket(n: int) -> str:
@@ -521,6 +591,7 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
                                                 key=lambda kv: int(kv[0].split("-")[0]))),
         "dead_letters": summary["dead_letters"],
         "dead_letters_total": sum(summary["dead_letters"].values()),
+        "rows": row_accounting(summary["rows"], sum(summary["dead_letters"].values())),
         "vocab_sizes": sizes, "item_table": table_stats, "options": options._asdict(),
         "synth_queries": synth_queries, "has_negatives": spec.has_negatives,
     }
@@ -535,6 +606,11 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     with open(os.path.join(output, "data_config.json"), "w", encoding="utf-8") as f:
         json.dump(data_config, f, indent=2, sort_keys=True)
     n_dead = stats["dead_letters_total"]
+    rows = stats["rows"]
+    if rows["short_candidate_groups"]:
+        print(f"[preprocess] warning: {rows['short_candidate_groups']} candidate groups are "
+              f"short of {rows['missing_candidates']} negatives in all (the catalogue has too "
+              "few items the user never clicked)", flush=True)
     LOG.info("examples per split %s; dead letters %d %s", summary["examples"], n_dead,
              summary["dead_letters"])
     print(f"[preprocess] {stats['events']} events, {stats['users']} users, {stats['items']} "

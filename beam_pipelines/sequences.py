@@ -18,7 +18,8 @@ Sequence rules:
   history and query. Samples are drawn from a generator seeded by (seed, user, timestamp), so
   any runner reproduces them.
 - Evaluation candidates: for the test positive, 1 positive + `num_candidates - 1` sampled
-  items that the user never interacted with positively, all with the same history.
+  items that the user never interacted with positively, all with the same history. A group
+  the catalogue cannot fill is reported as ("short_groups", None, missing count).
 """
 from __future__ import annotations
 
@@ -89,19 +90,30 @@ class Sampler:
         self.cum = np.cumsum(weights) / np.sum(weights)
 
     def draw(self, rng: np.random.Generator, n: int, exclude: set) -> List[int]:
+        """Up to `n` distinct items not in `exclude`, by the sampling weights.
+
+        When weighted draws keep hitting excluded or repeated items (a small catalogue, a
+        heavy user), the remaining allowed items fill the list in a seeded random order, so
+        fewer than `n` come back only when fewer than `n` items are allowed at all; callers
+        report such short lists (`build_user_examples` yields "short_groups").
+        """
         out: List[int] = []
-        if len(self.items) <= len(exclude):
-            return out
+        chosen: set = set()
         attempts = 0
-        while len(out) < n and attempts < 50 * n + 100:
+        while len(out) < n and attempts < 20:
             idx = np.searchsorted(self.cum, rng.random(max(n - len(out), 1) * 2))
             for i in self.items[np.minimum(idx, len(self.items) - 1)]:
                 i = int(i)
-                if i not in exclude and i not in out:
+                if i not in exclude and i not in chosen:
                     out.append(i)
+                    chosen.add(i)
                     if len(out) == n:
                         break
             attempts += 1
+        if len(out) < n:
+            rest = [int(i) for i in rng.permutation(self.items)
+                    if int(i) not in exclude and int(i) not in chosen]
+            out.extend(rest[:n - len(out)])
         return out
 
 
@@ -193,5 +205,8 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
                 options.split == "time" and split == "test" and e.label > 0)):
             rng = _rng(options.seed, "candidates", user_id, e.timestamp_ms)
             yield "candidates", example(k, item, 1.0, lo, hi), length
-            for neg in sampler.draw(rng, options.num_candidates - 1, positives):
+            negatives = sampler.draw(rng, options.num_candidates - 1, positives)
+            for neg in negatives:
                 yield "candidates", example(k, neg, 0.0, lo, hi), length
+            if len(negatives) < options.num_candidates - 1:  # reported, never silent
+                yield "short_groups", None, options.num_candidates - 1 - len(negatives)
