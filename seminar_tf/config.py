@@ -171,6 +171,8 @@ class TrainConfig:
         freeze_psu: keep restored PSU weights frozen during finetuning.
         psu_positions: most recent positions per sequence scored by the PSU objectives.
         psu_sampled_negatives: random pairs shared by the batch for next-pair prediction.
+        save_initial_weights: keep the step-0 weights as `weights/initial` (to check what
+            training changed, e.g. across distributed workers).
     """
     learning_rate: float = 1e-3
     batch_size: int = 256
@@ -180,6 +182,7 @@ class TrainConfig:
     shuffle_buffer: int = 10_000
     early_stopping_patience: int = 2
     monitor: str = "val_auc"
+    save_initial_weights: bool = False
     temperature: float = 0.05
     learn_temperature: bool = False
     alignment_weight: float = 1.0

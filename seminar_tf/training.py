@@ -120,6 +120,18 @@ class StepLogger(tf.keras.callbacks.Callback):
             f.write(f"{int(self.model.optimizer.iterations.numpy())}\n")
 
 
+class InitialWeights(tf.keras.callbacks.Callback):
+    """Saves the weights before the first step of a fresh (not resumed) run."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def on_train_begin(self, logs=None):
+        if int(self.model.optimizer.iterations.numpy()) == 0:
+            self.model.save_weights(self.path)
+
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "parameter_server")
 
 
@@ -232,6 +244,10 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
                                           shuffle_buffer=t.shuffle_buffer, seed=t.seed,
                                           repeat=repeat))
 
+    resume_step = backup_step(os.path.join(model_dir, "backup"))
+    if backup_every_steps and not repeat:
+        raise ValueError("backup_every_steps needs train.steps_per_epoch: a mid-epoch resume "
+                         "must know where the data stream stopped")
     if strategy == "parameter_server":
         if t.steps_per_epoch is None:
             raise ValueError("parameter_server training needs train.steps_per_epoch")
@@ -240,7 +256,10 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
                 ctx.num_input_pipelines, ctx.input_pipeline_id).batch(t.batch_size).repeat())
         valid_ds = None
     else:
-        train_ds = train_input()
+        # a resumed run continues the data stream where the backup left it: the batches
+        # already applied are skipped, not seen twice (epoch-wise backups restart at an
+        # epoch boundary, where the stream starts over anyway)
+        train_ds = train_input().skip(resume_step) if repeat else train_input()
         valid_ds = shard_by_data(make_dataset(eval_pattern, contract,
                                               batch_size=t.batch_size, deterministic=True))
     monitor = t.monitor if valid_ds is not None else "auc"
@@ -258,6 +277,8 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
                                        profile_batch=0),
         tf.keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
         BatchLogger(os.path.join(model_dir, "batches.csv")),
+        *([InitialWeights(os.path.join(model_dir, "weights", "initial"))]
+          if t.save_initial_weights else []),
         *extra_callbacks,
     ]
     save_model_dir(model, model_dir, model_name, data_dir)  # config first: resumable
@@ -278,6 +299,18 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
     with open(os.path.join(model_dir, "train.json"), "w", encoding="utf-8") as f:
         json.dump(result, f, indent=2)
     return result
+
+
+def backup_step(backup_dir: str) -> int:
+    """The optimizer step stored by BackupAndRestore in `backup_dir` (0 when none)."""
+    for d in (os.path.join(backup_dir, "chief"), backup_dir):
+        path = tf.train.latest_checkpoint(d) if os.path.isdir(d) else None
+        if path:
+            reader = tf.train.load_checkpoint(path)
+            for name, _ in tf.train.list_variables(path):
+                if name.startswith("model/optimizer/") and "iter" in name:
+                    return int(reader.get_tensor(name))
+    return 0
 
 
 def predict_split(model, data_dir: str, split: str, batch_size: int = 512) -> Dict[str, np.ndarray]:

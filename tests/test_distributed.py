@@ -24,7 +24,8 @@ def test_two_workers_end_with_identical_weights(tiny_dataset, tmp_path):
     cfg.write_text(json.dumps({"model": {"embedding_dim": 8, "num_heads": 2, "top_k": 5,
                                          "short_term_len": 5, "mlp_units": [8],
                                          "tower_units": [4]},
-                               "train": {"shuffle_buffer": 0}}))
+                               "train": {"shuffle_buffer": 0,
+                                         "save_initial_weights": True}}))
     out = tmp_path / "model"
     workers = [f"127.0.0.1:{p}" for p in _ports(2)]
     procs = []
@@ -41,15 +42,26 @@ def test_two_workers_end_with_identical_weights(tiny_dataset, tmp_path):
         stdout, stderr = p.communicate(timeout=600)
         assert p.returncode == 0, stderr[-3000:]
         assert '"steps": 4' in stdout
+    worker1 = out / "workers" / "worker-1" / "weights"
     chief = tf.train.load_checkpoint(str(out / "weights" / "model"))
-    other = tf.train.load_checkpoint(str(out / "workers" / "worker-1" / "weights" / "model"))
+    other = tf.train.load_checkpoint(str(worker1 / "model"))
+    initial = tf.train.load_checkpoint(str(out / "weights" / "initial"))
+    initial_other = tf.train.load_checkpoint(str(worker1 / "initial"))
     names = [n for n, _ in tf.train.list_variables(str(out / "weights" / "model"))
              if n.endswith("VARIABLE_VALUE") and "optimizer" not in n.lower()]
     assert len(names) > 10
+    moved = []
     for n in names:
         np.testing.assert_allclose(chief.get_tensor(n), other.get_tensor(n), atol=1e-6,
                                    err_msg=n)
-    # and training actually changed them: the two workers agree on *updated* weights
+        np.testing.assert_allclose(initial.get_tensor(n), initial_other.get_tensor(n),
+                                   atol=1e-6, err_msg=n)  # one start for both workers
+        moved.append(not np.allclose(chief.get_tensor(n), initial.get_tensor(n), atol=1e-7))
+    # training changed the weights (frozen tables such as text/image vectors stay), and
+    # both workers hold the same *updated* values
+    trainable = [n for n, m in zip(names, moved) if m]
+    assert len(trainable) >= len(names) // 2, [n for n, m in zip(names, moved) if not m]
+    assert any("embedding" in n for n in trainable) and any("kernel" in n for n in trainable)
     assert json.load(open(out / "train.json"))["steps"] == 4
 
 
