@@ -144,3 +144,50 @@ def build_case(case: str, signature: str, contract, rng: random.Random,
     elif case == "unknown_signature":
         signature = rng.choice(["nope", "serving", "predict2"])
     return signature, inputs
+
+
+# ----------------------------------------------------------------------- calling a server
+def grpc_call(stub, name: str, signature: str, inputs: Dict[str, np.ndarray]):
+    """(status name, outputs dict or error message) of one Predict call."""
+    import grpc
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2
+    req = predict_pb2.PredictRequest()
+    req.model_spec.name = name
+    req.model_spec.signature_name = signature
+    for k, v in inputs.items():
+        req.inputs[k].CopyFrom(tf.make_tensor_proto(v))
+    try:
+        resp = stub.Predict(req, timeout=60)
+    except grpc.RpcError as e:
+        return e.code().name, e.details()
+    return OK, {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
+
+
+def _json_value(v: np.ndarray):
+    import base64
+    if v.dtype == object:
+        return [_json_value(x) if isinstance(x, np.ndarray) else
+                {"b64": base64.b64encode(x if isinstance(x, bytes) else str(x).encode())
+                 .decode()} if isinstance(x, (bytes, str)) else x for x in v]
+    return v.tolist()
+
+
+HTTP_TO_STATUS = {400: INVALID, 413: EXHAUSTED, 404: "NOT_FOUND", 500: "INTERNAL",
+                  503: "UNAVAILABLE"}
+
+
+def rest_call(port: int, name: str, signature: str, inputs: Dict[str, np.ndarray]):
+    """(status name, outputs dict or error message) of one REST :predict call (columnar)."""
+    import json
+    import urllib.error
+    import urllib.request
+    body = json.dumps({"signature_name": signature,
+                       "inputs": {k: _json_value(v) for k, v in inputs.items()}}).encode()
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/{name}:predict", body)
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            out = json.loads(r.read())["outputs"]
+            return OK, {k: np.asarray(v) for k, v in out.items()}
+    except urllib.error.HTTPError as e:
+        return HTTP_TO_STATUS.get(e.code, str(e.code)), json.loads(e.read())["error"]

@@ -1,19 +1,13 @@
 """Fuzzing the server over gRPC and REST for every signature: each case class gets its
 written-down status (serving.fuzz.EXPECTED), the server stays up, and a good request right
 after each bad one succeeds."""
-import base64
-import json
 import random
-import urllib.error
-import urllib.request
 
 import grpc
 import numpy as np
 import pytest
-import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tensorflow_serving.apis import predict_pb2
 
 from seminar_tf import features as F
 from seminar_tf import training
@@ -40,40 +34,11 @@ def served(trained):
 
 
 def grpc_call(stub, signature, inputs):
-    """(status name, outputs) of one Predict call."""
-    req = predict_pb2.PredictRequest()
-    req.model_spec.name = NAME
-    req.model_spec.signature_name = signature
-    for k, v in inputs.items():
-        req.inputs[k].CopyFrom(tf.make_tensor_proto(v))
-    try:
-        resp = stub.Predict(req, timeout=60)
-    except grpc.RpcError as e:
-        return e.code().name, e.details()
-    return "OK", {k: tf.make_ndarray(v) for k, v in resp.outputs.items()}
-
-
-def _json_value(v: np.ndarray):
-    if v.dtype == object:
-        return [_json_value(x) if isinstance(x, np.ndarray) else
-                {"b64": base64.b64encode(x if isinstance(x, bytes) else str(x).encode())
-                 .decode()} if isinstance(x, (bytes, str)) else x for x in v]
-    return v.tolist()
+    return fuzz.grpc_call(stub, NAME, signature, inputs)
 
 
 def rest_call(port, signature, inputs):
-    """(status name, outputs or error) of one REST :predict call."""
-    body = json.dumps({"signature_name": signature,
-                       "inputs": {k: _json_value(v) for k, v in inputs.items()}}).encode()
-    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/models/{NAME}:predict", body)
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            out = json.loads(r.read())["outputs"]
-            return "OK", {k: np.asarray(v) for k, v in out.items()}
-    except urllib.error.HTTPError as e:
-        err = json.loads(e.read())["error"]
-        return {400: "INVALID_ARGUMENT", 413: "RESOURCE_EXHAUSTED", 404: "NOT_FOUND",
-                500: "INTERNAL"}.get(e.code, str(e.code)), err
+    return fuzz.rest_call(port, NAME, signature, inputs)
 
 
 def check(status, out, case, signature, good):
