@@ -21,16 +21,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from seminar_tf.pq.build import sample_ids
 from seminar_tf.pq.quantizer import ProductQuantizer, encode_with
-
-
-def sample_ids(num_items: int, sample_size: int, seed: int) -> np.ndarray:
-    """Ids of the items (2..V-1; 0 padding and 1 OOV excluded) the codebooks train on."""
-    real = np.arange(2, num_items)
-    if len(real) <= sample_size:
-        return real
-    rng = np.random.default_rng(seed)
-    return real[rng.choice(len(real), sample_size, replace=False)]
 
 
 class EncodeChunk(beam.DoFn):

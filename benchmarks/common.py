@@ -4,7 +4,9 @@ import os
 import platform
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict
+
+from seminar_tf.tables import markdown_table  # noqa: F401  (re-exported for the scripts)
 
 
 def machine() -> Dict[str, object]:
@@ -37,17 +39,6 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 2) -> f
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def markdown_table(rows: List[Dict], columns: Sequence[str]) -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return f"{v:.4g}"
-        return str(v)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        lines.append("| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |")
-    return "\n".join(lines)
 
 
 def write_results(name: str, payload: Dict, table: str, out_dir: str) -> None:

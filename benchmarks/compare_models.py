@@ -67,7 +67,8 @@ def run_one(work, data, name, seed, args):
             return json.load(f)
     model_name, psu_weights = VARIANTS[name]
     model = dict(embedding_dim=args.dim, num_heads=args.heads, top_k=args.K,
-                 short_term_len=20, qin_query_k=min(2 * args.K, args.L))
+                 short_term_len=20,
+                 gsu_options={"qin": {"first_k": min(2 * args.K, args.L)}})
     train = dict(batch_size=args.batch, epochs=1, seed=seed, learning_rate=args.lr)
     cfg = training.config_for(model_name, data, model=model, train=train)
     t0 = time.time()

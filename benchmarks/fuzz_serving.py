@@ -5,7 +5,7 @@ Case classes and their expected statuses are `serving.fuzz.EXPECTED`; after ever
 request a good one must succeed. Reports cases tried per interface and case class, statuses
 seen, unexpected outcomes (crashes) and whether the server stayed up.
 
-    python benchmarks/fuzz_serving.py [--cases 2000] [--L 50]
+    python benchmarks/fuzz_serving.py [--cases 2000] [--L 200]
 """
 import argparse
 import collections
@@ -34,7 +34,7 @@ MAX_BATCH = 1024
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", type=int, default=2000, help="per interface")
-    p.add_argument("--L", type=int, default=50)
+    p.add_argument("--L", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "fuzz_serving"))
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))

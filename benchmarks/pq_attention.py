@@ -36,7 +36,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import machine, markdown_table, median_seconds, write_results  # noqa
 from seminar_tf import features as F  # noqa: E402
-from seminar_tf.pq.layer import pq_item_scores  # noqa: E402
+from seminar_tf.layers.retrieval.pq import pq_item_scores  # noqa: E402
 from seminar_tf.pq.quantizer import ProductQuantizer  # noqa: E402
 
 K = 100

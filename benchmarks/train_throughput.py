@@ -33,7 +33,7 @@ def make_cfg(name, L, K, batch):
                   query_vocab_size=5_000, attr_vocab_size=2_000, user_vocab_size=10_000,
                   text_dim=32, image_dim=32),
         model=dict(embedding_dim=64, num_heads=4, top_k=K, short_term_len=20,
-                   qin_query_k=min(2 * K, L)),
+                   gsu_options={"qin": {"first_k": min(2 * K, L)}}),
         train=dict(batch_size=batch))
     return model_config(name, base)
 

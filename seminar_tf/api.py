@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Dict, Optional
 
-from seminar_tf import _keras_mode  # noqa: F401
 
 
 def load_config(path: Optional[str] = None, *, data_dir: Optional[str] = None,

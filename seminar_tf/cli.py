@@ -7,7 +7,6 @@ import sys
 import time
 from typing import List, Optional
 
-from seminar_tf import _keras_mode  # noqa: F401
 
 
 def _cmd_generate(args) -> int:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 MODALITIES = ("id", "text", "image", "attr")
 TASKS = ("ctr", "search")
-GSU_KINDS = ("exact", "pq", "sim_hard", "sim_soft", "eta", "qin", "last_n", "full")
+LEGACY_GSU_FIELDS = {"eta_bits": ("eta", "bits"), "qin_query_k": ("qin", "first_k"),
+                     "sim_attr_index": ("sim_hard", "attr_index")}
 
 
 class ConfigError(ValueError):
@@ -68,7 +69,9 @@ class ModelConfig:
         embedding_dim: d.
         num_heads: H heads of the target attention; must divide embedding_dim.
         top_k: K behaviours retrieved by the GSU for the ESU.
-        gsu: retrieval kind, one of GSU_KINDS.
+        gsu: retrieval kind, a name of `seminar_tf.layers.retrieval.RETRIEVERS`.
+        gsu_options: per-retriever options, e.g. ``{"qin": {"first_k": 200}}`` (defaults in
+            the RETRIEVERS table; the PQ GSU reads the `pq` section).
         modalities: item modalities fused into the item vector, subset of MODALITIES.
         short_term_len: most recent behaviours mean-pooled as the short-term interest
             (and attended by DIN's "last N").
@@ -77,12 +80,9 @@ class ModelConfig:
         dropout: dropout rate of the MLPs.
         pair_alpha: weight of the query in the pair vector; None learns it.
         tasks: prediction tasks, subset of TASKS (ctr: recommendation, search: relevance).
-        eta_bits: SimHash signature bits for ETA.
-        qin_query_k: behaviours kept by QIN's query-relevant first stage.
         time_buckets: log2 buckets of behaviour time gaps.
         use_user_embedding: include a user-id embedding in the ranker input.
         use_projections: per-modality projections G_m (identity-initialised), SEMINAR.
-        sim_attr_index: attribute position SIM-hard matches on (1: second-level category).
     """
     embedding_dim: int = 64
     num_heads: int = 4
@@ -95,23 +95,35 @@ class ModelConfig:
     dropout: float = 0.0
     pair_alpha: Optional[float] = None
     tasks: Tuple[str, ...] = TASKS
-    eta_bits: int = 64
-    qin_query_k: int = 100
     time_buckets: int = 24
     use_user_embedding: bool = True
     use_projections: bool = False
-    sim_attr_index: int = 1
+    gsu_options: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
 
     def validate(self) -> None:
-        for name in ("embedding_dim", "num_heads", "top_k", "short_term_len", "eta_bits",
-                     "qin_query_k", "time_buckets"):
+        from seminar_tf.layers.retrieval import RETRIEVERS, retriever_options
+        for name in ("embedding_dim", "num_heads", "top_k", "short_term_len", "time_buckets"):
             _positive(self, "model", name)
         if self.embedding_dim % self.num_heads:
             raise ConfigError(
                 f"model.num_heads ({self.num_heads}) must divide model.embedding_dim "
                 f"({self.embedding_dim})")
-        if self.gsu not in GSU_KINDS:
-            raise ConfigError(f"model.gsu ({self.gsu!r}) must be one of {GSU_KINDS}")
+        if self.gsu not in RETRIEVERS:
+            raise ConfigError(f"model.gsu ({self.gsu!r}) must be one of {sorted(RETRIEVERS)}")
+        if not isinstance(self.gsu_options, dict):
+            raise ConfigError("model.gsu_options must be an object of name -> options")
+        for kind, options in self.gsu_options.items():
+            if kind not in RETRIEVERS or not isinstance(options, dict):
+                raise ConfigError(f"model.gsu_options.{kind} must name a GSU of "
+                                  f"{sorted(RETRIEVERS)} and hold an object")
+            try:
+                values = retriever_options(kind, options)
+            except ValueError as e:
+                raise ConfigError(str(e)) from e
+            for opt, v in values.items():
+                if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                    raise ConfigError(f"model.gsu_options.{kind}.{opt} ({v!r}) must be a "
+                                      "non-negative integer")
         _subset(self, "model", "modalities", MODALITIES)
         if "id" not in self.modalities:
             raise ConfigError("model.modalities must include 'id'")
@@ -281,6 +293,8 @@ class SeminarConfig:
 def _build_section(klass, section: str, raw: Any):
     if not isinstance(raw, dict):
         raise ConfigError(f"config section {section!r} must be an object")
+    if section == "model" and set(raw) & set(LEGACY_GSU_FIELDS):
+        raw = _migrate_gsu_fields(raw)
     fields = {f.name: f for f in dataclasses.fields(klass)}
     unknown = set(raw) - set(fields)
     if unknown:
@@ -300,6 +314,17 @@ def _build_section(klass, section: str, raw: Any):
             raise ConfigError(f"{section}.{key} must be a number, got {value!r}")
         values[key] = value
     return klass(**values)
+
+
+def _migrate_gsu_fields(raw: dict) -> dict:
+    """Older configs kept GSU options flat (eta_bits, qin_query_k, sim_attr_index)."""
+    raw = dict(raw)
+    options = {k: dict(v) for k, v in (raw.get("gsu_options") or {}).items()}
+    for old, (kind, name) in LEGACY_GSU_FIELDS.items():
+        if old in raw:
+            options.setdefault(kind, {})[name] = raw.pop(old)
+    raw["gsu_options"] = options
+    return raw
 
 
 def _positive(obj, section: str, name: str) -> None:

@@ -22,7 +22,6 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 
 from seminar_tf import features as F

@@ -32,7 +32,6 @@ from typing import Dict, Mapping, Optional, Sequence
 
 import numpy as np
 
-from seminar_tf import _keras_mode  # noqa: F401  (TF_USE_LEGACY_KERAS before TF)
 import tensorflow as tf
 
 PAD_ID = 0

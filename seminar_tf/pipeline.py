@@ -252,7 +252,7 @@ def gsu_latency_by_length(work: str, lengths=(100, 1000, 10000), batch: int = 32
     """Median ms of exact (cached fused keys) vs PQ (fused codebook, XLA) scoring + top-100."""
     import numpy as np
     import tensorflow as tf
-    from seminar_tf.pq.layer import pq_item_scores
+    from seminar_tf.layers.retrieval.pq import pq_item_scores
     rng = np.random.default_rng(0)
     rows = []
     for L in lengths:
@@ -279,19 +279,8 @@ def gsu_latency_by_length(work: str, lengths=(100, 1000, 10000), batch: int = 32
 
 
 def comparison_table(results: Dict[str, Dict]) -> str:
-    cols = ["auc", "gauc", "logloss", "hit@10", "ndcg@10", "mrr"]
-    lines = ["| model | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    rows = list(results.items())
-    any_pop = next((r["popularity_baseline"] for _, r in rows if "popularity_baseline" in r),
-                   None)
-    if any_pop:
-        rows.append(("popularity", any_pop))
-    for name, r in rows:
-        vals = [r["test"].get(c) for c in cols[:3]] + [r.get("candidates", {}).get(c)
-                                                       for c in cols[3:]]
-        lines.append(f"| {name} | " + " | ".join("-" if v is None else f"{v:.4f}"
-                                                 for v in vals) + " |")
-    return "\n".join(lines)
+    from seminar_tf.tables import metrics_table
+    return metrics_table(results)
 
 
 def _free_port() -> int:

@@ -14,6 +14,7 @@ from typing import Dict, List
 import numpy as np
 
 from seminar_tf import metrics as M
+from seminar_tf.tables import markdown_table
 
 
 def _plt():
@@ -154,17 +155,16 @@ def write_report(run_dir: str) -> str:
             fig.savefig(os.path.join(figs, "gsu_latency.png"), dpi=110)
             plt.close(fig)
             lines += ["![gsu latency](report/gsu_latency.png)", "",
-                      "| L | exact ms | PQ ms |", "|---|---|---|"]
-            lines += [f"| {r['L']} | {r['exact_ms']} | {r['pq_ms']} |" for r in lat]
-            lines.append("")
+                      markdown_table(lat, ["L", "exact_ms", "pq_ms"]), ""]
     if "serve" in man:
         s = man["serve"]["outputs"]
         lines += ["## Serving", "", f"{s['requests']} gRPC Predict requests x "
                   f"{s['candidates_per_request']} candidates: p50 {s['latency_ms_p50']:.1f} ms,"
                   f" p99 {s['latency_ms_p99']:.1f} ms; max |served - in-process| "
                   f"{s['max_abs_diff_vs_in_process']:.1e}.", ""]
-    lines += ["## Stage timings", "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {k} | {v['seconds']:.1f} |" for k, v in man.items()]
+    lines += ["## Stage timings", "", markdown_table(
+        [{"stage": k, "seconds": v["seconds"]} for k, v in man.items()], ["stage", "seconds"],
+        {"seconds": ".1f"})]
     path = os.path.join(run_dir, "report.md")
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")

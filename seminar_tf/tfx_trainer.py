@@ -17,7 +17,6 @@ import json
 import os
 from typing import Any, Dict
 
-from seminar_tf import _keras_mode  # noqa: F401
 
 
 def _get(fn_args: Any, name: str, default=None):

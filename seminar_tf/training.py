@@ -15,7 +15,6 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 
 from seminar_tf import features as F
@@ -397,14 +396,5 @@ def evaluate(model_dir: str, data_dir: Optional[str] = None, *, model=None,
 
 def format_metrics(result: Dict) -> str:
     """A Markdown table of the main metrics (model vs popularity baseline)."""
-    rows = [("model", result)]
-    if "popularity_baseline" in result:
-        rows.append(("popularity", result["popularity_baseline"]))
-    cols = ["auc", "gauc", "logloss", "hit@10", "ndcg@10", "mrr"]
-    lines = ["| scorer | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, r in rows:
-        vals = [r["test"].get(c) for c in cols[:3]] + [
-            r.get("candidates", {}).get(c) for c in cols[3:]]
-        lines.append(f"| {name} | " + " | ".join(
-            "-" if v is None else f"{v:.4f}" for v in vals) + " |")
-    return "\n".join(lines)
+    from seminar_tf.tables import metrics_table
+    return metrics_table({"model": result}, first="scorer")

@@ -54,7 +54,7 @@ def assert_round_trip(layer, call_fn, inputs, tmp_path, build_clone=None):
 
 def tiny_config(**model) -> SeminarConfig:
     base = dict(top_k=4, embedding_dim=8, num_heads=2, short_term_len=3, mlp_units=[16],
-                tower_units=[8], qin_query_k=6, eta_bits=16)
+                tower_units=[8], gsu_options={"qin": {"first_k": 6}, "eta": {"bits": 16}})
     base.update(model)
     return SeminarConfig().replace(
         data=dict(max_seq_len=10, max_query_tokens=3, num_attrs=2, item_vocab_size=40,

@@ -11,7 +11,7 @@ from seminar_tf import training
 from seminar_tf.models.registry import MODELS
 
 SMALL_MODEL = dict(embedding_dim=16, num_heads=2, top_k=8, short_term_len=5, mlp_units=[32],
-                   tower_units=[16], qin_query_k=12)
+                   tower_units=[16], gsu_options={"qin": {"first_k": 12}})
 
 
 def test_train_and_evaluate_writes_model_dir(tiny_dataset, tmp_path):

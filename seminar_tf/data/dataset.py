@@ -5,7 +5,6 @@ import glob
 import os
 from typing import List, Optional, Sequence, Union
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 
 from seminar_tf.features import FeatureContract

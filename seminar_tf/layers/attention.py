@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from typing import Optional
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 
-register = tf.keras.utils.register_keras_serializable(package="seminar_tf")
+from seminar_tf.serialization import register  # noqa: E402
 
 NEG_INF = -1e9
 

@@ -16,12 +16,11 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 
 from seminar_tf.features import PAD_ID
 
-register = tf.keras.utils.register_keras_serializable(package="seminar_tf")
+from seminar_tf.serialization import register  # noqa: E402
 
 
 def _masked_mean(emb: tf.Tensor, mask: tf.Tensor, axis: int):

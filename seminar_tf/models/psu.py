@@ -25,7 +25,6 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 

@@ -9,7 +9,6 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
@@ -19,7 +18,7 @@ from seminar_tf.layers.attention import MultiHeadTargetAttention
 from seminar_tf.layers.encoders import QueryItemPairEncoder
 from seminar_tf.layers.retrieval import build_retrieval
 
-register = tf.keras.utils.register_keras_serializable(package="seminar_tf")
+from seminar_tf.serialization import register  # noqa: E402
 
 
 def time_gap_buckets(gaps: tf.Tensor, num_buckets: int) -> tf.Tensor:
@@ -93,15 +92,7 @@ class LifelongRanker(tfrs.models.Model):
         self.auc = tf.keras.metrics.AUC(from_logits=True, name="auc")
 
     def _build_gsu(self):
-        m = self.config.model
-        if m.gsu == "pq":
-            from seminar_tf.pq.layer import PQLookupAttention
-            return PQLookupAttention.for_ranker(self)
-        return build_retrieval(m.gsu, self.top_k, self.esu,
-                               num_items=self.config.data.item_vocab_size,
-                               dim=m.embedding_dim, eta_bits=m.eta_bits,
-                               qin_first_k=m.qin_query_k, attr_index=m.sim_attr_index,
-                               seed=self.config.train.seed)
+        return build_retrieval(self.config.model.gsu, self)
 
     # ------------------------------------------------------------------ building
     def set_item_table(self, table: Dict[str, np.ndarray]) -> None:

@@ -12,10 +12,18 @@ from typing import Dict, Optional, Tuple
 
 import numpy as np
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 
 from seminar_tf.pq.quantizer import ProductQuantizer
+
+
+def sample_ids(num_items: int, sample_size: int, seed: int) -> np.ndarray:
+    """Ids of the items (2..V-1; 0 padding and 1 OOV excluded) the codebooks train on."""
+    real = np.arange(2, num_items)
+    if len(real) <= sample_size:
+        return real
+    rng = np.random.default_rng(seed)
+    return real[rng.choice(len(real), sample_size, replace=False)]
 
 
 def item_key_parts(model, item_attrs: np.ndarray, batch: int = 8192,
@@ -47,7 +55,6 @@ def build_codebooks(model, item_attrs: np.ndarray, pq_cfg=None,
         (quantizer, item codes (V, P, S) uint8).
     """
     pq_cfg = pq_cfg or model.config.pq
-    from beam_pipelines.codebooks import sample_ids
     parts = item_key_parts(model, item_attrs, combine=pq_cfg.combine_parts)
     ids = sample_ids(len(parts), sample_size or pq_cfg.sample_size, pq_cfg.seed)
     pq = ProductQuantizer(pq_cfg.num_subspaces, pq_cfg.num_codewords, pq_cfg.kmeans_iters,

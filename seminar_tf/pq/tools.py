@@ -9,7 +9,6 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 
 from seminar_tf.data.dataset import make_dataset, split_pattern

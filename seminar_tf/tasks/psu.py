@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 

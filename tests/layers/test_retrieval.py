@@ -147,6 +147,17 @@ def test_last_n(tmp_path):
     assert_round_trip(gsu, lambda l, i: l(i), x, tmp_path)
 
 
-def test_unknown_kind():
+def test_unknown_kind_and_options():
     with pytest.raises(ValueError, match="unknown GSU kind"):
-        R.build_retrieval("magic", 3, None, num_items=3, dim=2)
+        R.retriever_class("magic")
+    with pytest.raises(ValueError, match="first_k"):
+        R.retriever_options("qin", {"frist_k": 3})
+    assert R.retriever_options("qin", {"first_k": 3}) == {"first_k": 3}
+
+
+def test_legacy_flat_gsu_fields_migrate():
+    from seminar_tf.config import ConfigError, SeminarConfig
+    cfg = SeminarConfig.from_dict({"model": {"qin_query_k": 7, "eta_bits": 8}})
+    assert cfg.model.gsu_options == {"qin": {"first_k": 7}, "eta": {"bits": 8}}
+    with pytest.raises(ConfigError, match="gsu_options.qin"):
+        SeminarConfig.from_dict({"model": {"gsu_options": {"qin": {"k": 1}}}})

@@ -98,7 +98,7 @@ def test_routing_by_source():
 
 
 def test_gsu_pq_builds_an_empty_pq_layer_to_restore_into():
-    from seminar_tf.pq.layer import PQLookupAttention
+    from seminar_tf.layers.retrieval.pq import PQLookupAttention
     model = build_model(tiny_config(gsu="pq"))
     assert isinstance(model.gsu, PQLookupAttention)
     assert not model.gsu.needs_keys

@@ -4,7 +4,7 @@ import tensorflow as tf
 from seminar_tf import features as F
 from seminar_tf.models.registry import build_model, model_config
 from seminar_tf.pq.build import build_codebooks, item_key_parts
-from seminar_tf.pq.layer import pq_item_scores
+from seminar_tf.layers.retrieval.pq import pq_item_scores
 
 from helpers import assert_nested_close, assert_round_trip, random_batch, tiny_config, \
     tiny_item_table

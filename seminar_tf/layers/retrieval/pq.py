@@ -18,13 +18,11 @@ in a SavedModel under stock TF Serving; `jit_compile=True` (TF Serving:
 """
 from __future__ import annotations
 
-from seminar_tf import _keras_mode  # noqa: F401
 import tensorflow as tf
 
 from seminar_tf.features import PAD_ID
-from seminar_tf.layers.retrieval import Retrieval, masked_top_k
-
-register = tf.keras.utils.register_keras_serializable(package="seminar_tf")
+from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.serialization import register
 
 
 def pq_item_scores(u: tf.Tensor, codebooks: tf.Tensor, codes: tf.Tensor) -> tf.Tensor:
@@ -82,7 +80,8 @@ class PQLookupAttention(Retrieval):
         self.attention, self.pair_encoder = attention, pair_encoder
 
     @classmethod
-    def for_ranker(cls, ranker) -> "PQLookupAttention":
+    def from_ranker(cls, ranker, **options) -> "PQLookupAttention":
+        """Options come from the `pq` config section (shared with codebook building)."""
         cfg = ranker.config
         parts = 1 if cfg.pq.combine_parts else len(
             ranker.pair_encoder.item_encoder.modalities)

@@ -1,0 +1,76 @@
+"""GSU retrieval layers: select the top-K behaviours of a lifelong history for the ESU.
+
+Every retriever takes a dict of tensors (it uses the entries it needs) and returns a dict:
+    indices (B, K) int32   positions in the history
+    scores  (B, K)         retrieval scores (0 where invalid)
+    valid   (B, K) bool    False where fewer than K eligible behaviours exist
+    summary (B, d)         only for retrievers with weights of their own: the softmax(scores)-
+                           weighted sum of their embeddings, fed to the ranker so that those
+                           weights are trained.
+Padding is never selected while enough real behaviours exist; selected padding is invalid.
+
+Input dict keys (B batch, L history, d width, A attributes):
+    target (B, d), keys (B, L, d), mask (B, L) bool, target_query (B, d),
+    target_item (B,), hist_items (B, L), target_attrs (B, A), hist_attrs (B, L, A).
+"""
+from __future__ import annotations
+
+from typing import Dict
+
+import numpy as np
+import tensorflow as tf
+
+
+def masked_top_k(scores: tf.Tensor, mask: tf.Tensor, k: int) -> Dict[str, tf.Tensor]:
+    """Top-k of `scores` over positions where `mask`, with a validity mask.
+
+    Args:
+        scores: (B, L) float. mask: (B, L) bool. k: static int <= L.
+
+    Returns:
+        dict of indices (B, k) int32, scores (B, k) (0 where invalid), valid (B, k) bool.
+    """
+    floor = tf.constant(np.finfo(np.float32).min, scores.dtype)
+    top, idx = tf.math.top_k(tf.where(mask, scores, floor), k=k)
+    valid = tf.gather(mask, idx, batch_dims=1)
+    return {"indices": idx, "scores": tf.where(valid, top, tf.zeros_like(top)), "valid": valid}
+
+
+class Retrieval(tf.keras.layers.Layer):
+    """Base class: `top_k` and config.
+
+    `needs_keys`: whether the retriever scores the float keys of all L behaviours. When
+    False, the ranker encodes only the K retrieved behaviours (and the short-term window).
+    """
+
+    needs_keys = True
+    nested_layers = ()  # constructor args that are (shared) layers, serialized by config
+
+    def __init__(self, top_k: int, **kwargs):
+        super().__init__(**kwargs)
+        self.top_k = top_k
+
+    def get_config(self):
+        config = {**super().get_config(), "top_k": self.top_k}
+        for name in self.nested_layers:
+            config[name] = tf.keras.layers.serialize(getattr(self, name))
+        return config
+
+    @classmethod
+    def from_ranker(cls, ranker, **options) -> "Retrieval":
+        """Builds this GSU for a `LifelongRanker` (its ESU, encoders and config).
+
+        Args:
+            ranker: the ranker (`ranker.top_k`, `ranker.esu`, `ranker.pair_encoder`,
+                `ranker.config`).
+            **options: this retriever's options (defaults in the RETRIEVERS table,
+                overridden by `model.gsu_options[<name>]`).
+        """
+        return cls(ranker.top_k, **options, name="gsu")
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for name in cls.nested_layers:
+            config[name] = tf.keras.layers.deserialize(config[name])
+        return cls(**config)

@@ -1,0 +1,37 @@
+"""TWIN-style exact GSU ("exact"): the ESU's own logits over the whole history."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from seminar_tf.layers.attention import MultiHeadTargetAttention
+from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.serialization import register
+
+
+@register
+class ExactTargetRetrieval(Retrieval):
+    """TWIN-style consistent GSU: the ESU's own projections score all L behaviours.
+
+    Score of behaviour l: mean over heads of `<W_Q,h t, W_K,h k_l> / sqrt(dk)`, i.e. exactly the
+    ESU's attention logits; computed over the whole history, then masked top-K.
+
+    Args:
+        top_k: K.
+        attention: the ESU `MultiHeadTargetAttention` whose weights are shared.
+    """
+
+    nested_layers = ("attention",)
+
+    def __init__(self, top_k: int, attention: MultiHeadTargetAttention, **kwargs):
+        super().__init__(top_k, **kwargs)
+        self.attention = attention
+
+    @classmethod
+    def from_ranker(cls, ranker, **options):
+        return cls(ranker.top_k, ranker.esu, name="gsu")
+
+    def scores(self, inputs):
+        return tf.reduce_mean(self.attention.head_logits(inputs["target"], inputs["keys"]), 1)
+
+    def call(self, inputs):
+        return masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)

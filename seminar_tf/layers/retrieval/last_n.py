@@ -1,0 +1,22 @@
+"""DIN ("last_n") and full attention ("full"): the most recent K behaviours."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.serialization import register
+
+
+@register
+class LastNRetrieval(Retrieval):
+    """DIN: the most recent K behaviours (the last K positions of a left-padded history)."""
+
+    needs_keys = False
+
+    def call(self, inputs):
+        mask = inputs["mask"]
+        L = mask.shape[1]
+        idx = tf.range(L - self.top_k, L, dtype=tf.int32)
+        idx = tf.broadcast_to(idx[None, :], [tf.shape(mask)[0], self.top_k])
+        valid = tf.gather(mask, idx, batch_dims=1)
+        return {"indices": idx, "scores": tf.zeros_like(idx, tf.float32), "valid": valid}

@@ -1,0 +1,36 @@
+"""SIM-hard ("sim_hard"): category match, most recent first."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.serialization import register
+
+
+@register
+class SimHardRetrieval(Retrieval):
+    """SIM-hard: behaviours whose attribute `attr_index` (e.g. category) equals the target's.
+
+    Among matches the most recent win (positions are oldest-first). Non-matching behaviours
+    are never selected.
+    """
+
+    needs_keys = False
+
+    def __init__(self, top_k: int, attr_index: int = 1, **kwargs):
+        super().__init__(top_k, **kwargs)
+        self.attr_index = attr_index
+
+    def call(self, inputs):
+        t = inputs["target_attrs"][:, self.attr_index]
+        h = inputs["hist_attrs"][:, :, self.attr_index]
+        match = (h == t[:, None]) & (t[:, None] != 0) & inputs["mask"]
+        L = tf.shape(h)[1]
+        recency = tf.cast(tf.range(L), tf.float32) / tf.cast(L, tf.float32)
+        scores = tf.cast(match, tf.float32) + 1e-3 * recency[None, :]
+        out = masked_top_k(scores, match, self.top_k)
+        out["scores"] = tf.where(out["valid"], tf.ones_like(out["scores"]), out["scores"])
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "attr_index": self.attr_index}

@@ -1,0 +1,41 @@
+"""SIM-soft ("sim_soft"): inner product of a separate item table."""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.serialization import register
+from seminar_tf.layers.attention import masked_softmax
+
+
+@register
+class SimSoftRetrieval(Retrieval):
+    """SIM-soft: inner product of separate item embeddings (its own table).
+
+    Its embeddings are trained through `summary`, the softmax(score)-weighted sum of the
+    retrieved behaviours' SIM embeddings (the ranker consumes it).
+    """
+
+    needs_keys = False
+
+    def __init__(self, top_k: int, num_items: int, dim: int, **kwargs):
+        super().__init__(top_k, **kwargs)
+        self.num_items, self.dim = num_items, dim
+        self.embedding = tf.keras.layers.Embedding(num_items, dim, name="sim_embedding")
+
+    @classmethod
+    def from_ranker(cls, ranker, **options):
+        return cls(ranker.top_k, ranker.config.data.item_vocab_size,
+                   ranker.config.model.embedding_dim, name="gsu")
+
+    def call(self, inputs):
+        t = self.embedding(inputs["target_item"])
+        h = self.embedding(inputs["hist_items"])
+        scores = tf.einsum("bd,bld->bl", t, h) / tf.sqrt(float(self.dim))
+        out = masked_top_k(scores, inputs["mask"], self.top_k)
+        w = masked_softmax(out["scores"], out["valid"])
+        out["summary"] = tf.einsum("bk,bkd->bd", w, tf.gather(h, out["indices"], batch_dims=1))
+        return out
+
+    def get_config(self):
+        return {**super().get_config(), "num_items": self.num_items, "dim": self.dim}
