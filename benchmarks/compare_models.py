@@ -29,14 +29,14 @@ BASELINES = ("din", "sim_hard", "sim_soft", "eta", "twin", "qin", "full_attentio
 VARIANTS = {  # name -> (registry model, PSU objective weights or None for no pretraining)
     **{b: (b, None) for b in BASELINES},
     "seminar_no_pretrain": ("seminar", None),
-    "seminar": ("seminar", dict(alignment_weight=1.0, next_pair_weight=1.0,
-                                relevance_weight=1.0)),
-    "seminar_wo_alignment": ("seminar", dict(alignment_weight=0.0, next_pair_weight=1.0,
-                                             relevance_weight=1.0)),
-    "seminar_wo_next_pair": ("seminar", dict(alignment_weight=1.0, next_pair_weight=0.0,
-                                             relevance_weight=1.0)),
-    "seminar_wo_relevance": ("seminar", dict(alignment_weight=1.0, next_pair_weight=1.0,
-                                             relevance_weight=0.0)),
+    "seminar": ("seminar", dict(objective_weights={
+        "alignment": 1.0, "next_pair": 1.0, "relevance": 1.0})),
+    "seminar_wo_alignment": ("seminar", dict(objective_weights={
+        "alignment": 0.0, "next_pair": 1.0, "relevance": 1.0})),
+    "seminar_wo_next_pair": ("seminar", dict(objective_weights={
+        "alignment": 1.0, "next_pair": 0.0, "relevance": 1.0})),
+    "seminar_wo_relevance": ("seminar", dict(objective_weights={
+        "alignment": 1.0, "next_pair": 1.0, "relevance": 0.0})),
 }
 
 
@@ -59,7 +59,7 @@ def prepare_data(work, args):
 
 def run_one(work, data, name, seed, args):
     from seminar_tf import training
-    from seminar_tf.models.psu import pretrain
+    from seminar_tf.pretraining import pretrain
     path = os.path.join(work, "runs", f"{name}-seed{seed}")
     done = os.path.join(path, "result.json")
     if os.path.exists(done):

@@ -48,7 +48,7 @@ def trained_model(work, args):
     from beam_pipelines import pipeline
     from seminar_tf import training
     from seminar_tf.data import synthetic
-    from seminar_tf.models.psu import pretrain
+    from seminar_tf.pretraining import pretrain
     model_dir = os.path.join(work, "model")
     data = os.path.join(work, "data")
     if not os.path.exists(os.path.join(model_dir, "train.json")):

@@ -52,7 +52,7 @@ def build_model(name_or_cfg, data_dir: Optional[str] = None, cfg=None):
 
 def pretrain(data_dir: str, out_dir: str, cfg=None, **kwargs) -> Dict:
     """PSU pretraining (see `seminar_tf.models.psu.pretrain`)."""
-    from seminar_tf.models.psu import pretrain as _pretrain
+    from seminar_tf.pretraining import pretrain as _pretrain
     cfg = cfg or load_config(data_dir=data_dir, model_name="seminar")
     return _pretrain(data_dir, out_dir, cfg, **kwargs)
 

@@ -85,12 +85,14 @@ def _cmd_pq_recall(args) -> int:
 
 def _cmd_pretrain(args) -> int:
     from seminar_tf import training
-    from seminar_tf.models.psu import pretrain
+    from seminar_tf.pretraining import pretrain
     overrides = _train_overrides(args)
     train = overrides.setdefault("train", {})
-    for flag in ("alignment_weight", "next_pair_weight", "relevance_weight"):
-        if getattr(args, flag) is not None:
-            train[flag] = getattr(args, flag)
+    from seminar_tf.tasks.objectives import OBJECTIVES
+    weights = {k: getattr(args, f"{k}_weight") for k in OBJECTIVES
+               if getattr(args, f"{k}_weight") is not None}
+    if weights:
+        train["objective_weights"] = weights
     cfg = training.config_for("seminar", args.data, args.config, **overrides)
     result = pretrain(args.data, args.out, cfg, verbose=1 if sys.stdout.isatty() else 2)
     print(json.dumps({k: result[k] for k in ("seconds", "alignment_before",
@@ -189,9 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--steps-per-epoch", type=int)
     pt.add_argument("--learning-rate", type=float)
     pt.add_argument("--seed", type=int)
-    for name in ("alignment", "next-pair", "relevance"):
-        pt.add_argument(f"--{name}-weight", type=float,
-                        help=f"weight of the {name} objective (0 switches it off)")
+    from seminar_tf.tasks.objectives import OBJECTIVES
+    for name, entry in OBJECTIVES.items():
+        pt.add_argument(f"--{name.replace('_', '-')}-weight", type=float,
+                        help=f"weight of the {name} objective (default {entry.weight}; "
+                             "0 switches it off)")
     pt.set_defaults(func=_cmd_pretrain)
 
     e = sub.add_parser("evaluate", help="AUC/GAUC/logloss and HIT/NDCG/MRR of a model")

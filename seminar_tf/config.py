@@ -177,9 +177,8 @@ class TrainConfig:
         monitor: validation metric watched by early stopping and checkpoints.
         temperature: InfoNCE temperature tau of the PSU objectives.
         learn_temperature: learn tau (initialised at `temperature`).
-        alignment_weight: weight of the multi-modal alignment loss (0 disables it).
-        next_pair_weight: weight of next query-item pair prediction (0 disables it).
-        relevance_weight: weight of query-item relevance (0 disables it).
+        objective_weights: PSU objective name -> weight (0 switches it off); names and
+            default weights from `seminar_tf.tasks.objectives.OBJECTIVES`.
         freeze_psu: keep restored PSU weights frozen during finetuning.
         psu_positions: most recent positions per sequence scored by the PSU objectives.
         psu_sampled_negatives: random pairs shared by the batch for next-pair prediction.
@@ -197,9 +196,7 @@ class TrainConfig:
     save_initial_weights: bool = False
     temperature: float = 0.05
     learn_temperature: bool = False
-    alignment_weight: float = 1.0
-    next_pair_weight: float = 1.0
-    relevance_weight: float = 1.0
+    objective_weights: Dict[str, float] = dataclasses.field(default_factory=dict)
     freeze_psu: bool = False
     psu_positions: int = 8
     psu_sampled_negatives: int = 256
@@ -211,11 +208,23 @@ class TrainConfig:
             raise ConfigError(f"train.learning_rate ({self.learning_rate}) must be > 0")
         if self.temperature <= 0:
             raise ConfigError(f"train.temperature ({self.temperature}) must be > 0")
-        for name in ("alignment_weight", "next_pair_weight", "relevance_weight"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"train.{name} ({getattr(self, name)}) must be >= 0")
+        for name, weight in self.weights().items():
+            if not isinstance(weight, (int, float)) or isinstance(weight, bool) or weight < 0:
+                raise ConfigError(f"train.objective_weights.{name} ({weight!r}) must be a "
+                                  "number >= 0")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise ConfigError(f"train.steps_per_epoch ({self.steps_per_epoch}) must be > 0")
+
+
+    def weights(self) -> Dict[str, float]:
+        """Every PSU objective's weight (table defaults updated with objective_weights)."""
+        from seminar_tf.tasks.objectives import weights
+        if not isinstance(self.objective_weights, dict):
+            raise ConfigError("train.objective_weights must be an object of name -> weight")
+        try:
+            return weights(self.objective_weights)
+        except ValueError as e:
+            raise ConfigError(str(e)) from e
 
 
 @dataclasses.dataclass
@@ -295,6 +304,13 @@ def _build_section(klass, section: str, raw: Any):
         raise ConfigError(f"config section {section!r} must be an object")
     if section == "model" and set(raw) & set(LEGACY_GSU_FIELDS):
         raw = _migrate_gsu_fields(raw)
+    legacy_weights = {k for k in raw if k.endswith("_weight")} if section == "train" else ()
+    if legacy_weights:  # older configs: alignment_weight, next_pair_weight, ...
+        raw = dict(raw)
+        weights = dict(raw.get("objective_weights") or {})
+        for k in legacy_weights:
+            weights[k[:-len("_weight")]] = raw.pop(k)
+        raw["objective_weights"] = weights
     fields = {f.name: f for f in dataclasses.fields(klass)}
     unknown = set(raw) - set(fields)
     if unknown:

@@ -169,7 +169,7 @@ class Pipeline:
                 "dead_letters": stats["dead_letters_total"]}
 
     def _stage_pretrain(self):
-        from seminar_tf.models.psu import pretrain
+        from seminar_tf.pretraining import pretrain
         cfg = self._config("seminar", **self.cfg["pretrain"])
         result = pretrain(self.data_dir(), self.path("pretrain", "psu"), cfg,
                           verbose=self.verbose)

@@ -1,4 +1,4 @@
-"""Training and evaluation of rankers on a preprocessed dataset directory.
+"""Training of rankers on a preprocessed dataset directory (evaluation: `evaluation`).
 
 A model directory holds `config.json` (the full SeminarConfig), `model.json` (registry name,
 data directory), `weights/` (TF checkpoint of every variable, item tables included),
@@ -17,76 +17,12 @@ import numpy as np
 
 import tensorflow as tf
 
-from seminar_tf import features as F
-from seminar_tf import metrics as M
-from seminar_tf.config import DataConfig, SeminarConfig, load_config
+from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
+from seminar_tf.evaluation import evaluate, format_metrics  # noqa: F401  (re-exported)
+from seminar_tf.model_dir import (config_for, contract_of, load_data_config,  # noqa: F401
+                                  load_item_table, load_model, save_model_dir, weights_path)
 from seminar_tf.models.registry import build_model
-
-
-def load_data_config(data_dir: str) -> Dict:
-    path = os.path.join(data_dir, "data_config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: run `seminar preprocess` first")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def load_item_table(data_dir: str) -> Dict[str, np.ndarray]:
-    with np.load(os.path.join(data_dir, "item_table.npz")) as z:
-        return {k: z[k] for k in z.files}
-
-
-def config_for(model_name: str, data_dir: str, config_path: Optional[str] = None,
-               **overrides) -> SeminarConfig:
-    """Registry entry + the dataset's shapes/vocabularies + an optional config file."""
-    from seminar_tf.models.registry import registry_changes
-    base = load_config(config_path)
-    sections = {k: dict(v) for k, v in overrides.items()}
-    sections["data"] = {**load_data_config(data_dir), **sections.get("data", {})}
-    sections["model"] = {**registry_changes(model_name), **sections.get("model", {})}
-    return base.replace(**sections)
-
-
-def contract_of(cfg: SeminarConfig) -> F.FeatureContract:
-    return F.FeatureContract.from_config(cfg.data)
-
-
-def weights_path(model_dir: str) -> str:
-    return os.path.join(model_dir, "weights", "model")
-
-
-def save_model_dir(model, model_dir: str, model_name: str, data_dir: str) -> None:
-    os.makedirs(model_dir, exist_ok=True)
-    model.save_weights(weights_path(model_dir))
-    with open(os.path.join(model_dir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(model.config.to_json())
-    with open(os.path.join(model_dir, "model.json"), "w", encoding="utf-8") as f:
-        json.dump({"model": model_name, "data_dir": os.path.abspath(data_dir)}, f, indent=2)
-
-
-def load_model(model_dir: str, gsu: Optional[str] = None):
-    """Rebuilds a trained ranker from its directory (config + weights).
-
-    Args:
-        model_dir: a directory written by `train`.
-        gsu: optionally swap the GSU: "pq" loads the codebooks of `build-codebooks`
-            (its `pq/` folder) into a `PQLookupAttention`; "exact" scores float keys.
-    """
-    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
-        cfg = SeminarConfig.from_json(f.read())
-    pq_info = None
-    if gsu == "pq":
-        from seminar_tf.pq.build import load_codebooks
-        codebooks, codes, pq_info = load_codebooks(model_dir)
-        cfg = cfg.replace(model={"gsu": "pq"}, pq=pq_info["pq_config"])
-    elif gsu is not None:
-        cfg = cfg.replace(model={"gsu": gsu})
-    model = build_model(cfg)
-    model.load_weights(weights_path(model_dir)).expect_partial()
-    if pq_info is not None:
-        model.gsu.set_codebooks(codebooks, codes)
-    return model
 
 
 class BatchLogger(tf.keras.callbacks.Callback):
@@ -220,7 +156,7 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
         if model is None:
             model = build_model(cfg, item_table=load_item_table(data_dir))
             if init_from:
-                from seminar_tf.models.psu import restore_into_ranker
+                from seminar_tf.pretraining import restore_into_ranker
                 restore_into_ranker(model, init_from, freeze=cfg.train.freeze_psu)
         model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
     contract = contract_of(cfg)
@@ -310,91 +246,3 @@ def backup_step(backup_dir: str) -> int:
                 if name.startswith("model/optimizer/") and "iter" in name:
                     return int(reader.get_tensor(name))
     return 0
-
-
-def predict_split(model, data_dir: str, split: str, batch_size: int = 512) -> Dict[str, np.ndarray]:
-    """Scores every example of a split; returns labels, scores, users, timestamps, sources."""
-    contract = contract_of(model.config)
-    ds = make_dataset(split_pattern(data_dir, split), contract, batch_size=batch_size,
-                      deterministic=True)
-
-    @tf.function(reduce_retracing=True)
-    def score(batch):
-        return model(batch, training=False)["score"]
-
-    cols = {"label": [], "score": [], "user": [], "timestamp": [], "source": [], "item": []}
-    for batch in ds:
-        cols["score"].append(score(batch).numpy())
-        cols["label"].append(batch[F.LABEL].numpy())
-        cols["user"].append(batch[F.USER_ID].numpy())
-        cols["timestamp"].append(batch[F.TIMESTAMP].numpy())
-        cols["source"].append(batch[F.TARGET_SOURCE].numpy())
-        cols["item"].append(batch[F.TARGET_ITEM].numpy())
-    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
-
-
-def impression_metrics(p: Dict[str, np.ndarray]) -> Dict[str, float]:
-    out = {"auc": M.auc(p["label"], p["score"]),
-           "gauc": M.gauc(p["user"], p["label"], p["score"]),
-           "logloss": M.logloss(p["label"], p["score"]), "examples": int(len(p["label"]))}
-    for name, src in (("ctr", F.SOURCE_REC), ("search", F.SOURCE_SEARCH)):
-        sel = p["source"] == src
-        if sel.any():
-            out[f"{name}_auc"] = M.auc(p["label"][sel], p["score"][sel])
-    return out
-
-
-def candidate_metrics(p: Dict[str, np.ndarray]) -> Dict[str, float]:
-    groups = p["user"].astype(np.int64) * 10**10 + p["timestamp"].astype(np.int64)
-    return M.ranking_metrics(groups, p["label"], p["score"])
-
-
-def popularity_scores(data_dir: str, cfg: SeminarConfig, p: Dict[str, np.ndarray]):
-    """The popularity baseline: an item's positive count in the training split."""
-    contract = contract_of(cfg)
-    counts = np.zeros(cfg.data.item_vocab_size)
-    for batch in make_dataset(split_pattern(data_dir, "train"), contract, batch_size=2048,
-                              deterministic=True):
-        items, labels = batch[F.TARGET_ITEM].numpy(), batch[F.LABEL].numpy()
-        np.add.at(counts, items, labels)
-    return counts[p["item"].astype(np.int64)]
-
-
-def evaluate(model_dir: str, data_dir: Optional[str] = None, *, model=None,
-             with_popularity: bool = True, write: bool = True,
-             gsu: Optional[str] = None) -> Dict:
-    """Evaluates on the test split (AUC, GAUC, logloss) and the fixed candidate sets
-    (HIT@K, NDCG@K, MRR); writes `metrics.json` into the model directory."""
-    if data_dir is None:
-        with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
-            data_dir = json.load(f)["data_dir"]
-    model = model or load_model(model_dir, gsu=gsu)
-    test = predict_split(model, data_dir, "test")
-    result = {"test": impression_metrics(test)}
-    try:
-        cand = predict_split(model, data_dir, "candidates")
-    except FileNotFoundError:
-        cand = None
-    if cand is not None and len(cand["label"]):
-        result["candidates"] = candidate_metrics(cand)
-    if with_popularity:
-        pop = dict(test, score=popularity_scores(data_dir, model.config, test))
-        result["popularity_baseline"] = {"test": impression_metrics(pop)}
-        if cand is not None and len(cand["label"]):
-            popc = dict(cand, score=popularity_scores(data_dir, model.config, cand))
-            result["popularity_baseline"]["candidates"] = candidate_metrics(popc)
-    if write:
-        suffix = "" if gsu is None else f"_{gsu}"
-        np.savez(os.path.join(model_dir, f"predictions{suffix}.npz"),
-                 **{f"test_{k}": v for k, v in test.items()},
-                 **({f"cand_{k}": v for k, v in cand.items()} if cand is not None else {}))
-        name = f"metrics{suffix}.json"
-        with open(os.path.join(model_dir, name), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2, sort_keys=True)
-    return result
-
-
-def format_metrics(result: Dict) -> str:
-    """A Markdown table of the main metrics (model vs popularity baseline)."""
-    from seminar_tf.tables import metrics_table
-    return metrics_table({"model": result}, first="scorer")

@@ -1,0 +1,105 @@
+"""Evaluation of trained rankers: impression metrics (AUC, GAUC, logloss) on the test split,
+candidate metrics (HIT/NDCG@K, MRR) on the fixed 1+99 candidate groups, and a popularity
+baseline on the same examples."""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from seminar_tf import features as F
+from seminar_tf import metrics as M
+from seminar_tf.config import SeminarConfig
+from seminar_tf.data.dataset import make_dataset, split_pattern
+from seminar_tf.model_dir import contract_of, load_model
+
+
+def predict_split(model, data_dir: str, split: str, batch_size: int = 512) -> Dict[str, np.ndarray]:
+    """Scores every example of a split; returns labels, scores, users, timestamps, sources."""
+    contract = contract_of(model.config)
+    ds = make_dataset(split_pattern(data_dir, split), contract, batch_size=batch_size,
+                      deterministic=True)
+
+    @tf.function(reduce_retracing=True)
+    def score(batch):
+        return model(batch, training=False)["score"]
+
+    cols = {"label": [], "score": [], "user": [], "timestamp": [], "source": [], "item": []}
+    for batch in ds:
+        cols["score"].append(score(batch).numpy())
+        cols["label"].append(batch[F.LABEL].numpy())
+        cols["user"].append(batch[F.USER_ID].numpy())
+        cols["timestamp"].append(batch[F.TIMESTAMP].numpy())
+        cols["source"].append(batch[F.TARGET_SOURCE].numpy())
+        cols["item"].append(batch[F.TARGET_ITEM].numpy())
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+
+
+def impression_metrics(p: Dict[str, np.ndarray]) -> Dict[str, float]:
+    out = {"auc": M.auc(p["label"], p["score"]),
+           "gauc": M.gauc(p["user"], p["label"], p["score"]),
+           "logloss": M.logloss(p["label"], p["score"]), "examples": int(len(p["label"]))}
+    for name, src in (("ctr", F.SOURCE_REC), ("search", F.SOURCE_SEARCH)):
+        sel = p["source"] == src
+        if sel.any():
+            out[f"{name}_auc"] = M.auc(p["label"][sel], p["score"][sel])
+    return out
+
+
+def candidate_metrics(p: Dict[str, np.ndarray]) -> Dict[str, float]:
+    groups = p["user"].astype(np.int64) * 10**10 + p["timestamp"].astype(np.int64)
+    return M.ranking_metrics(groups, p["label"], p["score"])
+
+
+def popularity_scores(data_dir: str, cfg: SeminarConfig, p: Dict[str, np.ndarray]):
+    """The popularity baseline: an item's positive count in the training split."""
+    contract = contract_of(cfg)
+    counts = np.zeros(cfg.data.item_vocab_size)
+    for batch in make_dataset(split_pattern(data_dir, "train"), contract, batch_size=2048,
+                              deterministic=True):
+        items, labels = batch[F.TARGET_ITEM].numpy(), batch[F.LABEL].numpy()
+        np.add.at(counts, items, labels)
+    return counts[p["item"].astype(np.int64)]
+
+
+def evaluate(model_dir: str, data_dir: Optional[str] = None, *, model=None,
+             with_popularity: bool = True, write: bool = True,
+             gsu: Optional[str] = None) -> Dict:
+    """Evaluates on the test split (AUC, GAUC, logloss) and the fixed candidate sets
+    (HIT@K, NDCG@K, MRR); writes `metrics.json` into the model directory."""
+    if data_dir is None:
+        with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
+            data_dir = json.load(f)["data_dir"]
+    model = model or load_model(model_dir, gsu=gsu)
+    test = predict_split(model, data_dir, "test")
+    result = {"test": impression_metrics(test)}
+    try:
+        cand = predict_split(model, data_dir, "candidates")
+    except FileNotFoundError:
+        cand = None
+    if cand is not None and len(cand["label"]):
+        result["candidates"] = candidate_metrics(cand)
+    if with_popularity:
+        pop = dict(test, score=popularity_scores(data_dir, model.config, test))
+        result["popularity_baseline"] = {"test": impression_metrics(pop)}
+        if cand is not None and len(cand["label"]):
+            popc = dict(cand, score=popularity_scores(data_dir, model.config, cand))
+            result["popularity_baseline"]["candidates"] = candidate_metrics(popc)
+    if write:
+        suffix = "" if gsu is None else f"_{gsu}"
+        np.savez(os.path.join(model_dir, f"predictions{suffix}.npz"),
+                 **{f"test_{k}": v for k, v in test.items()},
+                 **({f"cand_{k}": v for k, v in cand.items()} if cand is not None else {}))
+        name = f"metrics{suffix}.json"
+        with open(os.path.join(model_dir, name), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2, sort_keys=True)
+    return result
+
+
+def format_metrics(result: Dict) -> str:
+    """A Markdown table of the main metrics (model vs popularity baseline)."""
+    from seminar_tf.tables import metrics_table
+    return metrics_table({"model": result}, first="scorer")

@@ -1,0 +1,84 @@
+"""The model directory: how a trained ranker is written, found and rebuilt.
+
+A model directory holds `config.json` (the full SeminarConfig), `model.json` (registry name,
+data directory), `weights/` (TF checkpoint of every variable, item tables included),
+`backup/` (BackupAndRestore state while training runs), `checkpoints/` (best weights on the
+validation metric), `logs/` (TensorBoard), `history.csv`, and after evaluation
+`metrics.json`; `pq/` after `seminar build-codebooks`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Optional
+
+import numpy as np
+
+from seminar_tf import features as F
+from seminar_tf.config import SeminarConfig, load_config
+from seminar_tf.models.registry import build_model
+
+
+def load_data_config(data_dir: str) -> Dict:
+    path = os.path.join(data_dir, "data_config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `seminar preprocess` first")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_item_table(data_dir: str) -> Dict[str, np.ndarray]:
+    with np.load(os.path.join(data_dir, "item_table.npz")) as z:
+        return {k: z[k] for k in z.files}
+
+
+def config_for(model_name: str, data_dir: str, config_path: Optional[str] = None,
+               **overrides) -> SeminarConfig:
+    """Registry entry + the dataset's shapes/vocabularies + an optional config file."""
+    from seminar_tf.models.registry import registry_changes
+    base = load_config(config_path)
+    sections = {k: dict(v) for k, v in overrides.items()}
+    sections["data"] = {**load_data_config(data_dir), **sections.get("data", {})}
+    sections["model"] = {**registry_changes(model_name), **sections.get("model", {})}
+    return base.replace(**sections)
+
+
+def contract_of(cfg: SeminarConfig) -> F.FeatureContract:
+    return F.FeatureContract.from_config(cfg.data)
+
+
+def weights_path(model_dir: str) -> str:
+    return os.path.join(model_dir, "weights", "model")
+
+
+def save_model_dir(model, model_dir: str, model_name: str, data_dir: str) -> None:
+    os.makedirs(model_dir, exist_ok=True)
+    model.save_weights(weights_path(model_dir))
+    with open(os.path.join(model_dir, "config.json"), "w", encoding="utf-8") as f:
+        f.write(model.config.to_json())
+    with open(os.path.join(model_dir, "model.json"), "w", encoding="utf-8") as f:
+        json.dump({"model": model_name, "data_dir": os.path.abspath(data_dir)}, f, indent=2)
+
+
+def load_model(model_dir: str, gsu: Optional[str] = None):
+    """Rebuilds a trained ranker from its directory (config + weights).
+
+    Args:
+        model_dir: a directory written by `train`.
+        gsu: optionally swap the GSU: "pq" loads the codebooks of `build-codebooks`
+            (its `pq/` folder) into a `PQLookupAttention`; "exact" scores float keys.
+    """
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        cfg = SeminarConfig.from_json(f.read())
+    pq_info = None
+    if gsu == "pq":
+        from seminar_tf.pq.build import load_codebooks
+        codebooks, codes, pq_info = load_codebooks(model_dir)
+        cfg = cfg.replace(model={"gsu": "pq"}, pq=pq_info["pq_config"])
+    elif gsu is not None:
+        cfg = cfg.replace(model={"gsu": gsu})
+    model = build_model(cfg)
+    model.load_weights(weights_path(model_dir)).expect_partial()
+    if pq_info is not None:
+        model.gsu.set_codebooks(codebooks, codes)
+    return model
