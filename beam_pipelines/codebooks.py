@@ -58,7 +58,7 @@ def run(parts_path: str, out_dir: str, *, num_subspaces: int, num_codewords: int
         out_dir: where chunk files, `codebooks.npy` and `item_codes.npy` go.
         codebooks: skip training and encode with these.
     """
-    from beam_pipelines.pipeline import _default_runner
+    from beam_pipelines.runner import default_runner as _default_runner
     V = np.load(parts_path, mmap_mode="r").shape[0]
     os.makedirs(out_dir, exist_ok=True)
     for old in glob.glob(os.path.join(out_dir, "codes-*.npy")):

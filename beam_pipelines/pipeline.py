@@ -16,275 +16,26 @@ Output directory:
 from __future__ import annotations
 
 import argparse
-import csv
-import dataclasses
-import glob
-import gzip
 import json
 import logging
 import os
 import time
-import zlib
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
-from apache_beam.metrics import Metrics
 
 from beam_pipelines import records as R
-from beam_pipelines.sequences import BuildOptions, Sampler, SPLITS, Vocab, build_user_examples
+from beam_pipelines.item_table import build_item_table, load_vectors
+from beam_pipelines.reading import ReadAndParse
+from beam_pipelines.sequences import BuildOptions, SPLITS, Vocab
+from beam_pipelines.sources import SOURCES, source_class
+from beam_pipelines.examples import BuildExamples
+from beam_pipelines.runner import default_runner, setup_log
+from beam_pipelines.sources.base import SourceSpec
+from beam_pipelines.stats import row_accounting, summarize
 from seminar_tf import features as F
-
-SOURCES = ("kuaisar", "amazon", "movielens", "events")
 LOG = logging.getLogger("beam_pipelines")
-
-
-@dataclasses.dataclass
-class SourceSpec:
-    """Which files of an input directory hold what, and how to parse their rows."""
-    files: List[Tuple[str, str]]  # (kind, path); kind in event/item parser names
-    encoding: str = "utf-8"
-    has_negatives: bool = True
-    title_is_query_vocab: bool = True
-
-
-# kind -> (parser, row format): "csv" rows are dicts by header, "json" raw lines,
-# "tab"/"pipe"/"colons" split fields.
-PARSERS = {
-    "kuaisar_rec": (R.kuaisar_rec, "csv"),
-    "kuaisar_src": (R.kuaisar_src, "csv"),
-    "kuaisar_item": (R.kuaisar_item, "csv"),
-    "amazon_review": (R.amazon_review, "json"),
-    "amazon_meta": (R.amazon_meta, "json"),
-    "ml100k_rating": (R.movielens_rating, "tab"),
-    "ml100k_item": (R.movielens_100k_item, "pipe"),
-    "ml1m_rating": (R.movielens_rating, "colons"),
-    "ml1m_item": (R.movielens_1m_item, "colons"),
-    "generic_event": (R.generic_event, "json"),
-    "generic_item": (R.generic_item, "json"),
-}
-
-
-def _find(input_dir: str, *patterns: str) -> List[str]:
-    return sorted({p for pat in patterns for p in glob.glob(os.path.join(input_dir, pat))})
-
-
-def source_spec(source: str, input_dir: str) -> SourceSpec:
-    """Locates the files of `source` in `input_dir`.
-
-    Raises:
-        FileNotFoundError: a required file is missing (named in the message).
-    """
-    def need(kind, *patterns):
-        found = _find(input_dir, *patterns)
-        if not found:
-            raise FileNotFoundError(f"{source}: no {' or '.join(patterns)} in {input_dir}")
-        return [(kind, p) for p in found]
-
-    if source == "kuaisar":
-        files = (need("kuaisar_rec", "rec_inter.csv", "rec_inter*.csv.gz")
-                 + _opt("kuaisar_src", _find(input_dir, "src_inter.csv", "src_inter*.csv.gz"))
-                 + need("kuaisar_item", "item_features.csv", "item_features*.csv.gz"))
-        return SourceSpec(files, has_negatives=True)
-    if source == "amazon":
-        meta = _find(input_dir, "meta_*.json", "meta_*.json.gz", "meta*.jsonl", "meta*.jsonl.gz")
-        reviews = [p for p in _find(input_dir, "*.json", "*.json.gz", "*.jsonl", "*.jsonl.gz")
-                   if p not in meta]
-        if not reviews:
-            raise FileNotFoundError(f"amazon: no review JSON lines file in {input_dir}")
-        return SourceSpec(_opt("amazon_review", reviews) + _opt("amazon_meta", meta),
-                          has_negatives=False)
-    if source == "movielens":
-        if _find(input_dir, "u.data"):
-            files = need("ml100k_rating", "u.data") + need("ml100k_item", "u.item")
-        else:
-            files = need("ml1m_rating", "ratings.dat") + need("ml1m_item", "movies.dat")
-        return SourceSpec(files, encoding="latin-1", has_negatives=True)
-    if source == "events":
-        files = need("generic_event", "events*.jsonl", "events*.jsonl.gz", "events*.json")
-        files += _opt("generic_item", _find(input_dir, "items*.jsonl", "items*.jsonl.gz"))
-        has_label = _any_has_key([p for _, p in files if "events" in os.path.basename(p)],
-                                 "label")
-        return SourceSpec(files, has_negatives=has_label)
-    raise ValueError(f"--source must be one of {SOURCES}, got {source!r}")
-
-
-def _opt(kind, paths):
-    return [(kind, p) for p in paths]
-
-
-def _any_has_key(paths: Sequence[str], key: str, probe: int = 1000) -> bool:
-    for p in paths:
-        with _open(p) as f:
-            try:
-                for i, raw in enumerate(f):
-                    if i >= probe:
-                        break
-                    try:
-                        obj = json.loads(raw)
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        continue  # a malformed row: the reader dead-letters it later
-                    if isinstance(obj, dict) and key in obj:
-                        return True
-            except (OSError, EOFError, zlib.error):
-                continue  # a corrupt stream: the reader dead-letters the rest later
-    return False
-
-
-def _open(path: str):
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-
-
-# ------------------------------------------------------------------------ reading + parsing
-class ReadAndParse(beam.DoFn):
-    """Reads one file line by line (with line numbers) and parses each row.
-
-    Main output: Event or ItemRecord; tagged output "dead": DeadLetter; tagged output
-    "rows": (count name, n) once per file, so that every row read is accounted for:
-    read = parsed + dead letters + skipped (header, blank). A compressed stream that breaks
-    (corrupt or truncated gzip) dead-letters the rest of its file as one "corrupt_stream"
-    row naming the line it broke at, instead of failing the job.
-    """
-
-    def __init__(self, encoding: str):
-        self.encoding = encoding
-        self.rows = Metrics.counter("preprocess", "rows")
-
-    def process(self, kind_path):
-        kind, path = kind_path
-        parser, fmt = PARSERS[kind]
-        header = None
-        name = os.path.basename(path)
-        counts = {"read": 0, "parsed": 0, "skipped_header": 0, "skipped_blank": 0}
-        with _open(path) as f:
-            lines = enumerate(f, start=1)
-            while True:
-                try:
-                    line_no, raw = next(lines)
-                except StopIteration:
-                    break
-                except (OSError, EOFError, zlib.error) as e:  # corrupt compressed stream
-                    counts["read"] += 1
-                    yield self._dead(name, counts["read"], "corrupt_stream",
-                                     f"unreadable from line {counts['read']} to the end", e)
-                    break
-                counts["read"] += 1
-                self.rows.inc()
-                try:
-                    line = raw.decode(self.encoding).rstrip("\r\n")
-                except UnicodeDecodeError as e:
-                    yield self._dead(name, line_no, "undecodable_bytes", repr(raw[:200]), e)
-                    continue
-                if not line.strip():
-                    counts["skipped_blank"] += 1
-                    continue
-                if fmt == "csv" and header is None:
-                    header = next(iter(csv.reader([line])))
-                    counts["skipped_header"] += 1
-                    continue
-                try:
-                    rec = self._parse(parser, fmt, line, header)
-                except R.RecordError as e:
-                    yield self._dead(name, line_no, e.reason, line, e)
-                    continue
-                except (KeyError, IndexError) as e:
-                    yield self._dead(name, line_no, "missing_column", line, e)
-                    continue
-                except (ValueError, TypeError, AttributeError, csv.Error) as e:
-                    yield self._dead(name, line_no, "malformed_row", line, e)
-                    continue
-                counts["parsed"] += 1
-                yield rec
-        for key, n in counts.items():
-            yield beam.pvalue.TaggedOutput("rows", (key, n))
-
-    @staticmethod
-    def _parse(parser, fmt: str, line: str, header):
-        if fmt == "csv":
-            return parser(R.csv_row(line, header))
-        if fmt == "json":
-            return parser(line)
-        return parser(line.split({"tab": "\t", "pipe": "|", "colons": "::"}[fmt]))
-
-    @staticmethod
-    def _dead(name, line_no, reason, row, err):
-        Metrics.counter("dead_letters", reason).inc()
-        return beam.pvalue.TaggedOutput(
-            "dead", R.DeadLetter(name, line_no, f"{reason}: {err}", row[:1000]))
-
-
-# ----------------------------------------------------------------------------- per user
-class BuildExamples(beam.DoFn):
-    """Builds the Examples of one user (after GroupByKey) and routes them per split."""
-
-    def __init__(self, contract: F.FeatureContract, options: BuildOptions,
-                 has_negatives: bool, synth_queries: bool):
-        self.contract = contract
-        self.options = options
-        self.has_negatives = has_negatives
-        self.synth_queries = synth_queries
-        self._cache_key = None
-
-    def _prepare(self, vocabs, item_side, sampler_data):
-        """Derives per-worker lookups once per side-input value, not once per user."""
-        key = (id(vocabs), id(item_side), id(sampler_data))
-        if key != self._cache_key:
-            self._attrs = {k: v[0] for k, v in item_side.items()}
-            self._inverse_tokens = {i: k for k, i in vocabs["query_tokens"].index.items()}
-            self._sampler = (Sampler(*sampler_data, mode=self.options.sampling)
-                             if sampler_data[0] else None)
-            self._cache_key = key
-
-    def process(self, user_events, vocabs, item_side, sampler_data):
-        user, events = user_events
-        self._prepare(vocabs, item_side, sampler_data)
-        item_vocab, token_vocab, users = vocabs["items"], vocabs["query_tokens"], vocabs["users"]
-        attrs, sampler = self._attrs, self._sampler
-        events = list(events)
-        unique = list(dict.fromkeys(events))  # exact duplicate rows count once
-        if len(unique) < len(events):
-            yield beam.pvalue.TaggedOutput("rows", ("duplicate_events", len(events) - len(unique)))
-            events = unique
-        if self.synth_queries:
-            events = synthesize_queries(events, item_vocab, self._inverse_tokens, item_side)
-        for split, serialized, hist_len in build_user_examples(
-                users.id(user), events, item_vocab=item_vocab, token_vocab=token_vocab,
-                item_attrs=attrs, sampler=sampler, contract=self.contract,
-                options=self.options, has_negatives=self.has_negatives):
-            if split == "short_groups":
-                Metrics.counter("examples", "short_candidate_groups").inc()
-                yield beam.pvalue.TaggedOutput("rows", ("short_candidate_groups", 1))
-                yield beam.pvalue.TaggedOutput("rows", ("missing_candidates", hist_len))
-                continue
-            Metrics.counter("examples", split).inc()
-            yield beam.pvalue.TaggedOutput(split, serialized)
-            if split != "candidates":
-                yield beam.pvalue.TaggedOutput("lengths", (split, hist_len))
-
-
-def synthesize_queries(events, item_vocab, inverse_tokens, item_side) -> List[R.Event]:
-    """Documented query synthesiser for sources without queries (Amazon, MovieLens).
-
-    An event without a query gets as query the title tokens of the user's most recent
-    *earlier* positive item (strictly earlier timestamp): the user's previous intent. The
-    target's own text is never used, so the query cannot leak the target. The first event
-    keeps an empty query. The source is left unchanged.
-    """
-    from beam_pipelines.sequences import sort_events
-    inverse = inverse_tokens
-    out, last_title, pending, pending_ts = [], (), (), None
-    for e in sort_events(events):
-        if pending_ts is not None and e.timestamp_ms > pending_ts:
-            last_title, pending_ts = pending, None
-        if not e.query and last_title:
-            e = e._replace(query=last_title)
-        out.append(e)
-        if e.label > 0:
-            title_ids = item_side.get(item_vocab.id(e.item), ((), ()))[1]
-            pending = tuple(inverse[t] for t in title_ids if t in inverse)
-            pending_ts = e.timestamp_ms
-    return out
 
 
 # -------------------------------------------------------------------------------- helpers
@@ -319,7 +70,7 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
     """Adds the preprocessing transforms to pipeline `p`."""
     parsed = (p
               | "Files" >> beam.Create(spec.files)
-              | "ReadParse" >> beam.ParDo(ReadAndParse(spec.encoding)).with_outputs(
+              | "ReadParse" >> beam.ParDo(ReadAndParse(spec.source, spec.encoding)).with_outputs(
                   "dead", "rows", main="records"))
     records = parsed.records
     events = records | "Events" >> beam.Filter(lambda r: isinstance(r, R.Event))
@@ -389,25 +140,6 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
          | "WriteDead" >> beam.io.WriteToText(os.path.join(output, "dead_letters"),
                                               file_name_suffix=".jsonl"))
 
-    def summarize(parts):
-        out = {"dead_letters": {}, "examples": {s: 0 for s in SPLITS}, "length_hist": {},
-               "events": 0, "labels": {}, "rows": {}}
-        for kind, key, value in parts:
-            if kind == "rows":
-                out["rows"][key] = out["rows"].get(key, 0) + value
-            elif kind == "dead":
-                out["dead_letters"][key] = out["dead_letters"].get(key, 0) + value
-            elif kind == "len":
-                split, length = key
-                out["examples"][split] += value
-                b = _bucket(length)
-                out["length_hist"][b] = out["length_hist"].get(b, 0) + value
-            elif kind == "events":
-                out["events"] += value
-        for s in ("candidates",):
-            out["examples"].pop(s)
-        return json.dumps(out, sort_keys=True)
-
     summary_parts = (
         (dead | "DeadReason" >> beam.Map(lambda d: d.reason.split(":")[0])
          | "CountDead" >> beam.combiners.Count.PerElement()
@@ -431,94 +163,6 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
                   os.path.join(output, "candidates_count.json"), "WriteCandCount")
 
 
-def row_accounting(rows: Dict[str, int], dead: int) -> Dict[str, int]:
-    """Where every input row went: read = parsed + dead_letters + skipped_header +
-    skipped_blank; parsed rows are events or item records, of which `duplicate_events` and
-    `duplicate_item_records` (exact repeats) were counted once.
-
-    Raises:
-        RuntimeError: the counts do not add up (a row was lost: a bug, never data).
-    """
-    out = {k: int(rows.get(k, 0)) for k in (
-        "read", "parsed", "skipped_header", "skipped_blank", "duplicate_events",
-        "item_records", "unique_item_records", "short_candidate_groups",
-        "missing_candidates")}
-    out["dead_letters"] = dead
-    out["duplicate_item_records"] = out.pop("item_records") - out.pop("unique_item_records")
-    accounted = out["parsed"] + dead + out["skipped_header"] + out["skipped_blank"]
-    if accounted != out["read"]:
-        raise RuntimeError(f"row accounting does not add up: {out}")
-    return out
-
-
-def _bucket(n: int) -> str:
-    if n == 0:
-        return "0"
-    lo = 1 << (n.bit_length() - 1)
-    return f"{lo}-{2 * lo - 1}"
-
-
-# ------------------------------------------------------------------------- item table
-def load_vectors(vectors_path: str, ids_path: str) -> Dict[str, np.ndarray]:
-    """Loads pretrained vectors stored as `.npy` + a text file of raw item ids (one a line)."""
-    vectors = np.load(vectors_path)
-    with open(ids_path, encoding="utf-8") as f:
-        ids = [ln.strip() for ln in f if ln.strip()]
-    if len(ids) != len(vectors):
-        raise ValueError(f"{ids_path} lists {len(ids)} ids but {vectors_path} has "
-                         f"{len(vectors)} rows")
-    return dict(zip(ids, vectors))
-
-
-def build_item_table(output: str, num_attrs: int, title_tokens: int,
-                     text: Optional[Dict[str, np.ndarray]] = None,
-                     image: Optional[Dict[str, np.ndarray]] = None) -> Dict[str, int]:
-    """Assembles `item_table.npz` (indexed by item vocabulary id) from the pipeline output.
-
-    Arrays: attrs [V, A] int64, title [V, T] int64, text [V, Dt] float32, text_mask [V] bool,
-    image [V, Di] float32, image_mask [V] bool. A missing vector is all-zero *and* masked out.
-    """
-    with open(os.path.join(output, "vocab", "items.txt"), encoding="utf-8") as f:
-        keys = [ln.rstrip("\n") for ln in f]
-    V = len(keys) + F.FIRST_ID
-    attrs = np.zeros((V, num_attrs), np.int64)
-    title = np.zeros((V, title_tokens), np.int64)
-    inline_text, inline_image = {}, {}
-    with open(os.path.join(output, "items.jsonl"), encoding="utf-8") as f:
-        for ln in f:
-            rec = json.loads(ln)
-            i = rec["id"]
-            if i < F.FIRST_ID:
-                continue  # item record of an item that never occurs in events
-            attrs[i] = rec["attrs"]
-            title[i, :len(rec["title"])] = rec["title"]
-            if rec.get("text_vector"):
-                inline_text[i] = np.asarray(rec["text_vector"], np.float32)
-            if rec.get("image_vector"):
-                inline_image[i] = np.asarray(rec["image_vector"], np.float32)
-
-    def table(by_raw, inline):
-        dim = (len(next(iter(by_raw.values()))) if by_raw else
-               len(next(iter(inline.values()))) if inline else 0)
-        mat = np.zeros((V, dim), np.float32)
-        mask = np.zeros(V, bool)
-        for j, key in enumerate(keys):
-            vec = (by_raw or {}).get(key)
-            if vec is None:
-                vec = inline.get(j + F.FIRST_ID)
-            if vec is not None:
-                mat[j + F.FIRST_ID] = vec
-                mask[j + F.FIRST_ID] = True
-        return mat, mask
-
-    text_m, text_mask = table(text, inline_text)
-    image_m, image_mask = table(image, inline_image)
-    np.savez(os.path.join(output, "item_table.npz"), attrs=attrs, title=title, text=text_m,
-             text_mask=text_mask, image=image_m, image_mask=image_mask)
-    return {"items": V, "text_dim": text_m.shape[1], "image_dim": image_m.shape[1],
-            "items_with_text": int(text_mask.sum()), "items_with_image": int(image_mask.sum())}
-
-
 # ------------------------------------------------------------------------------ driver
 def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         max_query_tokens: int = 6, num_attrs: int = 4, title_tokens: int = 8,
@@ -534,9 +178,10 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     input directory (0 otherwise). `neg_per_pos` defaults to 0 for sources with real
     non-clicks and 1 otherwise; `synth_queries` defaults to on for Amazon and MovieLens.
     """
-    spec = source_spec(source, input_dir)
+    source_cls = source_class(source)
+    spec = source_cls.find(input_dir)
     os.makedirs(output, exist_ok=True)
-    _setup_log(output)
+    setup_log(output)
     meta_path = os.path.join(input_dir, "meta.json")
     if min_target_time_ms is None:
         min_target_time_ms = 0
@@ -546,7 +191,7 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     if neg_per_pos is None:
         neg_per_pos = 0 if spec.has_negatives else 1
     if synth_queries is None:
-        synth_queries = source in ("amazon", "movielens")
+        synth_queries = not source_cls.has_real_queries
     options = BuildOptions(max_seq_len=max_seq_len, max_query_tokens=max_query_tokens,
                            num_attrs=num_attrs, min_target_time_ms=min_target_time_ms,
                            split=split, valid_start_ms=valid_start_ms,
@@ -557,7 +202,7 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
                                  2**62, 2**62)
     t0 = time.time()
     LOG.info("preprocess %s: %d input files -> %s", source, len(spec.files), output)
-    with beam.Pipeline(runner=_default_runner(beam_args),
+    with beam.Pipeline(runner=default_runner(beam_args),
                        options=PipelineOptions(list(beam_args))) as p:
         build_pipeline(p, spec, output, contract, options, min_count=min_count,
                        title_tokens=title_tokens, synth_queries=synth_queries)
@@ -619,38 +264,14 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     return stats
 
 
-def _default_runner(beam_args: Sequence[str]):
-    """The in-process portable runner unless --runner is given.
-
-    Beam's "DirectRunner" first tries to download the Prism runner binary from the network;
-    this project never downloads at run time, so the default is the FnApiRunner that
-    DirectRunner falls back to (it honours --direct_num_workers / --direct_running_mode).
-    """
-    if any(a == "--runner" or a.startswith("--runner=") for a in beam_args):
-        return None
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-    return FnApiRunner()
-
-
 def _default(input_dir: str, name: str) -> Optional[str]:
     path = os.path.join(input_dir, name)
     return path if os.path.exists(path) else None
 
 
-def _setup_log(output: str) -> None:
-    handler = logging.FileHandler(os.path.join(output, "beam.log"), mode="w")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in ("beam_pipelines", "apache_beam"):
-        lg = logging.getLogger(name)
-        lg.handlers = [h for h in lg.handlers if not isinstance(h, logging.FileHandler)]
-        lg.addHandler(handler)
-        lg.setLevel(logging.INFO)
-    logging.getLogger("apache_beam").propagate = False  # Beam's chatter goes to beam.log
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `seminar preprocess` flags (unknown flags are passed to Beam)."""
-    parser.add_argument("--source", choices=SOURCES, required=True)
+    parser.add_argument("--source", choices=sorted(SOURCES), required=True)
     parser.add_argument("--input", required=True, help="directory of raw files")
     parser.add_argument("--output", required=True, help="output directory")
     parser.add_argument("--max-seq-len", type=int, default=200)

@@ -1,8 +1,9 @@
-"""Normalized record types and the per-source row parsers.
+"""Normalized record types and the value parsers every source shares.
 
-Every reader turns one raw row into an `Event` or an `ItemRecord`, or raises `RecordError`
-with a reason; the pipeline routes such rows to the dead-letter output with the source file and
-line number. The parsers are plain functions so that they are unit-testable without Beam.
+Every source's row parser (`beam_pipelines.sources.*`) turns one raw row into an `Event` or
+an `ItemRecord`, or raises `RecordError` with a reason; the pipeline routes such rows to the
+dead-letter output with the source file and line number. The parsers are plain functions so
+that they are unit-testable without Beam.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import csv
 import json
 import math
 import re
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
 SOURCE_REC = 1
 SOURCE_SEARCH = 2
@@ -160,165 +161,7 @@ def csv_row(line: str, header: Sequence[str], delimiter: str = ",") -> Dict[str,
     return dict(zip(header, fields))
 
 
-# --------------------------------------------------------------------------- KuaiSAR
-KUAISAR_ATTR_FIELDS = ("first_level_category_id", "second_level_category_id",
-                       "third_level_category_id", "author_id")
-
-
-def kuaisar_rec(row: Dict[str, str]) -> Event:
-    return Event(user=parse_id(row["user_id"], "user_id"),
-                 timestamp_ms=parse_timestamp_ms(row["timestamp"], "timestamp"),
-                 item=parse_id(row["item_id"], "item_id"), query=(),
-                 label=1.0 if parse_number(row["click"], "click") > 0 else 0.0,
-                 source=SOURCE_REC)
-
-
-def kuaisar_src(row: Dict[str, str]) -> Event:
-    return Event(user=parse_id(row["user_id"], "user_id"),
-                 timestamp_ms=parse_timestamp_ms(row["search_session_timestamp"],
-                                                 "search_session_timestamp"),
-                 item=parse_id(row["item_id"], "item_id"),
-                 query=parse_token_list(row["keyword"], "keyword"),
-                 label=1.0 if parse_number(row["click_cnt"], "click_cnt") > 0 else 0.0,
-                 source=SOURCE_SEARCH)
-
-
-def kuaisar_item(row: Dict[str, str]) -> ItemRecord:
-    attrs = []
-    for field in KUAISAR_ATTR_FIELDS:
-        value = (row.get(field) or "").strip()
-        missing = value in ("", "0", "-124", "nan")  # 0 is KuaiSAR's padding id
-        if not missing:
-            value = parse_id(value, field)
-        attrs.append("" if missing else f"{field.split('_')[0]}:{value}")
-    return ItemRecord(item=parse_id(row["item_id"], "item_id"), attrs=tuple(attrs),
-                      title=parse_token_list(row.get("caption") or "[]", "caption"))
-
-
-# --------------------------------------------------------------------------- Amazon
-def amazon_review(line: str) -> Event:
-    obj = _json_object(line)
-    return Event(user=parse_string_id(obj.get("reviewerID"), "reviewerID"),
-                 timestamp_ms=parse_timestamp_ms(obj.get("unixReviewTime"),
-                                                 "unixReviewTime", unit="s"),
-                 item=parse_string_id(obj.get("asin"), "asin"), query=(), label=1.0,
-                 source=SOURCE_REC)
-
-
-def amazon_meta(line: str) -> ItemRecord:
-    obj = _json_object(line)
-    cats = obj.get("category") or obj.get("categories") or []
-    if cats and isinstance(cats[0], list):  # older dumps: list of category paths
-        cats = cats[0]
-    cats = [str(c) for c in cats if str(c).strip()]
-    levels = cats[1:4] if len(cats) > 1 else cats[:3]  # skip the root (e.g. "Movies & TV")
-    levels = levels + [""] * (3 - len(levels))
-    attrs = tuple(f"cat{i + 1}:{c}" if c else "" for i, c in enumerate(levels))
-    brand = str(obj.get("brand") or "").strip()
-    return ItemRecord(item=parse_string_id(obj.get("asin"), "asin"),
-                      attrs=attrs + ((f"brand:{brand}",) if brand else ("",)),
-                      title=words(str(obj.get("title") or "")))
-
-
-# --------------------------------------------------------------------------- MovieLens
-ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-                 "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical",
-                 "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western")
-POSITIVE_RATING = 4.0
-
-
-def movielens_rating(fields: List[str]) -> Event:
-    if len(fields) != 4:
-        raise RecordError("wrong_column_count", f"{len(fields)} fields, expected 4")
-    user, item, rating, ts = fields
-    return Event(user=parse_id(user, "user_id"),
-                 timestamp_ms=parse_timestamp_ms(ts, "timestamp", unit="s"),
-                 item=parse_id(item, "item_id"), query=(),
-                 label=1.0 if parse_number(rating, "rating") >= POSITIVE_RATING else 0.0,
-                 source=SOURCE_REC)
-
-
-def _genre_attrs(genres: Sequence[str]) -> Tuple[str, ...]:
-    genres = [g for g in genres if g and g != "unknown"][:3]
-    return tuple(f"genre:{g}" for g in genres) + ("",) * (3 - len(genres))
-
-
-def movielens_100k_item(fields: List[str]) -> ItemRecord:
-    if len(fields) != 5 + len(ML100K_GENRES):
-        raise RecordError("wrong_column_count",
-                          f"{len(fields)} fields, expected {5 + len(ML100K_GENRES)}")
-    flags = fields[5:]
-    if any(f not in ("0", "1") for f in flags):
-        raise RecordError("bad_genre_flags", "|".join(flags))
-    genres = [g for g, f in zip(ML100K_GENRES, flags) if f == "1"]
-    year = re.search(r"\((\d{4})\)\s*$", fields[1])
-    return ItemRecord(item=parse_id(fields[0], "movie_id"),
-                      attrs=_genre_attrs(genres) + ((f"year:{year.group(1)}",) if year
-                                                    else ("",)),
-                      title=words(re.sub(r"\(\d{4}\)\s*$", "", fields[1])))
-
-
-def movielens_1m_item(fields: List[str]) -> ItemRecord:
-    if len(fields) != 3:
-        raise RecordError("wrong_column_count", f"{len(fields)} fields, expected 3")
-    year = re.search(r"\((\d{4})\)\s*$", fields[1])
-    return ItemRecord(item=parse_id(fields[0], "movie_id"),
-                      attrs=_genre_attrs(fields[2].split("|")) + (
-                          (f"year:{year.group(1)}",) if year else ("",)),
-                      title=words(re.sub(r"\(\d{4}\)\s*$", "", fields[1])))
-
-
-# --------------------------------------------------------------------------- generic
-def generic_event(line: str) -> Event:
-    obj = _json_object(line)
-    query = obj.get("query")
-    if query is None:
-        tokens = ()
-    elif isinstance(query, str):
-        tokens = words(query)
-    elif isinstance(query, list):
-        tokens = tuple(str(t) for t in query)
-    else:
-        raise RecordError("bad_query", f"query={query!r}")
-    source = obj.get("source")
-    if source is None:
-        source = SOURCE_SEARCH if tokens else SOURCE_REC
-    elif source in ("search", SOURCE_SEARCH):
-        source = SOURCE_SEARCH
-    elif source in ("rec", "recommendation", SOURCE_REC):
-        source = SOURCE_REC
-    else:
-        raise RecordError("bad_source", f"source={source!r}")
-    label = obj.get("label", 1.0)
-    return Event(user=parse_string_id(obj.get("user_id"), "user_id"),
-                 timestamp_ms=parse_timestamp_ms(obj.get("timestamp"), "timestamp",
-                                                 unit="auto"),
-                 item=parse_string_id(obj.get("item_id"), "item_id"), query=tokens,
-                 label=1.0 if parse_number(label, "label") > 0 else 0.0, source=source)
-
-
-def generic_item(line: str) -> ItemRecord:
-    obj = _json_object(line)
-    cats = obj.get("categories") or []
-    if isinstance(cats, str):
-        cats = [cats]
-    cats = [str(c) for c in cats][:4]
-    attrs = tuple(f"cat{i + 1}:{c}" for i, c in enumerate(cats)) + ("",) * (4 - len(cats))
-
-    def vector(name):
-        v = obj.get(name)
-        if v is None:
-            return None
-        if not isinstance(v, list) or not v:
-            raise RecordError("bad_vector", name)
-        return tuple(parse_number(x, name) for x in v)
-
-    return ItemRecord(item=parse_string_id(obj.get("item_id"), "item_id"), attrs=attrs,
-                      title=words(str(obj.get("title") or "")),
-                      text_vector=vector("text_vector"), image_vector=vector("image_vector"))
-
-
-def _json_object(line: str) -> dict:
+def json_object(line: str) -> dict:
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:

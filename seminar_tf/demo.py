@@ -7,8 +7,6 @@ rerun unless `force` (see `seminar_tf.pipeline`).
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
 import time
 

@@ -234,7 +234,6 @@ class Pipeline:
 def recall_sweep(model_dir: str, pq_cfg: Dict) -> List[Dict]:
     """recall@K of PQ vs exact for several sub-space counts (codebooks rebuilt each time,
     the configured ones restored at the end)."""
-    import numpy as np
     from seminar_tf.pq.tools import build_for_model_dir, pq_recall
     rows = []
     base_s = pq_cfg.get("num_subspaces", 4)

@@ -5,7 +5,7 @@ configurations (GSU kind, modalities, projections).
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 

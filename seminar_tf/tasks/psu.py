@@ -14,7 +14,6 @@ All three are InfoNCE-style losses with temperature tau on cosine similarities
 """
 from __future__ import annotations
 
-from typing import Optional
 
 import tensorflow as tf
 import tensorflow_recommenders as tfrs

@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from beam_pipelines import pipeline
+from beam_pipelines import records as R
 from seminar_tf import features as F
 from seminar_tf.config import DataConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
@@ -159,7 +160,7 @@ def test_amazon_gzip_sampled_negatives_and_synth_queries(tmp_path):
         if e["label"][0] == 1.0 and any(e["target_query"]):
             q = [tokens[t - 2] for t in e["target_query"] if t]
             prev = items[e["hist_items"][-1] - 2]  # the previous positive, not the target
-            assert tuple(q) == pipeline.R.words(meta[prev]["title"])[:6]
+            assert tuple(q) == R.words(meta[prev]["title"])[:6]
     attrs = _vocab(out, "attrs")
     assert "brand:Acme" in attrs and "cat1:Genre For Featured Categories" in attrs
 

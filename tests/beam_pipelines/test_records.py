@@ -1,6 +1,7 @@
 import pytest
 
 from beam_pipelines import records as R
+from beam_pipelines.sources import events, kuaisar, movielens
 
 
 def test_token_lists():
@@ -40,7 +41,7 @@ def test_kuaisar_item_with_chinese_names_and_padding_author():
               "second_level_category_id", "third_level_category_id",
               "first_level_category_name"]
     row = R.csv_row('101,[],0,2,21,211,游戏', header)
-    rec = R.kuaisar_item(row)
+    rec = kuaisar.kuaisar_item(row)
     assert rec.attrs == ("first:2", "second:21", "third:211", "")  # author 0 is padding
     assert rec.title == ()
     with pytest.raises(R.RecordError, match="wrong_column_count"):
@@ -48,19 +49,19 @@ def test_kuaisar_item_with_chinese_names_and_padding_author():
 
 
 def test_movielens_rows():
-    ev = R.movielens_rating(["1", "2", "5", "881250949"])
+    ev = movielens.movielens_rating(["1", "2", "5", "881250949"])
     assert ev.label == 1.0 and ev.timestamp_ms == 881_250_949_000
-    assert R.movielens_rating(["1", "2", "2", "881250949"]).label == 0.0
-    item = R.movielens_1m_item(["10", "Pokémon (1999)", "Animation|Children's"])
+    assert movielens.movielens_rating(["1", "2", "2", "881250949"]).label == 0.0
+    item = movielens.movielens_1m_item(["10", "Pokémon (1999)", "Animation|Children's"])
     assert item.attrs == ("genre:Animation", "genre:Children's", "", "year:1999")
     assert item.title == ("pok", "mon")
 
 
 def test_generic_event_defaults_and_errors():
-    ev = R.generic_event('{"user_id": "u", "item_id": "i", "timestamp": 1700000000, '
+    ev = events.generic_event('{"user_id": "u", "item_id": "i", "timestamp": 1700000000, '
                          '"query": "Red Shoes"}')
     assert ev.query == ("red", "shoes") and ev.source == R.SOURCE_SEARCH and ev.label == 1.0
     with pytest.raises(R.RecordError, match="bad_source"):
-        R.generic_event('{"user_id": "u", "item_id": "i", "timestamp": 1, "source": "tv"}')
+        events.generic_event('{"user_id": "u", "item_id": "i", "timestamp": 1, "source": "tv"}')
     with pytest.raises(R.RecordError, match="bad_json"):
-        R.generic_event("[1, 2]")
+        events.generic_event("[1, 2]")

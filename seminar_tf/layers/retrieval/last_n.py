@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.layers.retrieval.base import Retrieval
 from seminar_tf.serialization import register
 
 
