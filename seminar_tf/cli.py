@@ -65,20 +65,32 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def _beam_encoder(beam_args):
+    """Codebook training and item encoding by the Beam job (`--beam`)."""
+    from beam_pipelines import codebooks as beam_codebooks
+
+    def encoder(parts_path, out, pq):
+        return beam_codebooks.run(parts_path, out, num_subspaces=pq.num_subspaces,
+                                  num_codewords=pq.num_codewords, iters=pq.kmeans_iters,
+                                  seed=pq.seed, sample_size=pq.sample_size,
+                                  beam_args=beam_args)
+    return encoder
+
+
 def _cmd_build_codebooks(args, beam_args) -> int:
-    from seminar_tf.pq.tools import build_for_model_dir
+    from seminar_tf.codebooks import build_for_model_dir
     overrides = {k: v for k, v in (("num_subspaces", args.subspaces),
                                    ("num_codewords", args.codewords),
                                    ("combine_parts", args.combine_parts or None))
                  if v is not None}
-    print(json.dumps(build_for_model_dir(args.model_dir, args.data,
-                                         beam_args=beam_args if args.beam else None,
+    encoder = _beam_encoder(beam_args) if args.beam else None
+    print(json.dumps(build_for_model_dir(args.model_dir, args.data, encoder=encoder,
                                          **overrides), indent=2))
     return 0
 
 
 def _cmd_pq_recall(args) -> int:
-    from seminar_tf.pq.tools import pq_recall
+    from seminar_tf.codebooks import pq_recall
     print(json.dumps(pq_recall(args.model_dir, args.data, args.split), indent=2))
     return 0
 

@@ -193,7 +193,7 @@ class Pipeline:
         return self._train("baseline", self.cfg["baseline"])
 
     def _stage_codebooks(self):
-        from seminar_tf.pq.tools import build_for_model_dir, pq_recall
+        from seminar_tf.codebooks import build_for_model_dir, pq_recall
         model_dir = self.manifests["finetune"]["outputs"]["model_dir"]
         info = build_for_model_dir(model_dir, **self.cfg["pq"])
         recall = pq_recall(model_dir, with_metrics=False)
@@ -234,7 +234,7 @@ class Pipeline:
 def recall_sweep(model_dir: str, pq_cfg: Dict) -> List[Dict]:
     """recall@K of PQ vs exact for several sub-space counts (codebooks rebuilt each time,
     the configured ones restored at the end)."""
-    from seminar_tf.pq.tools import build_for_model_dir, pq_recall
+    from seminar_tf.codebooks import build_for_model_dir, pq_recall
     rows = []
     base_s = pq_cfg.get("num_subspaces", 4)
     for s in sorted({1, 2, base_s, 8}):

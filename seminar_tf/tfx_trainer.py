@@ -46,7 +46,7 @@ def run_fn(fn_args: Any) -> Dict:
                             eval_files=list(_get(fn_args, "eval_files")))
     gsu = custom.get("gsu", "exact")
     if gsu == "pq":
-        from seminar_tf.pq.tools import build_for_model_dir
+        from seminar_tf.codebooks import build_for_model_dir
         build_for_model_dir(model_dir, data_dir)
     model = training.load_model(model_dir, gsu=gsu)
     eval_steps = _get(fn_args, "eval_steps")

@@ -2,7 +2,7 @@
 import pytest
 
 from seminar_tf import export, training
-from seminar_tf.pq.tools import build_for_model_dir
+from seminar_tf.codebooks import build_for_model_dir
 
 NAME = "seminar"
 

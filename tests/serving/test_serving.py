@@ -17,7 +17,7 @@ from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from seminar_tf import export, training
 from seminar_tf import features as F
-from seminar_tf.pq.tools import build_for_model_dir
+from seminar_tf.codebooks import build_for_model_dir
 from serving.client import GrpcClient, RestClient
 from serving.server import Server
 

@@ -1,18 +1,20 @@
-"""`seminar build-codebooks` and `seminar pq-recall`."""
+"""Codebook building for a trained model directory (`seminar build-codebooks`) and the PQ
+recall check (`seminar pq-recall`): a workflow over `seminar_tf.pq`."""
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
 import time
-from typing import Dict, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
 import tensorflow as tf
 
 from seminar_tf.data.dataset import make_dataset, split_pattern
-from seminar_tf.pq.build import build_codebooks, save_codebooks
+from seminar_tf.pq.build import build_codebooks, item_key_parts, save_codebooks
+from seminar_tf.pq.quantizer import ProductQuantizer
 
 
 def _data_dir(model_dir: str, data_dir: Optional[str]) -> str:
@@ -23,33 +25,33 @@ def _data_dir(model_dir: str, data_dir: Optional[str]) -> str:
 
 
 def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
-                        beam_args: Optional[list] = None, **pq_overrides) -> Dict:
+                        encoder: Optional[Callable] = None, **pq_overrides) -> Dict:
     """Trains codebooks on the trained model's item key parts; writes `<model_dir>/pq/`.
 
-    With `beam_args` (a list, possibly empty) the codebooks are trained and the items
-    encoded by the Beam job of `beam_pipelines.codebooks` (same result, for vocabularies
-    that do not fit one process)."""
+    Args:
+        model_dir: a trained model directory.
+        data_dir: its dataset (default: the one it was trained on).
+        encoder: optional `f(key_parts_path, out_dir, pq_cfg) -> (codebooks, codes)` that
+            trains and encodes elsewhere, e.g. the Beam job of `beam_pipelines.codebooks`
+            for vocabularies that do not fit one process (`seminar build-codebooks --beam`
+            passes it); by default the in-process builder (same result).
+        **pq_overrides: changes to the model's `pq` config section.
+    """
     from seminar_tf import training
     data_dir = _data_dir(model_dir, data_dir)
     model = training.load_model(model_dir, gsu="exact")
     pq_cfg = model.config.replace(pq=pq_overrides).pq if pq_overrides else model.config.pq
     table = training.load_item_table(data_dir)
     t0 = time.time()
-    from seminar_tf.pq.build import item_key_parts
-    from seminar_tf.pq.quantizer import ProductQuantizer
     all_parts = item_key_parts(model, table["attrs"], combine=pq_cfg.combine_parts)
-    if beam_args is None:
+    if encoder is None:
         pq, codes = build_codebooks(model, table["attrs"], pq_cfg)
     else:
-        from beam_pipelines import codebooks as beam_codebooks
         out = os.path.join(model_dir, "pq")
         os.makedirs(out, exist_ok=True)
         parts_path = os.path.join(out, "key_parts.npy")
         np.save(parts_path, all_parts)
-        books, codes = beam_codebooks.run(
-            parts_path, out, num_subspaces=pq_cfg.num_subspaces,
-            num_codewords=pq_cfg.num_codewords, iters=pq_cfg.kmeans_iters, seed=pq_cfg.seed,
-            sample_size=pq_cfg.sample_size, beam_args=beam_args)
+        books, codes = encoder(parts_path, out, pq_cfg)
         pq = ProductQuantizer(pq_cfg.num_subspaces, pq_cfg.num_codewords, codebooks=books)
     parts = all_parts[2:]
     P, S = codes.shape[1:]
