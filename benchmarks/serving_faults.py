@@ -34,11 +34,12 @@ from benchmarks.common import machine, markdown_table, write_results  # noqa: E4
 from benchmarks.serving_load import free_port, make_exports, request_examples  # noqa: E402
 
 
-def start_server(base, grpc_port, rest_port, poll):
+def start_server(base, grpc_port, rest_port, poll, stderr=subprocess.DEVNULL,
+                 name="seminar"):
     proc = subprocess.Popen([sys.executable, "-m", "seminar_tf.cli", "serve", "--model-base",
-                             base, "--name", "seminar", "--grpc-port", str(grpc_port),
+                             base, "--name", name, "--grpc-port", str(grpc_port),
                              "--rest-port", str(rest_port), "--poll-seconds", str(poll)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            stdout=subprocess.PIPE, stderr=stderr, text=True)
     line = ""
     while '"ready"' not in line:
         line = proc.stdout.readline()

@@ -149,6 +149,12 @@ def _cmd_run_pipeline(args) -> int:
     return 0
 
 
+def _cmd_compile_pipeline(args) -> int:
+    from seminar_tf.kfp_pipeline import compile_pipeline
+    print(f"wrote {compile_pipeline(args.out, args.base_image)} (Kubeflow Pipelines v2 IR)")
+    return 0
+
+
 def _cmd_report(args) -> int:
     from seminar_tf.report import write_report
     print(write_report(args.run))
@@ -258,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--stages", nargs="*", help="subset of stages to run")
     rp.add_argument("--force", action="store_true")
     rp.set_defaults(func=_cmd_run_pipeline)
+
+    cp = sub.add_parser("compile-pipeline", help="write the Kubeflow Pipelines v2 IR (YAML)")
+    cp.add_argument("--out", required=True, help="pipeline.yaml to write")
+    cp.add_argument("--base-image", default="seminar-tf:latest",
+                    help="container image with this project installed")
+    cp.set_defaults(func=_cmd_compile_pipeline)
 
     rep = sub.add_parser("report", help="report.md + PNG plots of a run directory")
     rep.add_argument("--run", required=True)

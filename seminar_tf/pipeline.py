@@ -24,6 +24,8 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional
 
+from seminar_tf import stages
+
 STAGES = ("generate", "preprocess", "pretrain", "finetune", "baseline", "codebooks",
           "evaluate", "export", "serve")
 UPSTREAM = {"generate": (), "preprocess": ("generate",), "pretrain": ("preprocess",),
@@ -141,87 +143,44 @@ class Pipeline:
     def data_dir(self) -> str:
         return self.manifests["preprocess"]["outputs"]["data"]
 
-    def _config(self, model_name: str, **train):
-        from seminar_tf import training
-        return training.config_for(model_name, self.data_dir(), model=self.cfg["model"],
-                                   train={**self.cfg["train"], **train}, pq=self.cfg["pq"])
+    def out(self, stage: str) -> str:
+        return self.manifests[stage]["outputs"]
 
     # ---------------------------------------------------------------------- stages
     def _stage_generate(self):
-        from seminar_tf.data import synthetic
-        g = self.cfg["generate"]
-        out = self.path("generate", "raw")
-        stats = synthetic.generate(out, synthetic.SyntheticConfig(
-            num_users=g["users"], num_items=g["items"], seq_len=g["seq_len"], seed=g["seed"]))
-        return {"raw": out, "stats": stats}
+        return stages.generate(self.cfg, self.path("generate", "raw"))
 
     def _stage_preprocess(self):
-        from beam_pipelines import pipeline as beam_pipeline
-        p = self.cfg["preprocess"]
-        out = self.path("preprocess", "data")
-        beam_args = (["--direct_running_mode=multi_processing",
-                      f"--direct_num_workers={os.cpu_count() or 2}"]
-                     if p.get("multiprocess") else [])
-        stats = beam_pipeline.run("kuaisar", self.manifests["generate"]["outputs"]["raw"], out,
-                                  max_seq_len=p["max_seq_len"],
-                                  num_candidates=p["num_candidates"], beam_args=beam_args)
-        return {"data": out, "examples": stats["examples"], "events": stats["events"],
-                "dead_letters": stats["dead_letters_total"]}
+        return stages.preprocess(self.cfg, self.out("generate")["raw"],
+                                 self.path("preprocess", "data"))
 
     def _stage_pretrain(self):
-        from seminar_tf.pretraining import pretrain
-        cfg = self._config("seminar", **self.cfg["pretrain"])
-        result = pretrain(self.data_dir(), self.path("pretrain", "psu"), cfg,
-                          verbose=self.verbose)
-        return {"psu": self.path("pretrain", "psu"),
-                "alignment_before": result["alignment_before"],
-                "alignment_after": result["alignment_after"], "seconds": result["seconds"]}
-
-    def _train(self, stage, model_name, init_from=None):
-        from seminar_tf import training
-        model_dir = self.path(stage, "model")
-        r = training.train(model_name, self.data_dir(), model_dir, self._config(model_name),
-                           init_from=init_from, verbose=self.verbose)
-        return {"model_dir": model_dir, "model": model_name, "steps": r["steps"],
-                "train_seconds": r["train_seconds"]}
+        return stages.pretrain(self.cfg, self.data_dir(), self.path("pretrain", "psu"),
+                               verbose=self.verbose)
 
     def _stage_finetune(self):
-        return self._train("finetune", "seminar",
-                           init_from=self.manifests["pretrain"]["outputs"]["psu"])
+        return stages.train(self.cfg, self.data_dir(), self.path("finetune", "model"),
+                            "seminar", init_from=self.out("pretrain")["psu"],
+                            verbose=self.verbose)
 
     def _stage_baseline(self):
-        return self._train("baseline", self.cfg["baseline"])
+        return stages.train(self.cfg, self.data_dir(), self.path("baseline", "model"),
+                            self.cfg["baseline"], verbose=self.verbose)
 
     def _stage_codebooks(self):
-        from seminar_tf.codebooks import build_for_model_dir, pq_recall
-        model_dir = self.manifests["finetune"]["outputs"]["model_dir"]
-        info = build_for_model_dir(model_dir, **self.cfg["pq"])
-        recall = pq_recall(model_dir, with_metrics=False)
-        sweep = recall_sweep(model_dir, self.cfg["pq"])
-        latency = gsu_latency_by_length(self.path("codebooks"))
-        return {"pq_dir": os.path.join(model_dir, "pq"), "info": info,
-                "recall_at_k": recall["recall_at_k"], "top_k": recall["top_k"],
-                "recall_sweep": sweep, "gsu_latency": latency}
+        model_dir = self.out("finetune")["model_dir"]
+        out = stages.codebooks(self.cfg, model_dir)
+        out["recall_sweep"] = recall_sweep(model_dir, self.cfg["pq"])
+        out["gsu_latency"] = gsu_latency_by_length(self.path("codebooks"))
+        return out
 
     def _stage_evaluate(self):
-        from seminar_tf import training
-        results = {}
-        for stage in ("finetune", "baseline"):
-            m = self.manifests[stage]["outputs"]
-            results[m["model"]] = training.evaluate(m["model_dir"], self.data_dir())
-        seminar_dir = self.manifests["finetune"]["outputs"]["model_dir"]
-        results["seminar_pq"] = training.evaluate(seminar_dir, self.data_dir(), gsu="pq",
-                                                  with_popularity=False)
-        with open(self.path("evaluate", "metrics.json"), "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=2, sort_keys=True)
-        return {"metrics": results, "table": comparison_table(results)}
+        return stages.evaluate(self.cfg, self.data_dir(), self.out("finetune")["model_dir"],
+                               self.out("baseline")["model_dir"], self.path("evaluate"))
 
     def _stage_export(self):
-        from seminar_tf.export import export_from_model_dir
-        model_dir = self.manifests["finetune"]["outputs"]["model_dir"]
-        report = export_from_model_dir(model_dir, self.path("export", "models"), "seminar",
-                                       gsu="pq", data_dir=self.data_dir())
-        return {"base": self.path("export", "models"), "name": "seminar", **report}
+        return stages.export(self.cfg, self.out("finetune")["model_dir"], self.data_dir(),
+                             self.path("export", "models"))
 
     def _stage_serve(self):
         exp = self.manifests["export"]["outputs"]
@@ -275,11 +234,6 @@ def gsu_latency_by_length(work: str, lengths=(100, 1000, 10000), batch: int = 32
             row[name] = round(1000 * float(np.median(times)), 3)
         rows.append(row)
     return rows
-
-
-def comparison_table(results: Dict[str, Dict]) -> str:
-    from seminar_tf.tables import metrics_table
-    return metrics_table(results)
 
 
 def _free_port() -> int:

@@ -19,7 +19,7 @@ EXPECTED = {
     "empty_history": {OK},
     "zero_candidates": {OK},
     "ids_out_of_vocab": {OK},          # mapped to OOV, as the feature contract documents
-    "too_many_candidates": {INVALID},  # over the server's max batch
+    "too_many_candidates": {INVALID, EXHAUSTED},  # over the max batch (or message size)
     "dropped_input": {INVALID},
     "extra_input": {INVALID},
     "wrong_dtype": {INVALID},

@@ -1,0 +1,101 @@
+"""The pipeline's stages as plain functions over directories: one implementation behind
+`seminar demo`, `seminar run-pipeline` (`seminar_tf.pipeline`) and Kubeflow Pipelines
+(`seminar_tf.kfp_pipeline`).
+
+Each stage takes the pipeline config (the JSON of `seminar run-pipeline`, merged with
+`pipeline.DEFAULTS`), the directories it reads and the directory it writes, and returns a
+JSON-able dict of outputs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from typing import Dict, Optional
+
+
+def generate(cfg: Dict, out: str) -> Dict:
+    """Synthetic KuaiSAR-schema logs into `out`."""
+    from seminar_tf.data import synthetic
+    g = cfg["generate"]
+    stats = synthetic.generate(out, synthetic.SyntheticConfig(
+        num_users=g["users"], num_items=g["items"], seq_len=g["seq_len"], seed=g["seed"]))
+    return {"raw": out, "stats": stats}
+
+
+def preprocess(cfg: Dict, raw: str, out: str) -> Dict:
+    """The Beam preprocessing job: raw logs -> examples, vocabularies, item table."""
+    from beam_pipelines import pipeline as beam_pipeline
+    p = cfg["preprocess"]
+    beam_args = (["--direct_running_mode=multi_processing",
+                  f"--direct_num_workers={os.cpu_count() or 2}"]
+                 if p.get("multiprocess") else [])
+    stats = beam_pipeline.run(p.get("source", "kuaisar"), raw, out,
+                              max_seq_len=p["max_seq_len"], num_candidates=p["num_candidates"],
+                              beam_args=beam_args)
+    return {"data": out, "examples": stats["examples"], "events": stats["events"],
+            "dead_letters": stats["dead_letters_total"]}
+
+
+def model_config(cfg: Dict, data: str, model_name: str, **train):
+    """The SeminarConfig of `model_name` on dataset `data` with the pipeline's sections."""
+    from seminar_tf.model_dir import config_for
+    return config_for(model_name, data, model=cfg["model"],
+                      train={**cfg["train"], **train}, pq=cfg["pq"])
+
+
+def pretrain(cfg: Dict, data: str, out: str, verbose: int = 2) -> Dict:
+    """PSU pretraining on the training histories."""
+    from seminar_tf.pretraining import pretrain as run
+    result = run(data, out, model_config(cfg, data, "seminar", **cfg["pretrain"]),
+                 verbose=verbose)
+    return {"psu": out, "alignment_before": result["alignment_before"],
+            "alignment_after": result["alignment_after"], "seconds": result["seconds"]}
+
+
+def train(cfg: Dict, data: str, out: str, model_name: str, init_from: Optional[str] = None,
+          verbose: int = 2) -> Dict:
+    """Trains `model_name` (SEMINAR finetuning when `init_from` is a PSU directory)."""
+    from seminar_tf import training
+    r = training.train(model_name, data, out, model_config(cfg, data, model_name),
+                       init_from=init_from, verbose=verbose)
+    return {"model_dir": out, "model": model_name, "steps": r["steps"],
+            "train_seconds": r["train_seconds"]}
+
+
+def codebooks(cfg: Dict, model_dir: str, data: Optional[str] = None,
+              out: Optional[str] = None) -> Dict:
+    """PQ codebooks for a trained model (in place, or into a copy at `out`)."""
+    from seminar_tf.codebooks import build_for_model_dir, pq_recall
+    if out is not None and os.path.abspath(out) != os.path.abspath(model_dir):
+        shutil.copytree(model_dir, out, dirs_exist_ok=True)
+        model_dir = out
+    info = build_for_model_dir(model_dir, data, **cfg["pq"])
+    recall = pq_recall(model_dir, data, with_metrics=False)
+    return {"model_dir": model_dir, "pq_dir": os.path.join(model_dir, "pq"), "info": info,
+            "recall_at_k": recall["recall_at_k"], "top_k": recall["top_k"]}
+
+
+def evaluate(cfg: Dict, data: str, seminar_dir: str, baseline_dir: Optional[str],
+             out: str) -> Dict:
+    """Metrics of SEMINAR (exact and PQ GSU) and the baseline on the same test data."""
+    from seminar_tf.evaluation import evaluate as run
+    from seminar_tf.tables import metrics_table
+    results = {}
+    for model_dir in (seminar_dir, baseline_dir):
+        if model_dir:
+            with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
+                name = json.load(f)["model"]
+            results[name] = run(model_dir, data)
+    results["seminar_pq"] = run(seminar_dir, data, gsu="pq", with_popularity=False)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as f:
+        json.dump(results, f, indent=2, sort_keys=True)
+    return {"metrics": results, "table": metrics_table(results)}
+
+
+def export(cfg: Dict, model_dir: str, data: str, out: str, name: str = "seminar") -> Dict:
+    """A TF Serving SavedModel with the PQ GSU under `out/<name>/<version>`."""
+    from seminar_tf.export import export_from_model_dir
+    report = export_from_model_dir(model_dir, out, name, gsu="pq", data_dir=data)
+    return {"base": out, "name": name, **report}
