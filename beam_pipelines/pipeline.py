@@ -15,7 +15,7 @@ Output directory:
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import json
 import logging
 import os
@@ -29,12 +29,13 @@ from beam_pipelines import records as R
 from beam_pipelines.item_table import build_item_table, load_vectors
 from beam_pipelines.reading import ReadAndParse
 from beam_pipelines.sequences import BuildOptions, SPLITS, Vocab
-from beam_pipelines.sources import SOURCES, source_class
+from beam_pipelines.sources import source_class
 from beam_pipelines.examples import BuildExamples
 from beam_pipelines.runner import default_runner, setup_log
 from beam_pipelines.sources.base import SourceSpec
 from beam_pipelines.stats import row_accounting, summarize
 from seminar_tf import features as F
+from seminar_tf.progress import Heartbeat
 LOG = logging.getLogger("beam_pipelines")
 
 
@@ -171,7 +172,8 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         sampling: str = "popularity", num_candidates: int = 100, seed: int = 0,
         synth_queries: Optional[bool] = None, text_vectors: Optional[str] = None,
         text_ids: Optional[str] = None, image_vectors: Optional[str] = None,
-        image_ids: Optional[str] = None, beam_args: Sequence[str] = ()) -> Dict:
+        image_ids: Optional[str] = None, beam_args: Sequence[str] = (),
+        progress: bool = False) -> Dict:
     """Runs the pipeline and writes stats.json / data_config.json; returns the stats.
 
     `min_target_time_ms` defaults to the `min_target_time` of a generator's `meta.json` in the
@@ -202,10 +204,13 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
                                  2**62, 2**62)
     t0 = time.time()
     LOG.info("preprocess %s: %d input files -> %s", source, len(spec.files), output)
-    with beam.Pipeline(runner=default_runner(beam_args),
-                       options=PipelineOptions(list(beam_args))) as p:
-        build_pipeline(p, spec, output, contract, options, min_count=min_count,
-                       title_tokens=title_tokens, synth_queries=synth_queries)
+    input_mb = sum(os.path.getsize(f) for _, f in spec.files if os.path.exists(f)) / 2**20
+    with Heartbeat("preprocess", status=lambda: f"Beam job on {len(spec.files)} files, "
+                   f"{input_mb:.1f} MB") if progress else contextlib.nullcontext():
+        with beam.Pipeline(runner=default_runner(beam_args),
+                           options=PipelineOptions(list(beam_args))) as p:
+            build_pipeline(p, spec, output, contract, options, min_count=min_count,
+                           title_tokens=title_tokens, synth_queries=synth_queries)
     seconds = time.time() - t0
     LOG.info("beam pipeline finished in %.1f s", seconds)
 
@@ -269,30 +274,6 @@ def _default(input_dir: str, name: str) -> Optional[str]:
     return path if os.path.exists(path) else None
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `seminar preprocess` flags (unknown flags are passed to Beam)."""
-    parser.add_argument("--source", choices=sorted(SOURCES), required=True)
-    parser.add_argument("--input", required=True, help="directory of raw files")
-    parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument("--max-seq-len", type=int, default=200)
-    parser.add_argument("--max-query-tokens", type=int, default=6)
-    parser.add_argument("--num-attrs", type=int, default=4)
-    parser.add_argument("--min-count", type=int, default=1,
-                        help="vocabulary frequency threshold")
-    parser.add_argument("--min-target-time-ms", type=int, default=None)
-    parser.add_argument("--split", choices=("loo", "time"), default="loo")
-    parser.add_argument("--valid-start-ms", type=int, default=0)
-    parser.add_argument("--test-start-ms", type=int, default=0)
-    parser.add_argument("--neg-per-pos", type=int, default=None)
-    parser.add_argument("--sampling", choices=("uniform", "popularity"), default="popularity")
-    parser.add_argument("--num-candidates", type=int, default=100)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--text-vectors"), parser.add_argument("--text-ids")
-    parser.add_argument("--image-vectors"), parser.add_argument("--image-ids")
-    parser.add_argument("--multiprocess", action="store_true",
-                        help="DirectRunner with one process per core")
-
-
 def run_from_args(args, beam_args: Sequence[str]) -> Dict:
     beam_args = list(beam_args)
     if args.multiprocess:
@@ -306,4 +287,4 @@ def run_from_args(args, beam_args: Sequence[str]) -> Dict:
                sampling=args.sampling, num_candidates=args.num_candidates, seed=args.seed,
                text_vectors=args.text_vectors, text_ids=args.text_ids,
                image_vectors=args.image_vectors, image_ids=args.image_ids,
-               beam_args=beam_args)
+               beam_args=beam_args, progress=True)

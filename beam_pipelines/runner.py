@@ -27,4 +27,5 @@ def setup_log(output: str) -> None:
         lg.handlers = [h for h in lg.handlers if not isinstance(h, logging.FileHandler)]
         lg.addHandler(handler)
         lg.setLevel(logging.INFO)
-    logging.getLogger("apache_beam").propagate = False  # Beam's chatter goes to beam.log
+    for name in ("apache_beam", "beam_pipelines"):
+        logging.getLogger(name).propagate = False  # details go to beam.log only

@@ -48,7 +48,7 @@ def _cmd_train(args) -> int:
         return 0  # a ps / worker task served until the chief finished
     cfg = training.config_for(args.model, args.data, args.config, **_train_overrides(args))
     result = training.train(args.model, args.data, args.out, cfg, init_from=args.init_from,
-                            verbose=1 if sys.stdout.isatty() else 2, strategy=args.strategy)
+                            verbose=2 if args.verbose else 1, strategy=args.strategy)
     print(json.dumps({"train_seconds": result["train_seconds"], "steps": result["steps"]}))
     _, _, is_chief = training.cluster_role()
     if not args.no_eval and is_chief:
@@ -106,7 +106,7 @@ def _cmd_pretrain(args) -> int:
     if weights:
         train["objective_weights"] = weights
     cfg = training.config_for("seminar", args.data, args.config, **overrides)
-    result = pretrain(args.data, args.out, cfg, verbose=1 if sys.stdout.isatty() else 2)
+    result = pretrain(args.data, args.out, cfg, verbose=2 if args.verbose else 1)
     print(json.dumps({k: result[k] for k in ("seconds", "alignment_before",
                                               "alignment_after")}, indent=2))
     return 0
@@ -129,7 +129,8 @@ def _cmd_serve(args) -> int:
 
 def _cmd_demo(args) -> int:
     from seminar_tf import demo
-    code = demo.run_demo(args.out, force=args.force, size=args.size)
+    code = demo.run_demo(args.out, force=args.force, size=args.size,
+                         verbose=2 if args.verbose else 1)
     if code == 0 and not args.no_report:
         from seminar_tf.report import write_report
         print(f"report: {write_report(args.out)}")
@@ -142,10 +143,10 @@ def _cmd_run_pipeline(args) -> int:
         cfg = json.load(f)
     run_dir = args.run_dir or cfg.pop("run_dir", None)
     if not run_dir:
-        raise SystemExit("run-pipeline: give --run-dir or 'run_dir' in the config")
+        raise UserError("give --run-dir or 'run_dir' in the config")
     cfg.pop("run_dir", None)
     stages = args.stages or list(STAGES)
-    Pipeline(run_dir, cfg, verbose=1 if sys.stdout.isatty() else 2).run(stages, args.force)
+    Pipeline(run_dir, cfg, verbose=2 if args.verbose else 1).run(stages, args.force)
     return 0
 
 
@@ -164,6 +165,8 @@ def _cmd_report(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="seminar", description="SEMINAR-TF: lifelong multi-modal sequence models.")
+    p.add_argument("--verbose", action="store_true",
+                   help="show TensorFlow's and Beam's own log lines and Keras' epoch logs")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     g = sub.add_parser("generate", help="write a synthetic lifelong dataset in KuaiSAR schema")
@@ -176,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pp = sub.add_parser("preprocess", help="Beam: raw logs -> TFRecords, vocabularies, item "
                         "table (unknown flags are passed to Beam)")
-    from beam_pipelines.pipeline import add_arguments
+    from beam_pipelines.options import add_arguments
     add_arguments(pp)
     pp.set_defaults(func=_cmd_preprocess, passes_unknown=True)
 
@@ -284,14 +287,61 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class UserError(Exception):
+    """A mistake in the command's input (reported as one line, exit code 2)."""
+
+
+def _quiet(command: str):
+    """Sends the process's C-level stderr (TensorFlow's C++ start-up lines, absl, Beam's
+    worker processes, which inherit it) to a log file, keeping Python's own stderr (our
+    messages, real tracebacks) on the terminal. Returns the log path."""
+    import logging
+    import os
+    import tempfile
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    path = os.path.join(tempfile.gettempdir(), f"seminar-{command}-{os.getpid()}.log")
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    terminal = os.dup(2)
+    os.dup2(log, 2)
+    os.close(log)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding="utf-8", errors="replace")
+    for name in ("tensorflow", "absl", "apache_beam", "h5py"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    logging.getLogger().setLevel(logging.ERROR)
+    import warnings
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    return path
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    """Runs one `seminar` command; user errors are one line on stderr and exit code 2."""
     parser = build_parser()
-    args, unknown = parser.parse_known_args(argv)
-    if getattr(args, "passes_unknown", False):
-        return args.func(args, unknown)
-    if unknown:
+    quiet = argv is None  # a real command line; in-process callers keep their streams
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose = "--verbose" in argv  # accepted before or after the command
+    args, unknown = parser.parse_known_args([a for a in argv if a != "--verbose"])
+    args.verbose = verbose
+    if unknown and not getattr(args, "passes_unknown", False):
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return args.func(args)
+    log = None
+    if quiet and not args.verbose and args.command != "serve":
+        log = _quiet(args.command)
+    from seminar_tf.config import ConfigError
+    from seminar_tf.features import ContractError
+    try:
+        if getattr(args, "passes_unknown", False):
+            return args.func(args, unknown)
+        return args.func(args)
+    except (UserError, ConfigError, ContractError, FileNotFoundError, NotADirectoryError,
+            json.JSONDecodeError) as e:
+        print(f"seminar {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BaseException:
+        if log:
+            print(f"(TensorFlow / Beam messages of this run: {log})", file=sys.stderr)
+        raise
 
 
 if __name__ == "__main__":

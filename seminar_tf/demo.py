@@ -7,7 +7,6 @@ rerun unless `force` (see `seminar_tf.pipeline`).
 """
 from __future__ import annotations
 
-import sys
 import time
 
 SIZES = {
@@ -22,10 +21,10 @@ SIZES = {
 }
 
 
-def run_demo(run_dir: str, force: bool = False, size: str = "small") -> int:
+def run_demo(run_dir: str, force: bool = False, size: str = "small", verbose: int = 1) -> int:
+    """Runs the demo pipeline; `verbose` 1 shows progress lines, 2 Keras' epoch logs."""
     from seminar_tf.pipeline import Pipeline
     t0 = time.time()
-    verbose = 1 if sys.stdout.isatty() else 2
     pipe = Pipeline(run_dir, SIZES[size], verbose=verbose)
     m = pipe.run(force=force)
     print_summary(m, time.time() - t0)

@@ -77,12 +77,28 @@ def _fingerprint(stage: str, cfg: Dict, manifests: Dict[str, Dict]) -> str:
 class Pipeline:
     """Runs the stages of one run directory."""
 
-    def __init__(self, run_dir: str, config: Optional[Dict] = None, verbose: int = 2,
+    def __init__(self, run_dir: str, config: Optional[Dict] = None, verbose: int = 1,
                  log: Callable[[str], None] = print):
         self.run_dir = os.path.abspath(run_dir)
         self.cfg = merge(DEFAULTS, config or {})
         self.verbose, self.log = verbose, log
         self.manifests: Dict[str, Dict] = {}
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks the model / train / pq sections before any stage runs.
+
+        Raises:
+            ConfigError: naming the field.
+        """
+        from seminar_tf.config import SeminarConfig
+        from seminar_tf.models.registry import registry_changes
+        for name, train in (("seminar", {**self.cfg["train"], **self.cfg["pretrain"]}),
+                            (self.cfg["baseline"], self.cfg["train"])):
+            SeminarConfig.from_dict({
+                "data": {"max_seq_len": self.cfg["preprocess"]["max_seq_len"]},
+                "model": {**registry_changes(name), **self.cfg["model"]},
+                "train": train, "pq": self.cfg["pq"]})
 
     def path(self, stage: str, *rest: str) -> str:
         return os.path.join(self.run_dir, stage, *rest)

@@ -19,6 +19,7 @@ from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
 from seminar_tf.model_dir import contract_of, load_item_table
 from seminar_tf.models.psu import SHARED, PretrainingSearchUnit
+from seminar_tf.progress import ProgressBar
 
 
 def pretrain(data_dir: str, out_dir: str, cfg: SeminarConfig, *, verbose: int = 1,
@@ -42,8 +43,10 @@ def pretrain(data_dir: str, out_dir: str, cfg: SeminarConfig, *, verbose: int = 
                       repeat=(steps or t.steps_per_epoch) is not None, drop_remainder=True)
     t0 = time.time()
     hist = psu.fit(ds, epochs=t.epochs if steps is None else 1,
-                   steps_per_epoch=steps or t.steps_per_epoch, verbose=verbose,
-                   callbacks=[tf.keras.callbacks.TerminateOnNaN()])
+                   steps_per_epoch=steps or t.steps_per_epoch,
+                   verbose=0 if verbose == 1 else verbose,
+                   callbacks=[tf.keras.callbacks.TerminateOnNaN()] + (
+                       [ProgressBar("pretrain", t.batch_size)] if verbose == 1 else []))
     seconds = time.time() - t0
     after = alignment_report(psu, table)
     psu.shared_checkpoint().save(os.path.join(out_dir, "psu", "ckpt"))

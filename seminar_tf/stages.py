@@ -32,7 +32,7 @@ def preprocess(cfg: Dict, raw: str, out: str) -> Dict:
                  if p.get("multiprocess") else [])
     stats = beam_pipeline.run(p.get("source", "kuaisar"), raw, out,
                               max_seq_len=p["max_seq_len"], num_candidates=p["num_candidates"],
-                              beam_args=beam_args)
+                              beam_args=beam_args, progress=True)
     return {"data": out, "examples": stats["examples"], "events": stats["events"],
             "dead_letters": stats["dead_letters_total"]}
 

@@ -23,6 +23,7 @@ from seminar_tf.evaluation import evaluate, format_metrics  # noqa: F401  (re-ex
 from seminar_tf.model_dir import (config_for, contract_of, load_data_config,  # noqa: F401
                                   load_item_table, load_model, save_model_dir, weights_path)
 from seminar_tf.models.registry import build_model
+from seminar_tf.progress import ProgressBar
 
 
 class BatchLogger(tf.keras.callbacks.Callback):
@@ -137,6 +138,7 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
         init_from: PSU directory to restore encoders/attention from (SEMINAR).
         extra_callbacks: more Keras callbacks.
         backup_every_steps: BackupAndRestore frequency in steps (default: every epoch).
+        verbose: 0 silent, 1 one progress line (steps, rate, ETA), 2 Keras' epoch logs.
         model: an already built model (e.g. with restored PSU weights).
         strategy: one of STRATEGIES (see `make_strategy`).
         train_files, eval_files: override the split files (TFX Trainer).
@@ -223,9 +225,11 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
         # that work on epoch boundaries only
         callbacks = [c for c in callbacks if isinstance(c, (
             tf.keras.callbacks.BackupAndRestore, tf.keras.callbacks.CSVLogger))]
+    if verbose == 1:  # one progress line (steps, rate, ETA) instead of Keras' bar
+        callbacks.append(ProgressBar(model_name, t.batch_size))
     history = model.fit(train_ds, validation_data=valid_ds, epochs=t.epochs,
                         steps_per_epoch=t.steps_per_epoch, callbacks=callbacks,
-                        verbose=verbose)
+                        verbose=0 if verbose == 1 else verbose)
     seconds = time.time() - t0
     save_model_dir(model, model_dir, model_name, data_dir)
     result = {"history": {k: [float(x) for x in v] for k, v in history.history.items()},

@@ -35,3 +35,29 @@ def test_train_and_evaluate_commands(tiny_dataset, tmp_path, capsys):
     assert cli.main(["evaluate", "--model-dir", str(out)]) == 0
     assert "metrics.json" in capsys.readouterr().out
     assert (out / "metrics.json").exists()
+
+
+def test_help_does_not_import_tensorflow():
+    code = ("import sys\nfrom seminar_tf import cli\ntry:\n    cli.main(['--help'])\n"
+            "except SystemExit:\n    pass\nprint('TF', 'tensorflow' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "TF False" in r.stdout, r.stderr[-2000:]
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"model": {"top_k": -1}}')
+    for args, word in [
+            (["preprocess", "--source", "kuaisar", "--input", str(tmp_path / "none"),
+              "--output", str(tmp_path / "o")], "rec_inter.csv"),
+            (["train", "--model", "twin", "--data", str(tmp_path / "none"), "--out",
+              str(tmp_path / "m")], "data_config.json"),
+            (["run-pipeline", "--config", str(bad), "--run-dir", str(tmp_path / "r")],
+             "model.top_k")]:
+        r = subprocess.run([sys.executable, "-m", "seminar_tf.cli", *args],
+                           capture_output=True, text=True, timeout=300)
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.returncode == 2, (args, r.stderr[-2000:])
+        assert len(lines) == 1 and word in lines[0] and lines[0].startswith("seminar "), lines
+        assert not (tmp_path / "r" / "generate").exists()  # validated before any stage

@@ -9,6 +9,7 @@ PACKAGES = ("seminar_tf", "beam_pipelines", "serving")
 
 LIBRARY = ("seminar_tf._keras_mode", "seminar_tf.config", "seminar_tf.features",
            "seminar_tf.metrics", "seminar_tf.tables", "seminar_tf.serialization",
+           "seminar_tf.progress",
            "seminar_tf.data", "seminar_tf.layers", "seminar_tf.models", "seminar_tf.tasks",
            "seminar_tf.pq")
 WORKFLOWS = ("seminar_tf.model_dir", "seminar_tf.training", "seminar_tf.evaluation",
@@ -16,8 +17,7 @@ WORKFLOWS = ("seminar_tf.model_dir", "seminar_tf.training", "seminar_tf.evaluati
              "seminar_tf.api", "seminar_tf.tfx_trainer")
 # orchestration (may import anything): the CLI, the stages and their runners, reports
 ORCHESTRATION = ("seminar_tf.cli", "seminar_tf.stages", "seminar_tf.pipeline",
-                 "seminar_tf.demo", "seminar_tf.report", "seminar_tf.kfp_pipeline",
-                 "seminar_tf.progress")
+                 "seminar_tf.demo", "seminar_tf.report", "seminar_tf.kfp_pipeline")
 
 
 def _in(module, prefixes):
