@@ -82,3 +82,16 @@ def load_model(model_dir: str, gsu: Optional[str] = None):
     if pq_info is not None:
         model.gsu.set_codebooks(codebooks, codes)
     return model
+
+
+def steps_per_epoch(data_dir: str, batch_size: int, split: str = "train",
+                    drop_remainder: bool = False) -> Optional[int]:
+    """Batches in one pass over `split` from the dataset's stats.json (None if unknown)."""
+    path = os.path.join(data_dir, "stats.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        n = json.load(f).get("examples", {}).get(split)
+    if not n:
+        return None
+    return n // batch_size if drop_remainder else -(-n // batch_size)

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
-from seminar_tf.model_dir import contract_of, load_item_table
+from seminar_tf.model_dir import contract_of, load_item_table, steps_per_epoch
 from seminar_tf.models.psu import SHARED, PretrainingSearchUnit
 from seminar_tf.progress import ProgressBar
 
@@ -46,7 +46,10 @@ def pretrain(data_dir: str, out_dir: str, cfg: SeminarConfig, *, verbose: int = 
                    steps_per_epoch=steps or t.steps_per_epoch,
                    verbose=0 if verbose == 1 else verbose,
                    callbacks=[tf.keras.callbacks.TerminateOnNaN()] + (
-                       [ProgressBar("pretrain", t.batch_size)] if verbose == 1 else []))
+                       [ProgressBar("pretrain", t.batch_size, steps_per_epoch=(
+                           steps or t.steps_per_epoch or steps_per_epoch(
+                               data_dir, t.batch_size, drop_remainder=True)))]
+                       if verbose == 1 else []))
     seconds = time.time() - t0
     after = alignment_report(psu, table)
     psu.shared_checkpoint().save(os.path.join(out_dir, "psu", "ckpt"))

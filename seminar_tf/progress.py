@@ -48,17 +48,20 @@ class ProgressBar(tf.keras.callbacks.Callback):
         label: stage name shown in front of the line.
         batch_size: examples per step (for the examples/s rate).
         every: seconds between printed lines when not on a terminal.
+        steps_per_epoch: the steps of one epoch when Keras cannot know them (datasets of
+            unknown length), e.g. from the dataset's example counts.
     """
 
-    def __init__(self, label: str, batch_size: int = 0, every: float = 10.0, stream=None):
+    def __init__(self, label: str, batch_size: int = 0, every: float = 10.0, stream=None,
+                 steps_per_epoch: Optional[int] = None):
         super().__init__()
         self.line = _Line(label, every, stream)
-        self.batch_size = batch_size
+        self.batch_size, self.steps_hint = batch_size, steps_per_epoch
 
     def on_train_begin(self, logs=None):
         self.t0, self.done = time.time(), 0
         self.epochs = self.params.get("epochs") or 1
-        self.per_epoch = self.params.get("steps")
+        self.per_epoch = self.params.get("steps") or self.steps_hint
         self.epoch = 0
 
     def on_epoch_begin(self, epoch, logs=None):

@@ -21,7 +21,8 @@ from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
 from seminar_tf.evaluation import evaluate, format_metrics  # noqa: F401  (re-exported)
 from seminar_tf.model_dir import (config_for, contract_of, load_data_config,  # noqa: F401
-                                  load_item_table, load_model, save_model_dir, weights_path)
+                                  load_item_table, load_model, save_model_dir,
+                                  steps_per_epoch, weights_path)
 from seminar_tf.models.registry import build_model
 from seminar_tf.progress import ProgressBar
 
@@ -226,7 +227,8 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
         callbacks = [c for c in callbacks if isinstance(c, (
             tf.keras.callbacks.BackupAndRestore, tf.keras.callbacks.CSVLogger))]
     if verbose == 1:  # one progress line (steps, rate, ETA) instead of Keras' bar
-        callbacks.append(ProgressBar(model_name, t.batch_size))
+        callbacks.append(ProgressBar(model_name, t.batch_size, steps_per_epoch=(
+            t.steps_per_epoch or steps_per_epoch(data_dir, t.batch_size))))
     history = model.fit(train_ds, validation_data=valid_ds, epochs=t.epochs,
                         steps_per_epoch=t.steps_per_epoch, callbacks=callbacks,
                         verbose=0 if verbose == 1 else verbose)
