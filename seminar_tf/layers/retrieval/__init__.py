@@ -35,12 +35,13 @@ RETRIEVERS: Dict[str, Entry] = {
 
 
 def retriever_class(kind: str):
-    """The class registered under `kind`."""
+    """The class registered under `kind` (a module of this package, or a fully qualified
+    module path)."""
     if kind not in RETRIEVERS:
         raise ValueError(f"unknown GSU kind {kind!r}; known: {sorted(RETRIEVERS)}")
     entry = RETRIEVERS[kind]
-    module = importlib.import_module(f"{__name__}.{entry.module}")
-    return getattr(module, entry.cls)
+    path = entry.module if "." in entry.module else f"{__name__}.{entry.module}"
+    return getattr(importlib.import_module(path), entry.cls)
 
 
 def retriever_options(kind: str, overrides: Dict[str, Any] = None) -> Dict[str, Any]:
