@@ -136,7 +136,7 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class PQConfig:
-    """Multi-modal codebook product quantization (DESIGN.md section 7).
+    """Multi-modal codebook product quantization (docs/design.md §6).
 
     Attributes:
         num_subspaces: S sub-spaces per modality; must divide embedding_dim.

@@ -1,6 +1,6 @@
 """The example contract: the one place where the `tf.train.Example` schema is defined.
 
-One Example per target event (DESIGN.md section 5.2). Its history holds behaviours strictly
+One Example per target event (docs/design.md §3). Its history holds behaviours strictly
 before the target's timestamp, oldest first and most recent last, at most `max_seq_len` of them
 (the most recent). History fields are stored unpadded; `parse_examples` truncates to the most
 recent `max_seq_len` and **left-pads** with 0, so that position L-1 is always the most recent

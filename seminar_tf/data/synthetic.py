@@ -37,7 +37,7 @@ Generative process (all draws from one `numpy.random.Generator` seeded by `seed`
    them appear only in histories, never as targets.
 
 Outputs in `out_dir`: `rec_inter.csv`, `src_inter.csv`, `item_features.csv`,
-`user_features.csv` (KuaiSAR columns, DESIGN.md 5.1; keyword/caption lists written like
+`user_features.csv` (KuaiSAR columns, docs/design.md §4; keyword/caption lists written like
 `[20, 34, 3]`, timestamps unix ms as floats), `text_vectors.npy` + `text_item_ids.txt`,
 `image_vectors.npy` + `image_item_ids.txt`, and `meta.json` (the parameters, the suggested
 `min_target_time` in unix ms, and the ground truth used by tests).

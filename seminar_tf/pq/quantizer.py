@@ -1,6 +1,6 @@
 """Product quantization: k-means codebooks per (part, sub-space), encode / decode (numpy).
 
-A *part* is one additive component of the GSU key (DESIGN.md section 7): the key of a
+A *part* is one additive component of the GSU key (docs/design.md §6): the key of a
 behaviour is `k_l = sum_m k_{l,m}` (one part per modality), so the GSU score `<u, k_l>` is a
 sum over parts and sub-spaces of `<u_s, k_{l,m,s}>`. Each part m and sub-space s gets its own
 codebook `C[m, s]` of `C` codewords; an item stores `codes[item, m, s]` (uint8 for C <= 256).

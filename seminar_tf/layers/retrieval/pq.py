@@ -1,4 +1,4 @@
-"""`PQLookupAttention`: the GSU of DESIGN.md section 7 in stock TensorFlow ops.
+"""`PQLookupAttention`: the GSU of docs/design.md §6 in stock TensorFlow ops.
 
 Per request (B targets), with `u = sum_h W_K,h W_Q,h^T t / (H sqrt(dk))` so that the exact GSU
 score of a behaviour key `k_l` is `<u, k_l>`:
