@@ -99,6 +99,24 @@ class RestHandler(BaseHTTPRequestHandler):
             self._send(status, payload)
         except OSError:
             self.close_connection = True  # the client went away while we answered
+            return
+        if status in (411, 413) and self.close_connection:
+            self._linger()
+
+    def _linger(self, seconds: float = 2.0, max_bytes: int = 256 * 2**20) -> None:
+        """After answering without reading the body: discard what the client still sends
+        for a bounded time, so that a client that writes its whole body before reading
+        (most HTTP libraries) gets the answer instead of a broken pipe."""
+        deadline, seen = time.time() + seconds, 0
+        try:
+            self.connection.settimeout(0.2)
+            while time.time() < deadline and seen < max_bytes:
+                chunk = self.connection.recv(1 << 20)
+                if not chunk:
+                    break
+                seen += len(chunk)
+        except OSError:
+            pass  # timeout or reset: the client stopped sending; we close either way
 
     def _read_body(self) -> bytes:
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():

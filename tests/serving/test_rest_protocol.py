@@ -110,3 +110,16 @@ def test_grpc_message_over_the_limit_is_resource_exhausted(server, trained):
     ok.inputs["examples"].CopyFrom(tf.make_tensor_proto(np.array(examples, dtype=object)))
     assert stub.Predict(ok, timeout=30).outputs["score"].tensor_shape.dim[0].size == len(
         examples)
+
+
+def test_oversized_body_from_a_normal_client_gets_413(server):
+    """http.client writes the whole body before reading: the server answers 413 at once and
+    then discards the rest for a bounded time, so the client reads the answer."""
+    import urllib.error
+    import urllib.request
+    body = b'{"instances": ["' + b"x" * (3 * 2**20) + b'"]}'
+    req = urllib.request.Request(f"http://127.0.0.1:{server.rest_port}/v1/models/seminar"
+                                 ":predict", body)
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=30)
+    assert e.value.code == 413 and "exceeds" in json.loads(e.value.read())["error"]
