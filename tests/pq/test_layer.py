@@ -111,3 +111,19 @@ def test_item_key_parts_sum_to_item_keys():
                              tf.zeros([cfg.data.item_vocab_size, 3], tf.int64))
     a = float(model.pair_encoder.pair_fusion.weight_of_query())
     np.testing.assert_allclose(parts.sum(1), (1 - a) * enc["item"].numpy(), atol=1e-5)
+
+
+def test_query_part_never_touches_the_whole_query_vocabulary():
+    """The traced PQ scoring reads the token table only through gathers (the tokens in the
+    request), so its cost does not grow with the query vocabulary."""
+    cfg, table, exact, pqm, quant, codes = _pq_pair(num_codewords=8)
+    batch = random_batch(cfg, batch=4, seed=8)
+    inputs = pqm.retrieval_inputs(batch, pqm.encode_target(batch))
+    fn = tf.function(lambda x: pqm.gsu.scores(x))
+    graph = fn.get_concrete_function(inputs).graph
+    handle = pqm.gsu.pair_encoder.query_encoder.token_embedding.embeddings.handle
+    captured = [t for v, t in graph.captures if v is handle]
+    assert captured, "the token table is not used at all"
+    readers = {op.type for op in graph.get_operations() if any(
+        inp is captured[0] for inp in op.inputs)}
+    assert readers == {"ResourceGather"}, readers  # no ReadVariableOp of the full table

@@ -8,8 +8,10 @@ score of a behaviour key `k_l` is `<u, k_l>`:
    behaviour's item are cast, offset into one flat per-request table and gathered in a single
    batched gather, then summed; no float key of a behaviour is touched;
 3. query part: the pair vector's query term `a * mean_t E[token_t]` is linear too, so its score
-   is the masked mean of a per-request *token* table `<u, E[v]>` gathered at the behaviour's
-   query tokens (exact, Q lookups; the learned no-query vector for empty queries);
+   is the masked mean of a per-request *token* table `<u, E[v]>` over the tokens present in
+   the request (unique ids gathered, never the whole vocabulary), looked up at each
+   behaviour's query tokens (exact, Q lookups; the learned no-query vector for empty
+   queries);
 4. masked top-K. The ESU then gathers and encodes only the K retrieved behaviours.
 
 Everything is einsum / gather / reduce_sum / top_k (no custom op, no py_function), so it runs
@@ -106,12 +108,20 @@ class PQLookupAttention(Retrieval):
         self.item_codes.assign(item_codes)
 
     def query_part_scores(self, u, tokens):
-        """Exact scores of the behaviours' query parts `a * q_l` via a token table."""
+        """Exact scores of the behaviours' query parts `a * q_l` via a token table.
+
+        Only the tokens present in the request are scored: their unique ids are gathered
+        from the embedding table (U <= B*L*Q rows, never the whole query vocabulary), one
+        einsum gives `<u_b, E[token]>` per request and unique token, and each behaviour
+        gathers its tokens' entries.
+        """
         qe = self.pair_encoder.query_encoder
-        table = tf.einsum("bd,vd->bv", u, qe.token_embedding.embeddings)  # (B, V_q)
         B = tf.shape(tokens)[0]
-        flat = tf.reshape(tokens, [B, -1])
-        per_token = tf.reshape(tf.gather(table, flat, batch_dims=1), tf.shape(tokens))
+        unique, position = tf.unique(tf.reshape(tokens, [-1]))
+        emb = tf.gather(qe.token_embedding.embeddings, unique)  # (U, d)
+        table = tf.einsum("bd,ud->bu", u, emb)  # (B, U)
+        per_token = tf.reshape(tf.gather(table, tf.reshape(position, [B, -1]), batch_dims=1),
+                               tf.shape(tokens))
         present = tf.cast(tokens != PAD_ID, per_token.dtype)
         count = tf.reduce_sum(present, -1)
         mean = tf.reduce_sum(per_token * present, -1) / tf.maximum(count, 1.0)
