@@ -15,7 +15,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from seminar_tf import features as F
-from seminar_tf.config import SeminarConfig, load_config
+from seminar_tf.config import SeminarConfig
 from seminar_tf.models.registry import build_model
 
 
@@ -34,13 +34,62 @@ def load_item_table(data_dir: str) -> Dict[str, np.ndarray]:
 
 def config_for(model_name: str, data_dir: str, config_path: Optional[str] = None,
                **overrides) -> SeminarConfig:
-    """Registry entry + the dataset's shapes/vocabularies + an optional config file."""
+    """The config of `--model model_name` on `data_dir`.
+
+    Precedence, lowest first: defaults < the registry entry of `model_name` (GSU,
+    modalities, projections) < the keys a user *wrote* in the config file < the dataset's
+    shapes and vocabularies (data section) < `overrides` (command-line flags).
+
+    A config file that sets a registry key differently from the entry (e.g. a partial file
+    giving TWIN all modalities) wins, and a note on stderr says so. A *full* config saved by
+    an earlier run (every model field present) keeps the registry entry's keys instead (a
+    saved SEMINAR config must not silently turn `--model twin` into SEMINAR), also with a
+    note.
+    """
+    import dataclasses
+    import sys
+
+    from seminar_tf.config import ConfigError, ModelConfig
     from seminar_tf.models.registry import registry_changes
-    base = load_config(config_path)
-    sections = {k: dict(v) for k, v in overrides.items()}
-    sections["data"] = {**load_data_config(data_dir), **sections.get("data", {})}
-    sections["model"] = {**registry_changes(model_name), **sections.get("model", {})}
-    return base.replace(**sections)
+    written = {}
+    if config_path:
+        with open(config_path, encoding="utf-8") as f:
+            try:
+                written = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{config_path} is not valid JSON: {e}") from e
+        if not isinstance(written, dict):
+            raise ConfigError(f"{config_path} must hold a JSON object")
+    registry = registry_changes(model_name)
+    file_model = dict(written.get("model") or {})
+    full = set(file_model) >= {f.name for f in dataclasses.fields(ModelConfig)}
+    differs = sorted(k for k in registry if k in file_model and _norm(file_model[k]) !=
+                     _norm(registry[k]))
+    if differs:
+        if full:
+            for k in differs:
+                file_model.pop(k)
+            print(f"seminar: note: {config_path} is a full saved config; --model {model_name} "
+                  f"keeps its own {', '.join('model.' + k for k in differs)} (values in the "
+                  "file ignored)", file=sys.stderr)
+        else:
+            print(f"seminar: note: {config_path} sets "
+                  f"{', '.join(f'model.{k}={file_model[k]!r}' for k in differs)} over "
+                  f"--model {model_name}'s {', '.join(f'{k}={registry[k]!r}' for k in differs)}",
+                  file=sys.stderr)
+    raw = SeminarConfig().to_dict()
+    layers = [{"model": registry}, {**written, "model": file_model},
+              {"data": load_data_config(data_dir)}, overrides]
+    for layer in layers:
+        for section, changes in layer.items():
+            if section not in raw or not isinstance(changes, dict):
+                raise ConfigError(f"unknown or malformed config section {section!r}")
+            raw[section].update(changes)
+    return SeminarConfig.from_dict(raw)
+
+
+def _norm(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
 
 
 def contract_of(cfg: SeminarConfig) -> F.FeatureContract:

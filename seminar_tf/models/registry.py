@@ -24,10 +24,16 @@ MODELS: Dict[str, Dict[str, object]] = {
 
 
 def registry_changes(name: str) -> Dict[str, object]:
-    """The model-section fields that registry entry `name` sets."""
+    """The model-section fields that define registry entry `name` (every key any entry
+    sets; the ModelConfig default where this entry does not set it)."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; known: {sorted(MODELS)}")
-    changes = dict(MODELS[name])
+    from seminar_tf.config import ModelConfig
+    defaults = ModelConfig()
+    keys = sorted({k for entry in MODELS.values() for k in entry})
+    # every key that defines some preset, so that a preset is fully itself (twin has no
+    # projections even over a config that turned them on for SEMINAR)
+    changes = {k: MODELS[name].get(k, getattr(defaults, k)) for k in keys}
     changes["modalities"] = list(changes["modalities"])
     return changes
 
