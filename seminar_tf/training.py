@@ -219,6 +219,9 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
           if t.save_initial_weights else []),
         *extra_callbacks,
     ]
+    if verbose == 1:  # one progress line (steps, rate, ETA) instead of Keras' bar
+        callbacks.append(ProgressBar(model_name, t.batch_size, steps_per_epoch=(
+            t.steps_per_epoch or steps_per_epoch(data_dir, t.batch_size))))
     save_model_dir(model, model_dir, model_name, data_dir)  # config first: resumable
     t0 = time.time()
     if strategy == "parameter_server":
@@ -226,9 +229,6 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
         # that work on epoch boundaries only
         callbacks = [c for c in callbacks if isinstance(c, (
             tf.keras.callbacks.BackupAndRestore, tf.keras.callbacks.CSVLogger))]
-    if verbose == 1:  # one progress line (steps, rate, ETA) instead of Keras' bar
-        callbacks.append(ProgressBar(model_name, t.batch_size, steps_per_epoch=(
-            t.steps_per_epoch or steps_per_epoch(data_dir, t.batch_size))))
     history = model.fit(train_ds, validation_data=valid_ds, epochs=t.epochs,
                         steps_per_epoch=t.steps_per_epoch, callbacks=callbacks,
                         verbose=0 if verbose == 1 else verbose)

@@ -52,7 +52,7 @@ def check(status, out, case, signature, good):
     assert good()[0] == "OK"  # the server keeps serving
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
+@settings(max_examples=40, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=st.sampled_from(fuzz.CASES), signature=st.sampled_from(SIGNATURES),
        seed=st.integers(0, 2**31 - 1))
@@ -64,7 +64,7 @@ def test_grpc_fuzz(served, case, signature, seed):
     check(status, out, case, sig, lambda: grpc_call(stub, "serving_default", good))
 
 
-@settings(max_examples=45, deadline=None, derandomize=True,
+@settings(max_examples=30, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(case=st.sampled_from(fuzz.CASES), signature=st.sampled_from(SIGNATURES),
        seed=st.integers(0, 2**31 - 1))
