@@ -77,7 +77,7 @@ class ProgressBar(tf.keras.callbacks.Callback):
         text += f", epoch {self.epoch + 1}/{self.epochs}, {rate:.1f} steps/s"
         if self.batch_size:
             text += f" ({rate * self.batch_size:,.0f} examples/s)"
-        if total:
+        if total and not first:  # the first step includes tracing: no ETA from it
             text += f", ETA {_eta((total - self.done) / rate)}"
         if logs and "loss" in logs:
             text += f", loss {float(logs['loss']):.4f}"
