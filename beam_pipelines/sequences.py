@@ -15,7 +15,8 @@ Sequence rules:
   events at or after `test_start_ms` are test, at or after `valid_start_ms` validation.
 - Negatives: sources with real non-clicks keep them as label-0 targets. Otherwise (or in
   addition, with `neg_per_pos`), sampled items become label-0 targets sharing the positive's
-  history and query. Samples are drawn from a generator seeded by (seed, user, timestamp), so
+  history and query; they exclude the items the user interacted with up to the target's
+  time (never the user's *future* clicks, which would leak them into training). Samples are drawn from a generator seeded by (seed, user, timestamp), so
   any runner reproduces them.
 - Evaluation candidates: for the test positive, 1 positive + `num_candidates - 1` sampled
   items that the user never interacted with positively, all with the same history. A group
@@ -188,8 +189,13 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
         ).SerializeToString()
 
     test_positive = target_pos[-1] if (options.split == "loo" and len(target_pos) >= 3) else None
+    seen: set = set()  # items the user interacted with (any event) up to the target's time
+    upto = 0
     for k in targets:
         e = events[k]
+        while upto < n and times[upto] <= e.timestamp_ms:
+            seen.add(int(items[upto]))
+            upto += 1
         hi = bisect.bisect_left(pos_times, e.timestamp_ms)  # strictly earlier positives
         lo = max(0, hi - options.max_seq_len)
         length = hi - lo
@@ -199,7 +205,8 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
             yield split, example(k, item, e.label, lo, hi), length
         if e.label > 0 and sampler is not None and options.neg_per_pos > 0:
             rng = _rng(options.seed, "neg", user_id, e.timestamp_ms, item)
-            for neg in sampler.draw(rng, options.neg_per_pos, positives):
+            # no leakage: only what the user did up to now is excluded, not later clicks
+            for neg in sampler.draw(rng, options.neg_per_pos, seen):
                 yield split, example(k, neg, 0.0, lo, hi), length
         if sampler is not None and (k == test_positive or (
                 options.split == "time" and split == "test" and e.label > 0)):

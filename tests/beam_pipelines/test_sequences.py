@@ -1,0 +1,31 @@
+"""Per-user example building: sampled training negatives exclude only the past."""
+import tensorflow as tf
+
+from beam_pipelines.records import Event
+from beam_pipelines.sequences import BuildOptions, Sampler, Vocab, build_user_examples
+from seminar_tf import features as F
+
+
+def test_sampled_negatives_exclude_the_past_but_not_the_future():
+    items = [f"i{k}" for k in range(6)]
+    vocab = Vocab(items)
+    events = [Event("u", 1000 * (t + 1), items[t], (), 1.0, 1) for t in range(6)]
+    contract = F.FeatureContract(8, 2, 1, 2**62, 2**62, 2**62, 2**62)
+    sampler = Sampler([vocab.id(i) for i in items], [1.0] * 6, mode="uniform")
+    opts = BuildOptions(max_seq_len=8, max_query_tokens=2, num_attrs=1, neg_per_pos=3,
+                        num_candidates=0, split="time", test_start_ms=10**9,
+                        valid_start_ms=10**9)
+    negatives = {}
+    future_used = False
+    for split, ex, _ in build_user_examples(3, events, item_vocab=vocab, token_vocab=Vocab([]),
+                                            item_attrs={}, sampler=sampler, contract=contract,
+                                            options=opts, has_negatives=False):
+        parsed = F.to_numpy(contract.parse_examples(tf.constant([ex])))
+        if parsed[F.LABEL][0] == 0.0:
+            t = int(parsed[F.TIMESTAMP][0]) * 1000
+            neg = int(parsed[F.TARGET_ITEM][0])
+            past = {vocab.id(items[j]) for j in range(6) if 1000 * (j + 1) <= t}
+            assert neg not in past, (t, neg)  # never an item interacted with before
+            future_used |= neg in {vocab.id(i) for i in items} - past
+            negatives.setdefault(t, []).append(neg)
+    assert negatives and future_used  # later clicks are fair negatives at an earlier time
