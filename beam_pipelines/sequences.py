@@ -20,7 +20,9 @@ Sequence rules:
   any runner reproduces them.
 - Evaluation candidates: for the test positive, 1 positive + `num_candidates - 1` sampled
   items that the user never interacted with positively, all with the same history. A group
-  the catalogue cannot fill is reported as ("short_groups", None, missing count).
+  the catalogue cannot fill is reported as ("short_groups", None, missing count). Every
+  candidate example carries its group's id (`group_id`), so that two clicked items of one
+  search session (same timestamp, `--split time`) form two groups.
 """
 from __future__ import annotations
 
@@ -123,6 +125,13 @@ def _rng(seed: int, *keys) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+def group_id(user_id: int, timestamp_ms: int, item: int) -> int:
+    """The id of one candidate group (1 positive + sampled negatives): stable across runners,
+    non-zero, distinct for two clicked items of one search session (same timestamp)."""
+    digest = hashlib.sha256(repr(("group", user_id, timestamp_ms, item)).encode()).digest()
+    return int.from_bytes(digest[:7], "little") + 1
+
+
 def sort_events(events: Iterable[Event]) -> List[Event]:
     return sorted(events, key=lambda e: (e.timestamp_ms, e.source, e.item, e.query, e.label))
 
@@ -176,7 +185,7 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
                 return "valid"
         return "train"
 
-    def example(k: int, item: int, label: float, lo: int, hi: int):
+    def example(k: int, item: int, label: float, lo: int, hi: int, group: int = 0):
         e = events[k]
         return contract.make_example_arrays(
             user_id=user_id, timestamp=e.timestamp_ms // 1000, target_item=item,
@@ -185,8 +194,8 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
             target_source=e.source, label=label, hist_items=p_items[lo:hi],
             hist_query=p_query[lo:hi], hist_attrs=p_attrs[lo:hi], hist_sources=p_sources[lo:hi],
             hist_time_gaps=((e.timestamp_ms - p_times[lo:hi]) / 1000.0).astype(np.float32),
-            record=f"user {e.user}, timestamp_ms {e.timestamp_ms}, item {e.item}"
-        ).SerializeToString()
+            record=f"user {e.user}, timestamp_ms {e.timestamp_ms}, item {e.item}",
+            group_id=group).SerializeToString()
 
     test_positive = target_pos[-1] if (options.split == "loo" and len(target_pos) >= 3) else None
     seen: set = set()  # items the user interacted with (any event) up to the target's time
@@ -211,9 +220,10 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
         if sampler is not None and (k == test_positive or (
                 options.split == "time" and split == "test" and e.label > 0)):
             rng = _rng(options.seed, "candidates", user_id, e.timestamp_ms)
-            yield "candidates", example(k, item, 1.0, lo, hi), length
+            group = group_id(user_id, e.timestamp_ms, item)
+            yield "candidates", example(k, item, 1.0, lo, hi, group), length
             negatives = sampler.draw(rng, options.num_candidates - 1, positives)
             for neg in negatives:
-                yield "candidates", example(k, neg, 0.0, lo, hi), length
+                yield "candidates", example(k, neg, 0.0, lo, hi, group), length
             if len(negatives) < options.num_candidates - 1:  # reported, never silent
                 yield "short_groups", None, options.num_candidates - 1 - len(negatives)

@@ -27,7 +27,8 @@ def predict_split(model, data_dir: str, split: str, batch_size: int = 512) -> Di
     def score(batch):
         return model(batch, training=False)["score"]
 
-    cols = {"label": [], "score": [], "user": [], "timestamp": [], "source": [], "item": []}
+    cols = {"label": [], "score": [], "user": [], "timestamp": [], "source": [], "item": [],
+            "group": []}
     for batch in ds:
         cols["score"].append(score(batch).numpy())
         cols["label"].append(batch[F.LABEL].numpy())
@@ -35,6 +36,7 @@ def predict_split(model, data_dir: str, split: str, batch_size: int = 512) -> Di
         cols["timestamp"].append(batch[F.TIMESTAMP].numpy())
         cols["source"].append(batch[F.TARGET_SOURCE].numpy())
         cols["item"].append(batch[F.TARGET_ITEM].numpy())
+        cols["group"].append(batch[F.GROUP_ID].numpy())
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
 
 
@@ -50,7 +52,11 @@ def impression_metrics(p: Dict[str, np.ndarray]) -> Dict[str, float]:
 
 
 def candidate_metrics(p: Dict[str, np.ndarray]) -> Dict[str, float]:
-    groups = p["user"].astype(np.int64) * 10**10 + p["timestamp"].astype(np.int64)
+    """HIT/NDCG@K and MRR over the candidate groups written by the pipeline (`group_id`);
+    data written before group ids existed falls back to (user, timestamp)."""
+    groups = p.get("group")
+    if groups is None or not len(groups) or not np.all(groups != 0):
+        groups = p["user"].astype(np.int64) * 10**10 + p["timestamp"].astype(np.int64)
     return M.ranking_metrics(groups, p["label"], p["score"])
 
 

@@ -49,6 +49,7 @@ TARGET_QUERY = "target_query"
 TARGET_ATTRS = "target_attrs"
 TARGET_SOURCE = "target_source"
 LABEL = "label"
+GROUP_ID = "group_id"  # evaluation candidate group (0: not a candidate example)
 HIST_ITEMS = "hist_items"
 HIST_QUERY = "hist_query"
 HIST_ATTRS = "hist_attrs"
@@ -108,6 +109,7 @@ class FeatureContract:
             TARGET_ATTRS: tf.io.FixedLenFeature([a], tf.int64, default_value=[0] * a),
             TARGET_SOURCE: tf.io.FixedLenFeature([], tf.int64, default_value=SOURCE_REC),
             LABEL: tf.io.FixedLenFeature([], tf.float32, default_value=0.0),
+            GROUP_ID: tf.io.FixedLenFeature([], tf.int64, default_value=0),
             HIST_ITEMS: tf.io.RaggedFeature(tf.int64),
             HIST_QUERY: tf.io.RaggedFeature(tf.int64),
             HIST_ATTRS: tf.io.RaggedFeature(tf.int64),
@@ -170,6 +172,7 @@ class FeatureContract:
             TARGET_ATTRS: self._oov(raw[TARGET_ATTRS], self.attr_vocab_size),
             TARGET_SOURCE: raw[TARGET_SOURCE],
             LABEL: raw[LABEL],
+            GROUP_ID: raw[GROUP_ID],
             HIST_ITEMS: self._oov(recent_left_padded(items), self.item_vocab_size),
             HIST_QUERY: self._oov(recent_left_padded(hist_query, (Q,)),
                                   self.query_vocab_size),
@@ -277,12 +280,13 @@ class FeatureContract:
                             target_source: int, label: float, hist_items: np.ndarray,
                             hist_query: np.ndarray, hist_attrs: np.ndarray,
                             hist_sources: np.ndarray, hist_time_gaps: np.ndarray,
-                            record: str = "") -> tf.train.Example:
+                            record: str = "", group_id: int = 0) -> tf.train.Example:
         """The serializer proper, over numpy arrays (the fast path of the Beam builder).
 
         Args: target_query (Q,), target_attrs (A,), hist_items (n,), hist_query (n, Q),
             hist_attrs (n, A), hist_sources (n,), hist_time_gaps (n,), oldest first; the
-            history is truncated to the most recent L.
+            history is truncated to the most recent L. group_id: the evaluation candidate
+            group (written only when non-zero).
 
         Raises:
             ContractError: wrong shapes, non-integer ids or sources outside {1, 2}, naming
@@ -332,6 +336,8 @@ class FeatureContract:
             HIST_TIME_GAPS: tf.train.Feature(float_list=tf.train.FloatList(value=np.asarray(
                 hist_time_gaps, np.float32)[keep].tolist())),
         }
+        if group_id:
+            feats[GROUP_ID] = _int64([group_id], GROUP_ID, where)
         return tf.train.Example(features=tf.train.Features(feature=feats))
 
 

@@ -29,3 +29,30 @@ def test_sampled_negatives_exclude_the_past_but_not_the_future():
             future_used |= neg in {vocab.id(i) for i in items} - past
             negatives.setdefault(t, []).append(neg)
     assert negatives and future_used  # later clicks are fair negatives at an earlier time
+
+
+def test_time_split_session_with_two_clicks_gives_two_candidate_groups():
+    from seminar_tf.evaluation import candidate_metrics
+    items = [f"i{k}" for k in range(30)]
+    vocab = Vocab(items)
+    # history, then one search session at t=9000 with two clicked items (same timestamp)
+    events = [Event("u", 1000 * (t + 1), items[t], (), 1.0, 1) for t in range(5)]
+    events += [Event("u", 9000, items[10], ("q",), 1.0, 2),
+               Event("u", 9000, items[11], ("q",), 1.0, 2)]
+    contract = F.FeatureContract(8, 2, 1, 2**62, 2**62, 2**62, 2**62)
+    sampler = Sampler([vocab.id(i) for i in items], [1.0] * 30, mode="uniform")
+    opts = BuildOptions(max_seq_len=8, max_query_tokens=2, num_attrs=1, num_candidates=5,
+                        split="time", valid_start_ms=8000, test_start_ms=9000)
+    cands = [ex for split, ex, _ in build_user_examples(
+        3, events, item_vocab=vocab, token_vocab=Vocab(["q"]), item_attrs={},
+        sampler=sampler, contract=contract, options=opts, has_negatives=False)
+        if split == "candidates"]
+    parsed = F.to_numpy(contract.parse_examples(tf.constant(cands)))
+    groups = parsed[F.GROUP_ID]
+    assert len(cands) == 10 and len(set(groups.tolist())) == 2 and (groups != 0).all()
+    for g in set(groups.tolist()):
+        assert parsed[F.LABEL][groups == g].sum() == 1.0  # one positive per group
+    p = {"group": groups, "user": parsed[F.USER_ID], "timestamp": parsed[F.TIMESTAMP],
+         "label": parsed[F.LABEL], "score": parsed[F.LABEL]}  # a perfect scorer
+    metrics = candidate_metrics(p)
+    assert metrics["groups"] == 2 and metrics["hit@1"] == 1.0
