@@ -330,18 +330,24 @@ def main(argv: Optional[List[str]] = None) -> int:
         log = _quiet(args.command)
     from seminar_tf.config import ConfigError
     from seminar_tf.features import ContractError
+    code = 1
     try:
         if getattr(args, "passes_unknown", False):
-            return args.func(args, unknown)
-        return args.func(args)
+            code = args.func(args, unknown)
+        else:
+            code = args.func(args)
+        return code
     except (UserError, ConfigError, ContractError, FileNotFoundError, NotADirectoryError,
             json.JSONDecodeError) as e:
         print(f"seminar {args.command}: error: {e}", file=sys.stderr)
-        return 2
-    except BaseException:
-        if log:
+        code = 2
+        return code
+    finally:
+        if log and code in (0, 2):
+            import os
+            os.remove(log)  # a clean run or a user error: nothing worth keeping
+        elif log:
             print(f"(TensorFlow / Beam messages of this run: {log})", file=sys.stderr)
-        raise
 
 
 if __name__ == "__main__":
