@@ -88,6 +88,31 @@ class MultiHeadTargetAttention(tf.keras.layers.Layer):
         out = tf.einsum("bhk,hko->bo", heads, self.w_o)
         return (out, weights) if return_weights else out
 
+    def attend_many(self, targets, keys, mask, values=None):
+        """T targets per row over the same keys, each with its own mask (e.g. causal).
+
+        Equal to `call` on the rows repeated T times, but the keys and values are projected
+        once per row instead of once per target.
+
+        Args:
+            targets: (B, T, d_t). keys: (B, L, d). mask: (B, T, L) bool.
+            values: (B, L, d_v) (default: keys).
+
+        Returns:
+            (B, T, output_dim).
+        """
+        if not self.built:
+            self.build()
+        values = keys if values is None else values
+        q = tf.einsum("btd,dhk->bthk", targets, self.w_q)
+        k = tf.einsum("bld,dhk->blhk", keys, self.w_k)
+        logits = tf.einsum("bthk,blhk->bthl", q, k) / tf.sqrt(
+            tf.cast(self.key_dim, keys.dtype))
+        weights = masked_softmax(logits, mask[:, :, None, :])
+        v = tf.einsum("bld,dhk->blhk", values, self.w_v)
+        heads = tf.einsum("bthl,blhk->bthk", weights, v)
+        return tf.einsum("bthk,hko->bto", heads, self.w_o)
+
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,
                 "target_dim": self.target_dim, "input_dim": self.input_dim,

@@ -73,3 +73,21 @@ def test_weights_are_trainable_distinct_and_round_trip(tmp_path):
               tf.constant(rng.normal(size=(2, 3, 4)), tf.float32),
               tf.constant([[True, False, True], [False, False, False]]))
     assert_round_trip(layer, lambda l, x: l(*x), inputs, tmp_path)
+
+
+def test_attend_many_equals_repeated_rows_with_causal_masks():
+    from seminar_tf.layers.attention import MultiHeadTargetAttention
+    rng = np.random.default_rng(4)
+    B, T, L, d = 3, 4, 9, 8
+    att = MultiHeadTargetAttention(2, d, d)
+    targets = tf.constant(rng.normal(size=(B, T, d)), tf.float32)
+    keys = tf.constant(rng.normal(size=(B, L, d)), tf.float32)
+    values = tf.constant(rng.normal(size=(B, L, d)), tf.float32)
+    pad = np.arange(L)[None, :] >= np.array([[0], [3], [L]])  # last row all padding
+    causal = np.arange(L)[None, :] < np.arange(L - T, L)[:, None]
+    mask = tf.constant(pad[:, None, :] & causal[None])
+    many = att.attend_many(targets, keys, mask, values).numpy()
+    rep = att(tf.reshape(targets, [B * T, d]), tf.repeat(keys, T, 0),
+              tf.reshape(mask, [B * T, L]), tf.repeat(values, T, 0)).numpy()
+    np.testing.assert_allclose(many.reshape(B * T, -1), rep, atol=1e-5)
+    assert np.all(many[2] == 0.0)  # a fully padded row attends to nothing

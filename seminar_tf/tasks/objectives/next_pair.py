@@ -20,13 +20,13 @@ class NextPairObjective(Objective):
         pairs, mask = batch.enc["pair"], batch.mask
         B = tf.shape(batch.items)[0]
         d = pairs.shape[-1]
+        # h_t = esu(pair_{t-1}, pairs before t): the history is projected once and each of
+        # the T targets gets a causal mask over it (no T-fold copy of the (B, L, d) history)
         col = tf.range(L)
-        targets = tf.reshape(pairs[:, L - T - 1:L - 1], [B * T, d])
-        tiled_keys = tf.repeat(pairs, T, axis=0)
-        tiled_values = tf.repeat(batch.values, T, axis=0)
-        t_idx = tf.tile(tf.range(L - T, L), [B])
-        prefix = tf.repeat(mask, T, axis=0) & (col[None, :] < t_idx[:, None])
-        context = psu.esu(targets, tiled_keys, prefix, tiled_values)
+        causal = col[None, :] < tf.range(L - T, L)[:, None]  # (T, L)
+        prefix = mask[:, None, :] & causal[None]  # (B, T, L)
+        context = tf.reshape(psu.esu.attend_many(pairs[:, L - T - 1:L - 1], pairs, prefix,
+                                                 batch.values), [B * T, d])
         valid = tf.reshape(mask[:, cols] & mask[:, L - T - 1:L - 1], [B * T])
         n_neg = cfg.train.psu_sampled_negatives
         neg_ids = tf.random.uniform([n_neg], F.FIRST_ID, cfg.data.item_vocab_size,
