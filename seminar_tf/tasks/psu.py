@@ -88,14 +88,18 @@ class NextPairTask(_Task):
         ids: (N,) item ids of the true pairs (same-id in-batch rows are not negatives).
         sampled: (S, d) random negative pairs; sampled_ids: (S,) their item ids.
         temperature: tau.
+        sampled_valid: optional (N, S) bool: which sampled pairs may be negatives of which
+            row (e.g. not the row's own user); same-item pairs are excluded in any case.
     """
 
     def call(self, context, positives, valid, ids, sampled, sampled_ids, temperature,
-             compute_metrics: bool = True):
+             compute_metrics: bool = True, sampled_valid=None):
         n = tf.shape(context)[0]
         eye = tf.eye(n, dtype=tf.bool)
         in_batch_ok = (~tf.equal(ids[:, None], ids[None, :]) | eye) & valid[None, :]
         sampled_ok = ~tf.equal(ids[:, None], sampled_ids[None, :])
+        if sampled_valid is not None:
+            sampled_ok &= sampled_valid
         logits = tf.concat([cosine_logits(context, positives, temperature),
                             cosine_logits(context, sampled, temperature)], 1)
         col_valid = tf.concat([in_batch_ok, sampled_ok], 1)

@@ -1,10 +1,10 @@
 """Next query-item pair prediction: the context h_t = esu(pair_{t-1}, pairs before t) scores
-the true pair at t against in-batch and random pairs."""
+the true pair at t against in-batch pairs and real pairs sampled from other users' histories
+in the batch (real attributes, queries and modalities; the row's own user excluded)."""
 from __future__ import annotations
 
 import tensorflow as tf
 
-from seminar_tf import features as F
 from seminar_tf.tasks.objectives.base import Batch, Objective
 from seminar_tf.tasks.psu import NextPairTask
 
@@ -28,11 +28,29 @@ class NextPairObjective(Objective):
         context = tf.reshape(psu.esu.attend_many(pairs[:, L - T - 1:L - 1], pairs, prefix,
                                                  batch.values), [B * T, d])
         valid = tf.reshape(mask[:, cols] & mask[:, L - T - 1:L - 1], [B * T])
-        n_neg = cfg.train.psu_sampled_negatives
-        neg_ids = tf.random.uniform([n_neg], F.FIRST_ID, cfg.data.item_vocab_size,
-                                    dtype=tf.int64)
-        neg = psu.pair_encoder(neg_ids, tf.zeros([n_neg, cfg.data.num_attrs], tf.int64),
-                               tf.zeros([n_neg, cfg.data.max_query_tokens], tf.int64))
+        pick, usable = self.sample_positions(mask, cfg.train.psu_sampled_negatives)
+        neg_pairs = tf.gather(tf.reshape(pairs, [-1, d]), pick)
+        neg_ids = tf.gather(tf.reshape(batch.items, [-1]), pick)
+        neg_rows = pick // L
+        own_rows = tf.repeat(tf.range(B, dtype=pick.dtype), T)
+        # not the row's own user (its other behaviours are likely positives), only real ones
+        sampled_valid = (own_rows[:, None] != neg_rows[None, :]) & usable[None, :]
         return self.task(context, tf.reshape(pairs[:, cols], [B * T, d]), valid,
-                         tf.reshape(batch.items[:, cols], [B * T]), neg["pair"], neg_ids,
-                         batch.temperature)
+                         tf.reshape(batch.items[:, cols], [B * T]), neg_pairs, neg_ids,
+                         batch.temperature, sampled_valid=sampled_valid)
+
+    @staticmethod
+    def sample_positions(mask, n):
+        """`n` random flat (row * L + position) indices of real behaviours in the batch.
+
+        Sampled negatives are real (query, item) pairs of other users' histories, with their
+        real attributes, queries and modalities, so that no feature's presence tells them
+        from positives. Returns (indices (n,) int64, usable (n,) bool: False when the batch
+        holds no real behaviour at all).
+        """
+        flat = tf.where(tf.reshape(mask, [-1]))[:, 0]
+        count = tf.shape(flat, out_type=tf.int64)[0]
+        draw = tf.random.uniform([n], 0, tf.maximum(count, 1), dtype=tf.int64)
+        pick = tf.gather(tf.concat([flat, tf.zeros([1], tf.int64)], 0),
+                         tf.where(count > 0, draw, tf.fill([n], count)))
+        return pick, tf.fill([n], count > 0)
