@@ -2,6 +2,7 @@
 row kind is parsed, and what the source brings (real negatives, real queries)."""
 from __future__ import annotations
 
+import abc
 import dataclasses
 import os
 from typing import Callable, Dict, List, Tuple
@@ -22,7 +23,7 @@ class SourceSpec:
     has_negatives: bool = True
 
 
-class Source:
+class Source(abc.ABC):
     """One raw-log format. Subclasses set the class attributes and implement `find`.
 
     Attributes:
@@ -39,13 +40,13 @@ class Source:
     parsers: Dict[str, Tuple[Callable, str]] = {}
 
     @classmethod
+    @abc.abstractmethod
     def find(cls, input_dir: str) -> SourceSpec:
         """Locates the files of this source in `input_dir`.
 
         Raises:
             FileNotFoundError: a required file is missing (named in the message).
         """
-        raise NotImplementedError(f"{cls.__name__} must implement find()")
 
     @classmethod
     def glob(cls, input_dir: str, *patterns: str) -> List[str]:
