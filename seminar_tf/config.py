@@ -146,6 +146,11 @@ class PQConfig:
         seed: k-means++ seed.
         combine_parts: quantize the sum of the modality parts (S lookups per behaviour)
             instead of one codebook per modality (M * S lookups).
+        rank_scoring: how the `rank` path (one history, N candidates) scores the history:
+            "decode" (each behaviour's key decoded once from the codebooks, L x d, then
+            one (N x d).(d x L) product) or "lookup" (N lookup tables, L*P*S gathers of
+            N-wide rows). `benchmarks/pq_attention.py` measures both; the default is the
+            faster one on the benchmark's shapes.
     """
     num_subspaces: int = 4
     num_codewords: int = 256
@@ -153,8 +158,12 @@ class PQConfig:
     sample_size: int = 100_000
     seed: int = 0
     combine_parts: bool = False
+    rank_scoring: str = "decode"
 
     def validate(self) -> None:
+        if self.rank_scoring not in ("decode", "lookup"):
+            raise ConfigError(f"pq.rank_scoring ({self.rank_scoring!r}) must be 'decode' or "
+                              "'lookup'")
         for name in ("num_subspaces", "kmeans_iters", "sample_size"):
             _positive(self, "pq", name)
         if not 2 <= self.num_codewords <= 256:

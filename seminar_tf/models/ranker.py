@@ -50,6 +50,12 @@ def pair_encoder_for(cfg: SeminarConfig, name: str = "pair_encoder") -> QueryIte
         name=name)
 
 
+def short_term_of(values, mask):
+    """Masked mean of the short-term window: values (B, S, d), mask (B, S) -> (B, d)."""
+    m = tf.cast(mask, values.dtype)[..., None]
+    return tf.reduce_sum(values * m, 1) / tf.maximum(tf.reduce_sum(m, 1), 1.0)
+
+
 @register
 class LifelongRanker(tfrs.models.Model):
     """Ranker over lifelong histories with a pluggable GSU and multi-task towers.
@@ -183,23 +189,77 @@ class LifelongRanker(tfrs.models.Model):
             short = self.encode_behaviours(features, recent)
             short_values, short_mask = short["values"], short["mask"]
         interest = self.esu(target, keys_k, retrieved["valid"], values_k)
+        return self.head(target_enc, interest, short_term_of(short_values, short_mask),
+                         features[F.TARGET_SOURCE], features[F.USER_ID],
+                         retrieved.get("summary"), training)
 
-        sm = tf.cast(short_mask, tf.float32)[..., None]
-        short_term = tf.reduce_sum(short_values * sm, 1) / tf.maximum(tf.reduce_sum(sm, 1), 1.0)
+    def head(self, target_enc, interest, short_term, source, user_id, summary=None,
+             training=False):
+        """Bottom MLP and task towers on per-target parts (all (B, ...) rows)."""
+        target = target_enc["pair"]
         parts = [target, target_enc["item"], target_enc["query"], interest,
-                 target * interest, short_term,
-                 self.source_embedding(features[F.TARGET_SOURCE])]
+                 target * interest, short_term, self.source_embedding(source)]
         if self.user_embedding is not None:
-            parts.append(self.user_embedding(features[F.USER_ID]))
-        if "summary" in retrieved:
-            parts.append(retrieved["summary"])
+            parts.append(self.user_embedding(user_id))
+        if summary is not None:
+            parts.append(summary)
         h = self.bottom(tf.concat(parts, -1), training=training)
         logits = {t: tf.squeeze(tower(h, training=training), -1)
                   for t, tower in self.towers.items()}
         out = dict(logits)
-        out["logit"] = self.route(logits, features[F.TARGET_SOURCE])
+        out["logit"] = self.route(logits, source)
         out["score"] = tf.sigmoid(out["logit"])
         return out
+
+    def rank(self, context, candidates, training=False):
+        """Scores N candidates against one shared context (history, user, query) per row.
+
+        The history is encoded and keyed once per row, the GSU scores all N candidates in
+        one op (`Retrieval.call_many`), and the ESU attends, per candidate, over its own K
+        retrieved behaviours. Equal to `call` on the N per-candidate examples (each carrying
+        the context's history, user, query and source).
+
+        Args:
+            context: dict (B rows) with USER_ID (B,), TARGET_QUERY (B, Q), TARGET_SOURCE
+                (B,) and the history features (B, L, ...) of the feature contract.
+            candidates: dict with TARGET_ITEM (B, N) and TARGET_ATTRS (B, N, A).
+
+        Returns:
+            dict of per-task logits, `logit` and `score`, each (B, N).
+        """
+        items = candidates[F.TARGET_ITEM]
+        shape = tf.shape(items)
+        B, N = shape[0], shape[1]
+
+        def flat(x):  # (B, N, ...) -> (B*N, ...)
+            return tf.reshape(x, tf.concat([[B * N], tf.shape(x)[2:]], 0))
+
+        def unflat(x):  # (B*N, ...) -> (B, N, ...)
+            return tf.reshape(x, tf.concat([[B, N], tf.shape(x)[1:]], 0))
+
+        def repeat(x):  # (B, ...) context -> (B*N, ...) per candidate
+            return tf.repeat(x, N, axis=0)
+
+        target_enc = self.pair_encoder(flat(items), flat(candidates[F.TARGET_ATTRS]),
+                                       repeat(context[F.TARGET_QUERY]))
+        history = self.encode_behaviours(context)
+        inputs = {"target": unflat(target_enc["pair"]),
+                  "target_query": unflat(target_enc["query"]), "target_item": items,
+                  "target_attrs": candidates[F.TARGET_ATTRS], "mask": history["mask"],
+                  "hist_items": context[F.HIST_ITEMS], "hist_query": context[F.HIST_QUERY],
+                  "hist_attrs": context[F.HIST_ATTRS], "keys": history["keys"]}
+        retrieved = self.gsu.call_many(inputs)
+        idx = retrieved["indices"]  # (B, N, K)
+        keys_k = flat(tf.gather(history["keys"], idx, batch_dims=1))
+        values_k = flat(tf.gather(history["values"], idx, batch_dims=1))
+        interest = self.esu(target_enc["pair"], keys_k, flat(retrieved["valid"]), values_k)
+        S = self.config.model.short_term_len
+        short_term = short_term_of(history["values"][:, -S:], history["mask"][:, -S:])
+        summary = retrieved.get("summary")
+        out = self.head(target_enc, interest, repeat(short_term),
+                        repeat(context[F.TARGET_SOURCE]), repeat(context[F.USER_ID]),
+                        None if summary is None else flat(summary), training)
+        return {k: unflat(v) for k, v in out.items()}
 
     def route(self, logits, source):
         tasks = self.config.model.tasks

@@ -12,6 +12,12 @@ Padding is never selected while enough real behaviours exist; selected padding i
 Input dict keys (B batch, L history, d width, A attributes):
     target (B, d), keys (B, L, d), mask (B, L) bool, target_query (B, d),
     target_item (B,), hist_items (B, L), target_attrs (B, A), hist_attrs (B, L, A).
+
+`call_many` is the shared-history form used by the `rank` signature and evaluation: N
+candidates per history. The target entries gain an N axis (target (B, N, d), target_item
+(B, N), ...), the history entries are unchanged, and every output gains it (indices
+(B, N, K), summary (B, N, d)). Each retriever scores all N candidates against the history
+in one op; the base class falls back to repeating the history N times (correct, O(N) work).
 """
 from __future__ import annotations
 
@@ -25,15 +31,48 @@ def masked_top_k(scores: tf.Tensor, mask: tf.Tensor, k: int) -> Dict[str, tf.Ten
     """Top-k of `scores` over positions where `mask`, with a validity mask.
 
     Args:
-        scores: (B, L) float. mask: (B, L) bool. k: static int <= L.
+        scores: (..., L) float. mask: (..., L) bool, broadcastable to `scores`.
+        k: static int <= L.
 
     Returns:
-        dict of indices (B, k) int32, scores (B, k) (0 where invalid), valid (B, k) bool.
+        dict of indices (..., k) int32, scores (..., k) (0 where invalid), valid (..., k)
+        bool.
     """
     floor = tf.constant(np.finfo(np.float32).min, scores.dtype)
+    mask = tf.broadcast_to(mask, tf.shape(scores))
     top, idx = tf.math.top_k(tf.where(mask, scores, floor), k=k)
-    valid = tf.gather(mask, idx, batch_dims=1)
+    valid = tf.gather(mask, idx, batch_dims=scores.shape.rank - 1)
     return {"indices": idx, "scores": tf.where(valid, top, tf.zeros_like(top)), "valid": valid}
+
+
+TARGET_KEYS = ("target", "target_query", "target_item", "target_attrs")
+
+
+def flatten_many(inputs):
+    """Shared-history inputs -> per-candidate inputs: targets (B, N, ...) to (B*N, ...),
+    history entries repeated N times."""
+    shape = tf.shape(inputs["target"])
+    B, N = shape[0], shape[1]
+    out = {}
+    for key, x in inputs.items():
+        if key in TARGET_KEYS:
+            out[key] = tf.reshape(x, tf.concat([[B * N], tf.shape(x)[2:]], 0))
+        else:
+            out[key] = tf.repeat(x, N, axis=0)
+    return out
+
+
+def per_candidate(fn, x):
+    """Applies `fn` (written for (B, ...) rows) to (B, N, ...) by merging the first two axes."""
+    shape = tf.shape(x)
+    y = fn(tf.reshape(x, tf.concat([[shape[0] * shape[1]], shape[2:]], 0)))
+    return tf.reshape(y, tf.concat([shape[:2], tf.shape(y)[1:]], 0))
+
+
+def unflatten(outputs, batch_shape):
+    """(B*N, ...) outputs -> (B, N, ...)."""
+    return {k: tf.reshape(v, tf.concat([batch_shape, tf.shape(v)[1:]], 0))
+            for k, v in outputs.items()}
 
 
 class Retrieval(tf.keras.layers.Layer):
@@ -55,6 +94,14 @@ class Retrieval(tf.keras.layers.Layer):
         for name in self.nested_layers:
             config[name] = tf.keras.layers.serialize(getattr(self, name))
         return config
+
+    def call_many(self, inputs):
+        """N candidates against one history per row (see the module docstring).
+
+        Fallback: the history entries repeated N times and `call` on B*N rows. Retrievers
+        override it to score the N candidates against the shared history directly.
+        """
+        return unflatten(self(flatten_many(inputs)), tf.shape(inputs["target"])[:2])
 
     @classmethod
     def from_ranker(cls, ranker, **options) -> "Retrieval":

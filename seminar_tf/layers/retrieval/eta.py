@@ -38,5 +38,11 @@ class EtaRetrieval(Retrieval):
         sh = self.signatures(inputs["keys"])
         return masked_top_k(tf.einsum("bn,bln->bl", st, sh), inputs["mask"], self.top_k)
 
+    def call_many(self, inputs):
+        st = self.signatures(inputs["target"])  # (B, N, bits)
+        sh = self.signatures(inputs["keys"])  # (B, L, bits), once per history
+        return masked_top_k(tf.einsum("bnc,blc->bnl", st, sh), inputs["mask"][:, None, :],
+                            self.top_k)
+
     def get_config(self):
         return {**super().get_config(), "dim": self.dim, "bits": self.bits, "seed": self.seed}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from seminar_tf.layers.attention import MultiHeadTargetAttention
-from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k, per_candidate
 from seminar_tf.serialization import register
 
 
@@ -35,3 +35,13 @@ class ExactTargetRetrieval(Retrieval):
 
     def call(self, inputs):
         return masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)
+
+    def scores_many(self, inputs):
+        """(B, N, L): one (N x d) . (d x L) product per history, with the target mapped
+        into key space (`u`, see `MultiHeadTargetAttention.query_in_key_space`)."""
+        u = per_candidate(self.attention.query_in_key_space, inputs["target"])
+        return tf.einsum("bnd,bld->bnl", u, inputs["keys"])
+
+    def call_many(self, inputs):
+        return masked_top_k(self.scores_many(inputs), inputs["mask"][:, None, :],
+                            self.top_k)

@@ -20,3 +20,8 @@ class LastNRetrieval(Retrieval):
         idx = tf.broadcast_to(idx[None, :], [tf.shape(mask)[0], self.top_k])
         valid = tf.gather(mask, idx, batch_dims=1)
         return {"indices": idx, "scores": tf.zeros_like(idx, tf.float32), "valid": valid}
+
+    def call_many(self, inputs):
+        out = self.call(inputs)  # target-independent: once per history
+        shape = tf.concat([tf.shape(inputs["target"])[:2], [self.top_k]], 0)
+        return {k: tf.broadcast_to(v[:, None, :], shape) for k, v in out.items()}

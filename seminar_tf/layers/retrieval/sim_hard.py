@@ -22,12 +22,20 @@ class SimHardRetrieval(Retrieval):
         self.attr_index = attr_index
 
     def call(self, inputs):
-        t = inputs["target_attrs"][:, self.attr_index]
-        h = inputs["hist_attrs"][:, :, self.attr_index]
-        match = (h == t[:, None]) & (t[:, None] != 0) & inputs["mask"]
-        L = tf.shape(h)[1]
+        t = inputs["target_attrs"][:, self.attr_index][:, None]  # (B, 1)
+        h = inputs["hist_attrs"][:, :, self.attr_index]  # (B, L)
+        return self._select(t, h, inputs["mask"])
+
+    def call_many(self, inputs):
+        t = inputs["target_attrs"][..., self.attr_index][..., None]  # (B, N, 1)
+        h = inputs["hist_attrs"][:, None, :, self.attr_index]  # (B, 1, L)
+        return self._select(t, h, inputs["mask"][:, None, :])
+
+    def _select(self, t, h, mask):
+        match = (h == t) & (t != 0) & mask
+        L = tf.shape(h)[-1]
         recency = tf.cast(tf.range(L), tf.float32) / tf.cast(L, tf.float32)
-        scores = tf.cast(match, tf.float32) + 1e-3 * recency[None, :]
+        scores = tf.cast(match, tf.float32) + 1e-3 * recency
         out = masked_top_k(scores, match, self.top_k)
         out["scores"] = tf.where(out["valid"], tf.ones_like(out["scores"]), out["scores"])
         return out

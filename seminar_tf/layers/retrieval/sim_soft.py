@@ -37,5 +37,15 @@ class SimSoftRetrieval(Retrieval):
         out["summary"] = tf.einsum("bk,bkd->bd", w, tf.gather(h, out["indices"], batch_dims=1))
         return out
 
+    def call_many(self, inputs):
+        t = self.embedding(inputs["target_item"])  # (B, N, d)
+        h = self.embedding(inputs["hist_items"])  # (B, L, d), once per history
+        scores = tf.einsum("bnd,bld->bnl", t, h) / tf.sqrt(float(self.dim))
+        out = masked_top_k(scores, inputs["mask"][:, None, :], self.top_k)
+        w = masked_softmax(out["scores"], out["valid"])
+        out["summary"] = tf.einsum("bnk,bnkd->bnd", w,
+                                   tf.gather(h, out["indices"], batch_dims=1))
+        return out
+
     def get_config(self):
         return {**super().get_config(), "num_items": self.num_items, "dim": self.dim}

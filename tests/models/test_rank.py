@@ -1,0 +1,107 @@
+"""The shared-history `rank` path equals the per-candidate path for every GSU."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from seminar_tf import features as F
+from seminar_tf.models.registry import build_model, model_config
+
+from helpers import random_batch, tiny_config, tiny_item_table
+
+CONTEXT = (F.USER_ID, F.TARGET_QUERY, F.TARGET_SOURCE) + F.HISTORY_FEATURES
+
+
+def distinct_batch(cfg, batch, seed):
+    """random_batch with distinct items per history (no equal keys, so no ties at the
+    top-K boundary) and every history length from empty to full."""
+    out = {k: v.numpy() for k, v in random_batch(cfg, batch=batch, seed=seed).items()}
+    rng = np.random.default_rng(seed + 1)
+    items = out[F.HIST_ITEMS]
+    for b in range(batch):
+        n = int((items[b] != 0).sum())
+        if n:
+            items[b, -n:] = rng.choice(np.arange(2, cfg.data.item_vocab_size), n,
+                                       replace=False)
+    return out
+
+
+def split(batch, cfg, n, seed):
+    """(context, candidates, per-candidate features) for n random candidates per row."""
+    rng = np.random.default_rng(seed)
+    B = len(batch[F.USER_ID])
+    items = rng.integers(2, cfg.data.item_vocab_size, size=(B, n))
+    attrs = rng.integers(1, cfg.data.attr_vocab_size, size=(B, n, cfg.data.num_attrs))
+    context = {k: tf.constant(batch[k]) for k in CONTEXT}
+    cands = {F.TARGET_ITEM: tf.constant(items), F.TARGET_ATTRS: tf.constant(attrs)}
+    flat = {k: tf.constant(np.repeat(batch[k], n, axis=0)) for k in CONTEXT}
+    flat[F.TARGET_ITEM] = tf.constant(items.reshape(-1))
+    flat[F.TARGET_ATTRS] = tf.constant(attrs.reshape(B * n, -1))
+    return context, cands, flat
+
+
+def _model(name, gsu=None, **pq):
+    cfg = model_config(name, tiny_config())
+    if gsu:
+        cfg = cfg.replace(model={"gsu": gsu}, pq=dict(num_subspaces=2, num_codewords=8, **pq))
+    model = build_model(cfg, item_table=tiny_item_table(cfg))
+    if gsu == "pq":
+        rng = np.random.default_rng(3)
+        books = model.gsu.codebooks
+        model.gsu.set_codebooks(rng.normal(size=books.shape).astype(np.float32),
+                                rng.integers(0, 8, size=model.gsu.item_codes.shape))
+    return model, cfg
+
+
+CASES = [("twin", None), ("seminar", None), ("din", None), ("sim_hard", None),
+         ("sim_soft", None), ("eta", None), ("qin", None), ("full_attention", None),
+         ("seminar", "pq")]
+
+
+@pytest.mark.parametrize("name,gsu", CASES)
+@pytest.mark.parametrize("n", [1, 7])
+def test_rank_equals_per_candidate(name, gsu, n):
+    model, cfg = _model(name, gsu)
+    batch = distinct_batch(cfg, batch=8, seed=n)  # lengths 0, L, 1, L/2, 3, L, 2, L-1
+    context, cands, flat = split(batch, cfg, n, seed=n)
+    ranked = model.rank(context, cands)
+    per = model(flat)
+    for key in ("score", "logit", *cfg.model.tasks):
+        assert ranked[key].shape == (8, n)
+        np.testing.assert_allclose(ranked[key].numpy().reshape(-1), per[key].numpy(),
+                                   atol=1e-5, err_msg=f"{name}/{gsu}/{key}")
+
+
+@pytest.mark.parametrize("name,gsu", [("twin", None), ("seminar", "pq"), ("sim_soft", None)])
+def test_rank_thousand_candidates(name, gsu):
+    model, cfg = _model(name, gsu)
+    batch = distinct_batch(cfg, batch=2, seed=5)
+    context, cands, flat = split(batch, cfg, 1000, seed=5)
+    ranked = model.rank(context, cands)["score"].numpy().reshape(-1)
+    np.testing.assert_allclose(ranked, model(flat)["score"].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("scoring", ["decode", "lookup"])
+def test_pq_rank_scoring_equals_per_candidate_scores(scoring):
+    model, cfg = _model("seminar", "pq", rank_scoring=scoring)
+    assert model.gsu.rank_scoring == scoring
+    batch = distinct_batch(cfg, batch=8, seed=2)
+    context, cands, flat = split(batch, cfg, 5, seed=2)
+    enc = model.encode_target(flat)
+    per = model.gsu.scores(model.retrieval_inputs(flat, enc)).numpy()
+    many_inputs = {
+        "target": tf.reshape(enc["pair"], [8, 5, -1]), "mask": context[F.HIST_ITEMS] != 0,
+        "hist_items": context[F.HIST_ITEMS], "hist_query": context[F.HIST_QUERY]}
+    many = model.gsu.scores_many(many_inputs).numpy().reshape(40, -1)
+    np.testing.assert_allclose(many, per, rtol=1e-5, atol=1e-5)
+
+
+def test_fallback_call_many_repeats_the_history():
+    """A retriever without its own call_many (the base fallback) still agrees."""
+    from seminar_tf.layers.retrieval.base import Retrieval
+    model, cfg = _model("twin")
+    batch = distinct_batch(cfg, batch=8, seed=4)
+    context, cands, flat = split(batch, cfg, 3, seed=4)
+    expected = model.rank(context, cands)["score"].numpy()
+    model.gsu.call_many = lambda inputs: Retrieval.call_many(model.gsu, inputs)
+    np.testing.assert_allclose(model.rank(context, cands)["score"].numpy(), expected,
+                               atol=1e-5)
