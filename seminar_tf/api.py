@@ -71,6 +71,7 @@ def evaluate(model_dir: str, data_dir: Optional[str] = None, **kwargs) -> Dict:
 
 
 def export_saved_model(model_dir: str, base: str, name: str = "seminar",
-                       version: Optional[int] = None, gsu: Optional[str] = None) -> Dict:
+                       version: Optional[int] = None, gsu: Optional[str] = None,
+                       xla: bool = False) -> Dict:
     from seminar_tf.export import export_from_model_dir
-    return export_from_model_dir(model_dir, base, name, version, gsu)
+    return export_from_model_dir(model_dir, base, name, version, gsu, xla=xla)

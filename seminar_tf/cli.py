@@ -115,7 +115,7 @@ def _cmd_pretrain(args) -> int:
 def _cmd_export(args) -> int:
     from seminar_tf.export import export_from_model_dir
     report = export_from_model_dir(args.model_dir, args.out, args.name, args.version, args.gsu,
-                                   args.data)
+                                   args.data, xla=args.xla)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -249,6 +249,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--version", type=int, help="default: the next free version")
     x.add_argument("--gsu", choices=("exact", "pq"), help="default: as trained")
     x.add_argument("--data", help="dataset for warmup requests (default: the training data)")
+    x.add_argument("--xla", action="store_true",
+                   help="compile the dense part of every signature with XLA (TF Serving "
+                        "then needs --xla_cpu_compilation_enabled=true)")
     x.set_defaults(func=_cmd_export)
 
     sv = sub.add_parser("serve", help="TF-Serving-compatible gRPC + REST server")

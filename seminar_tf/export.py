@@ -6,6 +6,16 @@ Signatures (all standard TF ops; item tables, PQ codebooks and codes are variabl
   matches each target's source), `ctr`, `search` (per-task probabilities).
 - `predict`: the dense model inputs (`FeatureContract.dense_input_signature`) -> same outputs.
 - `retrieve`: `examples` -> GSU `indices` (B, K) int32, `scores` (B, K), `valid` (B, K).
+- `rank`: one user context, N candidates (TF Ranking's ExampleListWithContext idea):
+  `context` (string [B], serialized Examples with the user, query, source and history) and
+  `candidates` (string [B, N], serialized Examples with target_item / target_attrs; "" pads
+  a row) -> `score`, `ctr`, `search` (B, N) (0 at padding) and `mask` (B, N) bool. The history
+  is encoded once per row and the GSU scores all N candidates in one op
+  (`LifelongRanker.rank`).
+
+With `xla=True` the dense part of every signature (everything after parsing; ids already
+mapped to OOV, since XLA gathers clamp out-of-range ids instead of failing) is a
+`tf.function(jit_compile=True)`: TF Serving then needs `--xla_cpu_compilation_enabled=true`.
 
 `assets/seminar_config.json` carries the full config; `assets.extra/tf_serving_warmup_requests`
 holds PredictionLog records (gRPC PredictRequests) that TF Serving replays at load.
@@ -36,35 +46,70 @@ class ExportError(RuntimeError):
 class ServingModule(tf.Module):
     """Wraps a trained ranker with the three serving signatures."""
 
-    def __init__(self, model, config_json_path: str):
+    def __init__(self, model, config_json_path: str, xla: bool = False):
         super().__init__()
         self.model = model
         self.contract = F.FeatureContract.from_config(model.config.data)
         self.config_asset = tf.saved_model.Asset(config_json_path)
         self.tasks = tuple(model.config.model.tasks)
+        self.xla = xla
+        # the dense parts (after parsing), compiled with XLA when asked
+        self._dense = tf.function(self._outputs, jit_compile=xla or None)
+        self._dense_rank = tf.function(self._rank_outputs, jit_compile=xla or None)
+        self._dense_retrieve = tf.function(self._retrieve_outputs, jit_compile=xla or None)
 
-    def _outputs(self, features):
-        out = self.model(features, training=False)
+    def _probabilities(self, out):
         result = {"score": out["score"]}
         for t in self.tasks:
             result[t] = tf.sigmoid(out[t])
         return result
 
+    def _outputs(self, features):
+        return self._probabilities(self.model(features, training=False))
+
+    def _rank_outputs(self, context, candidates):
+        out = self._probabilities(self.model.rank(context, candidates, training=False))
+        mask = candidates[F.CANDIDATE_MASK]
+        result = {k: tf.where(mask, v, tf.zeros_like(v)) for k, v in out.items()}
+        result["mask"] = mask
+        return result
+
+    def _retrieve_outputs(self, features):
+        out = self.model.retrieve(features)
+        return {"indices": out["indices"], "scores": out["scores"], "valid": out["valid"]}
+
+    @staticmethod
+    def _model_inputs(features):
+        return {k: v for k, v in features.items()
+                if k not in (F.LABEL, F.GROUP_ID, F.TIMESTAMP, F.HIST_MASK,
+                             F.TARGET_QUERY_MASK, F.HIST_QUERY_MASK)}
+
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve_examples(self, examples):
-        return self._outputs(self.contract.parse_examples(examples))
+        return self._dense(self._model_inputs(self.contract.parse_examples(examples)))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def retrieve_examples(self, examples):
-        out = self.model.retrieve(self.contract.parse_examples(examples))
-        return {"indices": out["indices"], "scores": out["scores"], "valid": out["valid"]}
+        return self._dense_retrieve(self._model_inputs(self.contract.parse_examples(examples)))
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="context"),
+                                  tf.TensorSpec([None, None], tf.string, name="candidates")])
+    def rank_examples(self, context, candidates):
+        rows = tf.debugging.assert_equal(
+            tf.shape(candidates)[0], tf.shape(context)[0],
+            message="rank: 'candidates' must have one row per 'context' Example")
+        with tf.control_dependencies([rows]):
+            ctx = self._model_inputs(self.contract.parse_context(context))
+        cands = self.contract.parse_candidates(candidates)
+        cands = {k: cands[k] for k in (F.TARGET_ITEM, F.TARGET_ATTRS, F.CANDIDATE_MASK)}
+        return self._dense_rank(ctx, cands)
 
     def predict_fn(self):
         spec = self.contract.dense_input_signature()
 
         @tf.function(input_signature=[spec])
         def predict(features):
-            return self._outputs(self.contract.sanitize_dense(features))
+            return self._dense(self.contract.sanitize_dense(features))
         return predict
 
 
@@ -126,17 +171,31 @@ def sample_examples(model, data_dir: Optional[str], n: int = 8) -> List[bytes]:
     return out
 
 
+def rank_request(examples: Sequence[bytes]):
+    """A `rank` request from full Examples: the first two as contexts, all of them (and one
+    padding "") as every row's candidates (a candidate reads only its target fields)."""
+    context = list(examples[:2])
+    candidates = [list(examples) + [b""] for _ in context]
+    return np.array(context, dtype=object), np.array(candidates, dtype=object)
+
+
 def write_warmup(version_dir: str, name: str, examples: Sequence[bytes]) -> str:
-    """`assets.extra/tf_serving_warmup_requests`: PredictionLog records of PredictRequests."""
+    """`assets.extra/tf_serving_warmup_requests`: PredictionLog records of PredictRequests
+    (serving_default with one and with all sample Examples, and one `rank` request)."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
     path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    context, candidates = rank_request(examples)
+    requests = [("serving_default", {"examples": list(examples[:1])}),
+                ("serving_default", {"examples": list(examples)}),
+                ("rank", {"context": context, "candidates": candidates})]
     with tf.io.TFRecordWriter(path) as w:
-        for batch in (examples[:1], examples):
+        for signature, inputs in requests:
             req = predict_pb2.PredictRequest()
             req.model_spec.name = name
-            req.model_spec.signature_name = "serving_default"
-            req.inputs["examples"].CopyFrom(tf.make_tensor_proto(list(batch), tf.string))
+            req.model_spec.signature_name = signature
+            for key, value in inputs.items():
+                req.inputs[key].CopyFrom(tf.make_tensor_proto(value, tf.string))
             log = prediction_log_pb2.PredictionLog(
                 predict_log=prediction_log_pb2.PredictLog(request=req))
             w.write(log.SerializeToString())
@@ -144,11 +203,12 @@ def write_warmup(version_dir: str, name: str, examples: Sequence[bytes]) -> str:
 
 
 def export_model(model, base: str, name: str, version: Optional[int] = None,
-                 data_dir: Optional[str] = None, atol: float = 1e-5) -> Dict:
+                 data_dir: Optional[str] = None, atol: float = 1e-5, xla: bool = False) -> Dict:
     """Writes `<base>/<name>/<version>/`, checks it, and returns a report."""
     model_base = os.path.join(base, name)
     version = version or next_version(model_base)
-    report = export_to(model, os.path.join(model_base, str(version)), name, data_dir, atol)
+    report = export_to(model, os.path.join(model_base, str(version)), name, data_dir, atol,
+                       xla=xla)
     report["version"] = version
     with open(os.path.join(model_base, f"export-{version}.json"), "w", encoding="utf-8") as f:
         json.dump(report, f, indent=2)
@@ -156,8 +216,12 @@ def export_model(model, base: str, name: str, version: Optional[int] = None,
 
 
 def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
-              atol: float = 1e-5) -> Dict:
-    """Writes a checked SavedModel exactly at `final` (e.g. TFX's serving_model_dir)."""
+              atol: float = 1e-5, xla: bool = False) -> Dict:
+    """Writes a checked SavedModel exactly at `final` (e.g. TFX's serving_model_dir).
+
+    Args:
+        xla: compile the dense part of every signature with XLA (`jit_compile=True`).
+    """
     if os.path.exists(final):
         raise FileExistsError(f"{final} exists: choose another --version")
     parent = os.path.dirname(os.path.abspath(final))
@@ -168,9 +232,9 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
         cfg_path = os.path.join(tmp, "seminar_config.json")
         with open(cfg_path, "w", encoding="utf-8") as f:
             f.write(model.config.to_json())
-        module = ServingModule(model, cfg_path)
+        module = ServingModule(model, cfg_path, xla=xla)
         sigs = {"serving_default": module.serve_examples, "predict": module.predict_fn(),
-                "retrieve": module.retrieve_examples}
+                "retrieve": module.retrieve_examples, "rank": module.rank_examples}
         out_dir = os.path.join(tmp, "model")
         tf.saved_model.save(module, out_dir, signatures=sigs)
         ops = check_stock_ops(out_dir)
@@ -181,7 +245,7 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return {"path": final, "name": name, "gsu": model.config.model.gsu, "ops": len(ops),
-            "signatures": sorted(sigs), "max_abs_diff_vs_keras": max_diff}
+            "signatures": sorted(sigs), "xla": xla, "max_abs_diff_vs_keras": max_diff}
 
 
 def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float) -> float:
@@ -206,6 +270,16 @@ def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float
             set(a[v].tolist()) == set(b[v].tolist()) for a, b, v in zip(
                 ret["indices"].numpy(), ref["indices"].numpy(), valid)):
         raise ExportError("retrieve signature disagrees with the Keras model's GSU")
+    context, candidates = rank_request(examples)
+    ranked = loaded.signatures["rank"](context=tf.constant(context),
+                                       candidates=tf.constant(candidates))
+    ref = model.rank(contract.parse_context(tf.constant(context)),
+                     contract.parse_candidates(tf.constant(candidates)))
+    mask = ranked["mask"].numpy()
+    if not mask[:, :-1].all() or mask[:, -1].any():
+        raise ExportError("rank signature: wrong candidate mask for a padded request")
+    diffs.append(float(np.max(np.abs(ranked["score"].numpy()[mask]
+                                     - ref["score"].numpy()[mask]))))
     max_diff = max(diffs)
     if not max_diff <= atol:
         raise ExportError(f"served outputs differ from the Keras model by {max_diff} > {atol}")
@@ -213,10 +287,11 @@ def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float
 
 
 def export_from_model_dir(model_dir: str, base: str, name: str, version: Optional[int] = None,
-                          gsu: Optional[str] = None, data_dir: Optional[str] = None) -> Dict:
+                          gsu: Optional[str] = None, data_dir: Optional[str] = None,
+                          xla: bool = False) -> Dict:
     from seminar_tf import training
     if data_dir is None:
         with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
             data_dir = json.load(f)["data_dir"]
     model = training.load_model(model_dir, gsu=gsu)
-    return export_model(model, base, name, version, data_dir)
+    return export_model(model, base, name, version, data_dir, xla=xla)

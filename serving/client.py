@@ -5,6 +5,11 @@
     rest = RestClient("http://127.0.0.1:8501", "seminar")
     rest.predict_examples([example, ...])
 
+    # one user, N candidates: the history travels once (the `rank` signature)
+    context, candidates = rank_request_from_events(contract, user_id, history, items)
+    client.rank([context], [candidates])["score"]          # (1, N)
+    rest.rank([context], [candidates])["score"]
+
 Examples are built with the feature contract (`seminar_tf.features.FeatureContract`), e.g.
 from events with `examples_from_events`.
 """
@@ -14,7 +19,7 @@ import base64
 import json
 import urllib.error
 import urllib.request
-from typing import Dict, Iterable, List, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -56,6 +61,37 @@ def examples_from_events(contract, user_id: int, history: Sequence[Dict],
     return out
 
 
+def rank_request_from_events(contract, user_id: int, history: Sequence[Dict],
+                             candidates: Sequence[Dict], query: Sequence[int] = (),
+                             source: int = 1) -> Tuple[bytes, List[bytes]]:
+    """One `rank` row: the context Example (user, query, source, history; arguments as in
+    `examples_from_events`) and one small Example per candidate (item, attrs)."""
+    context = contract.make_example(
+        user_id=user_id, target_item=0, label=0.0, target_query=query, target_source=source,
+        hist_items=[h["item"] for h in history],
+        hist_query=[h.get("query", ()) for h in history],
+        hist_attrs=[h.get("attrs", ()) for h in history],
+        hist_sources=[h.get("source", 1) for h in history],
+        hist_time_gaps=[float(h.get("age_seconds", 0.0)) for h in history],
+        record=f"user {user_id}").SerializeToString()
+    cands = [contract.make_example(user_id=0, target_item=c["item"], label=0.0,
+                                   target_attrs=c.get("attrs", ())).SerializeToString()
+             for c in candidates]
+    return context, cands
+
+
+def rank_arrays(contexts: Sequence[ExampleLike], candidates: Sequence[Sequence[ExampleLike]]):
+    """(context [B], candidates [B, N]) object arrays; short rows padded with b""."""
+    rows = [_serialize(c) for c in candidates]
+    if len(rows) != len(contexts):
+        raise ValueError(f"{len(contexts)} contexts but {len(rows)} candidate lists")
+    n = max((len(r) for r in rows), default=0)
+    grid = np.full((len(rows), n), b"", dtype=object)
+    for i, r in enumerate(rows):
+        grid[i, :len(r)] = r
+    return np.array(_serialize(contexts), dtype=object), grid
+
+
 class GrpcClient:
     """PredictionService / ModelService client."""
 
@@ -86,6 +122,23 @@ class GrpcClient:
 
     def predict_examples(self, examples, signature="serving_default", version=None):
         return self.predict(self.predict_request(examples, signature, version))
+
+    def rank_request(self, contexts, candidates,
+                     version: Optional[int] = None) -> predict_pb2.PredictRequest:
+        import tensorflow as tf
+        context, grid = rank_arrays(contexts, candidates)
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = self.model
+        req.model_spec.signature_name = "rank"
+        if version is not None:
+            req.model_spec.version.value = version
+        req.inputs["context"].CopyFrom(tf.make_tensor_proto(context, tf.string))
+        req.inputs["candidates"].CopyFrom(tf.make_tensor_proto(grid, tf.string))
+        return req
+
+    def rank(self, contexts, candidates, version=None) -> Dict[str, np.ndarray]:
+        """Scores (B, N) of B users' candidate lists (`rank` signature)."""
+        return self.predict(self.rank_request(contexts, candidates, version))
 
     def metadata(self) -> get_model_metadata_pb2.SignatureDefMap:
         req = get_model_metadata_pb2.GetModelMetadataRequest()
@@ -131,6 +184,15 @@ class RestClient:
         if preds and isinstance(preds[0], dict):
             return {k: np.array([p[k] for p in preds]) for k in keys}
         return {"output": np.array(preds)}
+
+    def rank(self, contexts, candidates, version=None) -> Dict[str, np.ndarray]:
+        """Scores (B, N) of B users' candidate lists (`rank` signature, columnar body)."""
+        context, grid = rank_arrays(contexts, candidates)
+        b64 = lambda x: {"b64": base64.b64encode(x).decode()}  # noqa: E731
+        body = {"signature_name": "rank", "inputs": {
+            "context": [b64(c) for c in context],
+            "candidates": [[b64(c) for c in row] for row in grid]}}
+        return {k: np.array(v) for k, v in self.post(body, version)["outputs"].items()}
 
     def status(self, version: Optional[int] = None) -> dict:
         with urllib.request.urlopen(self._url(version), timeout=self.timeout) as resp:

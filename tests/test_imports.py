@@ -8,6 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGES = ("seminar_tf", "beam_pipelines", "serving")
 
 LIBRARY = ("seminar_tf._keras_mode", "seminar_tf.config", "seminar_tf.features",
+           "seminar_tf.feature_names", "seminar_tf.example_writer",
            "seminar_tf.metrics", "seminar_tf.tables", "seminar_tf.serialization",
            "seminar_tf.progress",
            "seminar_tf.data", "seminar_tf.layers", "seminar_tf.models", "seminar_tf.tasks",

@@ -41,17 +41,16 @@ def test_export_layout_ops_and_warmup(trained):
     assert "PyFunc" not in ops and "EagerPyFunc" not in ops
     assert {"TopKV2", "GatherV2", "ParseExampleV2"} <= set(ops)
     loaded = tf.saved_model.load(v1)
-    n = 0
+    seen = []
     for raw in tf.data.TFRecordDataset(os.path.join(v1, "assets.extra",
                                                     "tf_serving_warmup_requests")):
         log = prediction_log_pb2.PredictionLog.FromString(raw.numpy())
         req = log.predict_log.request
-        assert req.model_spec.signature_name == "serving_default"
-        out = loaded.signatures["serving_default"](
-            examples=tf.constant(tf.make_ndarray(req.inputs["examples"])))
+        seen.append(req.model_spec.signature_name)
+        out = loaded.signatures[req.model_spec.signature_name](
+            **{k: tf.constant(tf.make_ndarray(v)) for k, v in req.inputs.items()})
         assert np.all(np.isfinite(out["score"].numpy()))
-        n += 1
-    assert n >= 1
+    assert seen.count("serving_default") >= 1 and "rank" in seen
 
 
 def test_export_check_rejects_python_ops(tmp_path):
@@ -94,7 +93,7 @@ def test_grpc_and_rest_equal_keras(trained, server_process):
     out = client.predict_examples(examples)
     np.testing.assert_allclose(out["score"], score, atol=1e-5)
     np.testing.assert_allclose(out["ctr"], ctr, atol=1e-5)
-    assert sorted(client.metadata().signature_def) == ["predict", "retrieve",
+    assert sorted(client.metadata().signature_def) == ["predict", "rank", "retrieve",
                                                        "serving_default"]
     status = client.status()
     from tensorflow_serving.apis import get_model_status_pb2
@@ -119,6 +118,45 @@ def test_grpc_and_rest_equal_keras(trained, server_process):
     metrics = urllib.request.urlopen(
         f"http://127.0.0.1:{server_process['rest_port']}/monitoring/prometheus/metrics").read()
     assert b"seminar_serving_requests_total" in metrics
+
+
+def test_rank_over_grpc_and_rest_equals_per_candidate(trained, server_process):
+    """One context + N candidates (rank) == N full Examples (serving_default)."""
+    from serving.client import examples_from_events, rank_request_from_events
+    model_dir, _, _, _ = trained
+    model = training.load_model(model_dir, gsu="pq")
+    contract = F.FeatureContract.from_config(model.config.data)
+    rng = np.random.default_rng(0)
+    d = model.config.data
+    history = [{"item": int(i), "query": [int(rng.integers(2, d.query_vocab_size))],
+                "attrs": [int(a) for a in rng.integers(2, d.attr_vocab_size, d.num_attrs)],
+                "source": 2, "age_seconds": float(1000 * (30 - k))}
+               for k, i in enumerate(rng.choice(np.arange(2, d.item_vocab_size), 30, False))]
+    cands = [{"item": int(i), "attrs": [int(a) for a in rng.integers(2, d.attr_vocab_size,
+                                                                      d.num_attrs)],
+              "query": [5], "source": 2} for i in rng.integers(2, d.item_vocab_size, 12)]
+    per = examples_from_events(contract, 3, history, cands)
+    grpc_client = GrpcClient(f"127.0.0.1:{server_process['grpc_port']}", NAME)
+    expected = grpc_client.predict_examples(per)["score"]
+    context, items = rank_request_from_events(contract, 3, history, cands, query=[5], source=2)
+    # two rows: the full list, and a shorter one padded with ""
+    got = grpc_client.rank([context, context], [items, items[:5]])
+    assert got["score"].shape == (2, 12)
+    np.testing.assert_allclose(got["score"][0], expected, atol=1e-5)
+    np.testing.assert_allclose(got["score"][1, :5], expected[:5], atol=1e-5)
+    assert got["mask"][1].tolist() == [True] * 5 + [False] * 7
+    assert np.all(got["score"][1, 5:] == 0)
+    rest = RestClient(f"http://127.0.0.1:{server_process['rest_port']}", NAME)
+    np.testing.assert_allclose(rest.rank([context], [items])["score"][0], expected, atol=1e-5)
+    # rows that disagree, and a garbage candidate: INVALID_ARGUMENT, then the server still works
+    req = grpc_client.rank_request([context], [items])
+    req.inputs["context"].CopyFrom(tf.make_tensor_proto([context, context], tf.string))
+    code, _ = _grpc_code(lambda: grpc_client.predict(req))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, _ = _grpc_code(lambda: grpc_client.rank([context], [[b"garbage"]]))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    np.testing.assert_allclose(grpc_client.rank([context], [items])["score"][0], expected,
+                               atol=1e-5)
 
 
 def _grpc_code(fn):
