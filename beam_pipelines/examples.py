@@ -56,7 +56,7 @@ class BuildExamples(beam.DoFn):
                 continue
             Metrics.counter("examples", split).inc()
             yield beam.pvalue.TaggedOutput(split, serialized)
-            if split != "candidates":
+            if split not in ("candidates", "candidate_lists"):
                 yield beam.pvalue.TaggedOutput("lengths", (split, hist_len))
 
 

@@ -18,7 +18,9 @@ Sequence rules:
   history and query; they exclude the items the user interacted with up to the target's
   time (never the user's *future* clicks, which would leak them into training). Samples are drawn from a generator seeded by (seed, user, timestamp), so
   any runner reproduces them.
-- Evaluation candidates: for the test positive, 1 positive + `num_candidates - 1` sampled
+- Evaluation candidates (also written as `candidate_lists`: one ranking record per group,
+  the context Example once plus N small candidate Examples, the `rank` signature's format)
+  for the test positive, 1 positive + `num_candidates - 1` sampled
   items that the user never interacted with positively, all with the same history. A group
   the catalogue cannot fill is reported as ("short_groups", None, missing count). Every
   candidate example carries its group's id (`group_id`), so that two clicked items of one
@@ -35,7 +37,7 @@ import numpy as np
 from beam_pipelines.records import Event
 from seminar_tf import features as F
 
-SPLITS = ("train", "valid", "test", "candidates")
+SPLITS = ("train", "valid", "test", "candidates", "candidate_lists")
 
 
 class BuildOptions(NamedTuple):
@@ -221,9 +223,15 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
                 options.split == "time" and split == "test" and e.label > 0)):
             rng = _rng(options.seed, "candidates", user_id, e.timestamp_ms)
             group = group_id(user_id, e.timestamp_ms, item)
-            yield "candidates", example(k, item, 1.0, lo, hi, group), length
+            context = example(k, item, 1.0, lo, hi, group)
+            yield "candidates", context, length
             negatives = sampler.draw(rng, options.num_candidates - 1, positives)
             for neg in negatives:
                 yield "candidates", example(k, neg, 0.0, lo, hi, group), length
+            # the same group as one ranking record: the history once, N small candidates
+            listed = [(item, 1.0)] + [(neg, 0.0) for neg in negatives]
+            yield "candidate_lists", contract.make_ranking_record(context, [
+                contract.make_candidate(i, item_attrs.get(i, no_attrs), label, group)
+                for i, label in listed]), length
             if len(negatives) < options.num_candidates - 1:  # reported, never silent
                 yield "short_groups", None, options.num_candidates - 1 - len(negatives)

@@ -22,7 +22,7 @@ def summarize(parts):
             out["length_hist"][b] = out["length_hist"].get(b, 0) + value
         elif kind == "events":
             out["events"] += value
-    for s in ("candidates",):
+    for s in ("candidates", "candidate_lists"):
         out["examples"].pop(s)
     return json.dumps(out, sort_keys=True)
 

@@ -40,6 +40,56 @@ def predict_split(model, data_dir: str, split: str, batch_size: int = 512) -> Di
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
 
 
+def predict_groups(model, data_dir: str, groups_per_batch: int = 16
+                   ) -> Dict[str, np.ndarray]:
+    """Scores the candidate groups through the shared-history path (`LifelongRanker.rank`,
+    the `rank` signature's graph): each group's history is parsed and encoded once, and its
+    N candidates are scored together. Reads the `candidate_lists` split (ranking records).
+
+    Returns:
+        the columns of `predict_split` (one row per real candidate).
+    """
+    contract = contract_of(model.config)
+    ds = make_dataset(split_pattern(data_dir, "candidate_lists"), contract,
+                      batch_size=groups_per_batch, deterministic=True,
+                      parse=contract.parse_ranking_records)
+
+    @tf.function(reduce_retracing=True)
+    def score(context, candidates):
+        ctx = {k: context[k] for k in (F.USER_ID, F.TARGET_QUERY, F.TARGET_SOURCE,
+                                       *F.HISTORY_FEATURES)}
+        return model.rank(ctx, candidates, training=False)["score"]
+
+    cols = {k: [] for k in ("label", "score", "user", "timestamp", "source", "item", "group")}
+    for context, cands in ds:
+        mask = cands[F.CANDIDATE_MASK].numpy()
+        n = mask.shape[1]
+        row = lambda x: np.repeat(x.numpy()[:, None], n, 1)[mask]  # noqa: E731
+        cols["score"].append(score(context, cands).numpy()[mask])
+        cols["label"].append(cands[F.LABEL].numpy()[mask])
+        cols["item"].append(cands[F.TARGET_ITEM].numpy()[mask])
+        cols["group"].append(cands[F.GROUP_ID].numpy()[mask])
+        cols["user"].append(row(context[F.USER_ID]))
+        cols["timestamp"].append(row(context[F.TIMESTAMP]))
+        cols["source"].append(row(context[F.TARGET_SOURCE]))
+    return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
+
+
+def predict_candidates(model, data_dir: str, shared_history: bool = True):
+    """The candidate groups' scores: through the shared-history path when the dataset has
+    ranking records (`candidate_lists`), else (older datasets, or `shared_history=False`)
+    one example per candidate. None if the dataset has no candidate groups."""
+    for split, shared in (("candidate_lists", True), ("candidates", False)):
+        if shared and not shared_history:
+            continue
+        try:
+            return predict_groups(model, data_dir) if shared else predict_split(
+                model, data_dir, split)
+        except FileNotFoundError:
+            continue
+    return None
+
+
 def impression_metrics(p: Dict[str, np.ndarray]) -> Dict[str, float]:
     out = {"auc": M.auc(p["label"], p["score"]),
            "gauc": M.gauc(p["user"], p["label"], p["score"]),
@@ -73,19 +123,21 @@ def popularity_scores(data_dir: str, cfg: SeminarConfig, p: Dict[str, np.ndarray
 
 def evaluate(model_dir: str, data_dir: Optional[str] = None, *, model=None,
              with_popularity: bool = True, write: bool = True,
-             gsu: Optional[str] = None) -> Dict:
+             gsu: Optional[str] = None, shared_history: bool = True) -> Dict:
     """Evaluates on the test split (AUC, GAUC, logloss) and the fixed candidate sets
-    (HIT@K, NDCG@K, MRR); writes `metrics.json` into the model directory."""
+    (HIT@K, NDCG@K, MRR); writes `metrics.json` into the model directory.
+
+    Args:
+        shared_history: score candidate groups through the shared-history `rank` path (one
+            history encoding per group); False scores one example per candidate.
+    """
     if data_dir is None:
         with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
             data_dir = json.load(f)["data_dir"]
     model = model or load_model(model_dir, gsu=gsu)
     test = predict_split(model, data_dir, "test")
     result = {"test": impression_metrics(test)}
-    try:
-        cand = predict_split(model, data_dir, "candidates")
-    except FileNotFoundError:
-        cand = None
+    cand = predict_candidates(model, data_dir, shared_history)
     if cand is not None and len(cand["label"]):
         result["candidates"] = candidate_metrics(cand)
     if with_popularity:

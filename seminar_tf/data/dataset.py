@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import glob
 import os
-from typing import List, Optional, Sequence, Union
+from typing import Callable, List, Optional, Sequence, Union
 
 import tensorflow as tf
 
@@ -33,7 +33,8 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
                  batch_size: int = 256, shuffle_buffer: int = 0, seed: int = 0,
                  repeat: bool = False, deterministic: bool = False,
                  drop_remainder: bool = False, num_shards: int = 1, shard_index: int = 0,
-                 take: Optional[int] = None) -> tf.data.Dataset:
+                 take: Optional[int] = None,
+                 parse: Optional[Callable] = None) -> tf.data.Dataset:
     """Builds a batched, prefetched dataset of parsed feature dicts.
 
     Args:
@@ -47,9 +48,11 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
         drop_remainder: drop a final partial batch.
         num_shards, shard_index: read only every num_shards-th file (per-worker sharding).
         take: keep only the first `take` examples (after sharding, before shuffling).
+        parse: the batch parser (default `contract.parse_examples`;
+            `contract.parse_ranking_records` for the `candidate_lists` split).
 
     Returns:
-        A `tf.data.Dataset` of dicts as returned by `FeatureContract.parse_examples`.
+        A `tf.data.Dataset` of what `parse` returns (dicts of `parse_examples`).
     """
     files = list_shards(pattern)
     if num_shards > 1:
@@ -69,7 +72,7 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
     if repeat:
         ds = ds.repeat()
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(contract.parse_examples, num_parallel_calls=parallel,
+    ds = ds.map(parse or contract.parse_examples, num_parallel_calls=parallel,
                 deterministic=deterministic or None)
     return ds.prefetch(tf.data.AUTOTUNE)
 
