@@ -1,31 +1,33 @@
-"""GSU scoring + top-K: PQ lookup attention against exact attention and FAISS.
+"""GSU scoring as exported: PQ lookup attention vs the exact GSU on real, distinct histories.
 
-Formulations (d=64, 4 modalities + the query part, top-K=100), per (L, batch):
-  a1  exact over per-modality float keys: gather the 4 per-modality key parts of each
-      behaviour's item and its query tokens' embeddings, sum, dot with u, top-K
-      (the work the model's exact GSU does per request);
-  a2  exact over cached fused float keys (TWIN-style cache: d floats per behaviour), one dot
-      product each, top-K: the best exact a production engineer would build;
-  b   PQ lookup attention from cached codes (uint8 per sub-quantizer per behaviour):
-      b/mm: the multi-modal codebooks, one per part (4 modalities + query) x S sub-spaces,
-            5*S lookups per behaviour;
-      b/fused: one codebook over the fused key, S lookups per behaviour;
-      each plain TF and under XLA (jit_compile=True);
-  c   FAISS IndexPQ (inner product, S sub-quantizers x 8 bits) with the *same* codebook and
-      codes as b/fused, one index scan per request.
-Recall@100 of every PQ variant against the exact top-100 is measured on *trained* keys: the
-item key parts and query parts of a SEMINAR model trained here on generated data, with real
-histories concatenated to length L and targets from the test split.
+Keys: a SEMINAR model (d=64) trained here on generated data (pretraining + 1 epoch), and
+lifelong histories of `--long-users` users with `--long-events` generated events each (the
+same catalogue), read into memory from the raw logs: each user's most recent L clicks,
+distinct users, no concatenated prefixes (the share of repeated (item, query) pairs is
+reported). Targets: catalogue items paired with the user's last query.
 
-Writes benchmarks/results/pq_attention.{json,md} and pq_recall_vs_bytes.png.
+Timed (median ms, one compiled function each, XLA off and on), per L:
+  shape "batch"  (B independent histories, one target each; the `serving_default` path):
+    exact  the model's exact GSU (`ExactTargetRetrieval`): encode all L behaviours, score;
+    cached cached fused float item keys (d floats per item) + the exact query part, top-K
+           (the exact baseline a production engineer would build: TWIN's key cache);
+    pq     `PQLookupAttention.call` (uint8 codes, one LUT per target).
+  shape "one_history" (one history x N candidates; the `rank` path):
+    exact  `ExactTargetRetrieval.call_many` over the encoded history;
+    cached the cached keys gathered once, one (N x d).(d x L) product;
+    pq_decode / pq_lookup  `PQLookupAttention.call_many` with rank_scoring decode / lookup.
+Recall@100 against the exact top-100 of the trained model's keys, for codebooks of several
+byte budgets: set recall, tie-aware recall (share of the PQ top-100 whose exact score is >=
+the exact 100th score), and both after an exact re-rank of the PQ top-200.
+A last table times the PQ query part at query vocabularies of 10^4 and 10^6 tokens.
 
-    python benchmarks/pq_attention.py [--model-dir DIR] [--Ls 1000 10000 100000] [--quick]
+    python benchmarks/pq_attention.py [--Ls 1000 10000] [--quick]
 """
 import argparse
-import json
+import csv
 import os
 import sys
-import time
+from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -36,336 +38,347 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import machine, markdown_table, median_seconds, write_results  # noqa
 from seminar_tf import features as F  # noqa: E402
-from seminar_tf.layers.retrieval.pq import pq_item_scores  # noqa: E402
-from seminar_tf.pq.quantizer import ProductQuantizer  # noqa: E402
 
 K = 100
-MAX_INTERMEDIATE_BYTES = 2 * 2**30
 
 
 def trained_model(work, args):
-    """A SEMINAR ranker (d=64) trained on generated data: pretrain + 1 epoch finetune."""
+    """(model_dir, data_dir) of a SEMINAR ranker trained on generated data (cached)."""
     from beam_pipelines import pipeline
     from seminar_tf import training
     from seminar_tf.data import synthetic
     from seminar_tf.pretraining import pretrain
-    model_dir = os.path.join(work, "model")
-    data = os.path.join(work, "data")
+    model_dir, data = os.path.join(work, "model"), os.path.join(work, "data")
     if not os.path.exists(os.path.join(model_dir, "train.json")):
         raw = os.path.join(work, "raw")
-        synthetic.generate(raw, synthetic.SyntheticConfig(num_users=args.users,
-                                                          num_items=args.items, seq_len=250))
+        synthetic.generate(raw, synthetic.SyntheticConfig(
+            num_users=args.users, num_items=args.items, seq_len=250, seed=0))
         pipeline.run("kuaisar", raw, data, max_seq_len=200, num_candidates=10)
-        cfg = training.config_for("seminar", data, model=dict(top_k=50),
+        cfg = training.config_for("seminar", data, model=dict(top_k=50, embedding_dim=64),
                                   train=dict(batch_size=256, epochs=1))
         pretrain(data, os.path.join(work, "psu"), cfg, verbose=2, steps=args.pretrain_steps)
         training.train("seminar", data, model_dir, cfg, init_from=os.path.join(work, "psu"),
                        verbose=2)
-    return training.load_model(model_dir), data
+    return model_dir, data
 
 
-def trained_keys(model, data, L, B, seed=0):
-    """Per-behaviour key material of real histories concatenated to length L.
+def long_histories(model, data, work, args, L):
+    """Context features (numpy) of the long users' most recent L clicks, and stats."""
+    from beam_pipelines.sources.kuaisar import kuaisar_rec, kuaisar_src
+    from seminar_tf.data import synthetic
+    from seminar_tf.model_dir import load_item_table
+    raw = os.path.join(work, f"long_raw_{args.long_users}_{args.long_events}")
+    if not os.path.exists(os.path.join(raw, "meta.json")):
+        synthetic.generate(raw, synthetic.SyntheticConfig(
+            num_users=args.long_users, num_items=args.items, seq_len=args.long_events, seed=0))
+    vocab = {}
+    for name in ("items", "query_tokens"):
+        with open(os.path.join(data, "vocab", f"{name}.txt"), encoding="utf-8") as f:
+            vocab[name] = {k.rstrip("\n"): i + 2 for i, k in enumerate(f)}
+    clicks = defaultdict(list)
+    for fname, parse in (("rec_inter.csv", kuaisar_rec), ("src_inter.csv", kuaisar_src)):
+        with open(os.path.join(raw, fname), encoding="utf-8") as f:
+            for row in csv.DictReader(f):
+                e = parse(row)
+                if e.label > 0:
+                    clicks[e.user].append(e)
+    attrs = load_item_table(data)["attrs"]
+    d = model.config.data
+    Q = d.max_query_tokens
+    users = sorted(clicks)[:args.long_users]
+    B = len(users)
+    out = {F.HIST_ITEMS: np.zeros((B, L), np.int64), F.HIST_QUERY: np.zeros((B, L, Q), np.int64),
+           F.HIST_ATTRS: np.zeros((B, L, d.num_attrs), np.int64),
+           F.HIST_SOURCES: np.zeros((B, L), np.int64),
+           F.HIST_TIME_GAPS: np.zeros((B, L), np.float32)}
+    lengths, last_query, pairs, repeated = [], [], 0, 0
+    for b, user in enumerate(users):
+        events = sorted(clicks[user], key=lambda e: e.timestamp_ms)[-L:]
+        n = len(events)
+        lengths.append(n)
+        now = events[-1].timestamp_ms + 1000
+        items = np.array([vocab["items"].get(e.item, F.OOV_ID) for e in events])
+        q = np.zeros((n, Q), np.int64)
+        for k, e in enumerate(events):
+            ids = [vocab["query_tokens"].get(t, F.OOV_ID) for t in e.query][:Q]
+            q[k, :len(ids)] = ids
+        out[F.HIST_ITEMS][b, L - n:] = items
+        out[F.HIST_QUERY][b, L - n:] = q
+        out[F.HIST_ATTRS][b, L - n:] = attrs[np.minimum(items, len(attrs) - 1)]
+        out[F.HIST_SOURCES][b, L - n:] = [e.source for e in events]
+        out[F.HIST_TIME_GAPS][b, L - n:] = [(now - e.timestamp_ms) / 1000 for e in events]
+        keys = {(int(i), tuple(t)) for i, t in zip(items, q)}
+        pairs += n
+        repeated += n - len(keys)
+        last_query.append(next((r for r in q[::-1] if r.any()), np.zeros(Q, np.int64)))
+    out[F.USER_ID] = np.full(B, F.OOV_ID, np.int64)
+    out[F.TARGET_QUERY] = np.stack(last_query)
+    out[F.TARGET_SOURCE] = np.full(B, F.SOURCE_SEARCH, np.int64)
+    stats = {"users": B, "min_length": int(min(lengths)), "L": L,
+             "repeated_item_query_share": repeated / max(pairs, 1)}
+    return out, stats
 
-    Returns dict: u (B, d); item ids (B, L); tokens (B, L, Q); mask; per-modality item part
-    table (V, M, d); query parts (B, L, d); fused keys (B, L, d).
-    """
-    from seminar_tf.data.dataset import make_dataset, split_pattern
+
+def pq_model(model_dir, data, num_subspaces, combine, rank_scoring="decode"):
+    """The trained model with the PQ GSU and 256-codeword codebooks of the given budget."""
+    from seminar_tf.config import SeminarConfig
+    from seminar_tf.model_dir import load_item_table, weights_path
+    from seminar_tf.models.registry import build_model
+    from seminar_tf.pq.build import build_codebooks
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        cfg = SeminarConfig.from_json(f.read())
+    cfg = cfg.replace(model={"gsu": "pq"}, pq=dict(
+        num_subspaces=num_subspaces, combine_parts=combine, num_codewords=256,
+        rank_scoring=rank_scoring, sample_size=50_000, kmeans_iters=15))
+    m = build_model(cfg)
+    m.load_weights(weights_path(model_dir)).expect_partial()
+    quant, codes = build_codebooks(m, load_item_table(data)["attrs"], cfg.pq)
+    m.gsu.set_codebooks(quant.codebooks, codes)
+    return m, int(np.prod(codes.shape[1:]))
+
+
+def gsu_inputs(model, ctx, items, attrs_table):
+    """(many-inputs dict for B histories x N candidates, context tensors)."""
+    B, N = items.shape
+    c = {k: tf.constant(v) for k, v in ctx.items()}
+    enc = model.pair_encoder(tf.reshape(items, [-1]),
+                             tf.constant(attrs_table[items.reshape(-1)]),
+                             tf.repeat(c[F.TARGET_QUERY], N, axis=0))
+    return {"target": tf.reshape(enc["pair"], [B, N, -1]),
+            "target_query": tf.reshape(enc["query"], [B, N, -1]),
+            "target_item": tf.constant(items),
+            "target_attrs": tf.constant(attrs_table[items]),
+            "mask": c[F.HIST_ITEMS] != 0, "hist_items": c[F.HIST_ITEMS],
+            "hist_query": c[F.HIST_QUERY], "hist_attrs": c[F.HIST_ATTRS]}, c
+
+
+def item_key_cache(model, data):
+    """Cached fused float item keys (V, d): the item part of every item's pair key."""
+    from seminar_tf.model_dir import load_item_table
     from seminar_tf.pq.build import item_key_parts
-    contract = F.FeatureContract.from_config(model.config.data)
-    batches = list(make_dataset(split_pattern(data, "train"), contract, batch_size=512,
-                                deterministic=True).take(40))
-    items = np.concatenate([b[F.HIST_ITEMS].numpy() for b in batches])
-    tokens = np.concatenate([b[F.HIST_QUERY].numpy() for b in batches])
-    real = items != 0
-    flat_items, flat_tokens = items[real], tokens[real]
-    rng = np.random.default_rng(seed)
-    starts = rng.integers(0, len(flat_items) - L, size=B) if len(flat_items) > L else \
-        np.zeros(B, int)
-    idx = (starts[:, None] + np.arange(L)[None, :]) % len(flat_items)
-    hist_items, hist_tokens = flat_items[idx], flat_tokens[idx]
-    test = next(iter(make_dataset(split_pattern(data, "test"), contract, batch_size=B,
-                                  deterministic=True)))
-    target = model.encode_target(test)["pair"]
-    u = model.esu.query_in_key_space(target).numpy()
-    if len(u) < B:
-        u = u[rng.integers(0, len(u), size=B)]
-    table = training_item_attrs(data)
-    parts = item_key_parts(model, table)  # (V, M, d)
-    qe = model.pair_encoder.query_encoder
-    a = float(model.pair_encoder.pair_fusion.weight_of_query())
-    q_parts = []
-    for b in range(B):
-        vec, _ = qe(tf.constant(hist_tokens[b]))
-        q_parts.append(a * vec.numpy())
-    q_parts = np.stack(q_parts).astype(np.float32)
-    fused = parts[hist_items].sum(2) + q_parts
-    return {"u": u.astype(np.float32), "items": hist_items, "tokens": hist_tokens,
-            "parts": parts.astype(np.float32), "query_parts": q_parts,
-            "fused": fused.astype(np.float32), "a": a,
-            "token_table": qe.token_embedding.embeddings.numpy(),
-            "no_query": qe.no_query.numpy()}
+    return item_key_parts(model, load_item_table(data)["attrs"], combine=True)[:, 0]
 
 
-def training_item_attrs(data):
-    from seminar_tf.training import load_item_table
-    return load_item_table(data)["attrs"]
+def recall_rows(exact_scores, pq_scores, mask):
+    """Set / tie-aware recall@100, raw and after an exact re-rank of the PQ top-200."""
+    floor = np.finfo(np.float32).min
+    ex = np.where(mask, exact_scores, floor)
+    approx = np.where(mask, pq_scores, floor)
+    out = defaultdict(list)
+    for e, a in zip(ex.reshape(-1, ex.shape[-1]), approx.reshape(-1, ex.shape[-1])):
+        ref = np.argsort(-e, kind="stable")[:K]
+        kth = e[ref[-1]]
+        top = np.argsort(-a, kind="stable")
+        raw = top[:K]
+        rerank = top[:2 * K][np.argsort(-e[top[:2 * K]], kind="stable")][:K]
+        out["recall_at_100"].append(len(set(raw) & set(ref)) / K)
+        out["tie_aware_recall_at_100"].append(float(np.mean(e[raw] >= kth)))
+        out["recall_at_100_rerank_top200"].append(len(set(rerank) & set(ref)) / K)
+        out["tie_aware_recall_at_100_rerank_top200"].append(float(np.mean(e[rerank] >= kth)))
+        out["distinct_scores_in_exact_top100"].append(len(np.unique(e[ref])))
+    return {k: float(np.mean(v)) for k, v in out.items()}
 
 
-def exact_top(scores, k=K):
-    return np.argsort(-scores, 1)[:, :k]
-
-
-def recall(got, ref):
-    return float(np.mean([len(set(g) & set(r)) / len(r) for g, r in zip(got, ref)]))
-
-
-def quantizers(keys, S, C=256, sample=20000, seed=0):
-    """b/mm: one PQ per part (4 item modality parts + the query part); b/fused: one PQ."""
-    B, L, d = keys["fused"].shape
-    rng = np.random.default_rng(seed)
-    item_parts = keys["parts"][keys["items"]]  # (B, L, M, d)
-    all_parts = np.concatenate([item_parts, keys["query_parts"][:, :, None]], 2)
-    flat = all_parts.reshape(B * L, -1, d)
-    pick = rng.choice(len(flat), min(sample, len(flat)), replace=False)
-    mm = ProductQuantizer(S, C, iters=15, seed=seed).fit(flat[pick])
-    fused_flat = keys["fused"].reshape(B * L, 1, d)
-    fused = ProductQuantizer(S, C, iters=15, seed=seed).fit(fused_flat[pick])
-    return {"mm": (mm, mm.encode(flat).reshape(B, L, -1, S)),
-            "fused": (fused, fused.encode(fused_flat).reshape(B, L, 1, S))}
-
-
-def rerank(approx, exact, factor):
-    """PQ top-(factor*K) candidates, re-scored exactly (their K*factor float keys), top-K."""
-    cand = exact_top(approx, factor * K)
-    rescored = np.take_along_axis(exact, cand, 1)
-    return np.take_along_axis(cand, np.argsort(-rescored, 1)[:, :K], 1)
-
-
-def pq_recall_rows(keys, sizes=(4, 8, 16, 32)):
-    """Recall@100 against exact top-100 for several S, both codebook layouts, plain and with
-    an exact re-rank of the PQ top-200 / top-400 (only those behaviours' float keys read)."""
-    exact = np.einsum("bd,bld->bl", keys["u"], keys["fused"])
-    ref = exact_top(exact)
-    rows = []
-    for S in sizes:
-        qs = quantizers(keys, S)
-        for kind, (pq, codes) in qs.items():
-            approx = pq_item_scores(tf.constant(keys["u"]), tf.constant(pq.codebooks),
-                                    tf.constant(codes)).numpy()
-            rows.append({"layout": kind, "S": S, "lookups_per_behaviour": int(
-                codes.shape[2] * S), "bytes_per_behaviour": int(codes.shape[2] * S),
-                "recall_at_100": recall(exact_top(approx), ref),
-                "recall_at_100_rerank_top200": recall(rerank(approx, exact, 2), ref),
-                "recall_at_100_rerank_top400": recall(rerank(approx, exact, 4), ref)})
-    return rows
-
-
-def timed_formulations(keys_small, L, B, S, repeats, with_faiss=True, seed=0):
-    """Times a1, a2, b/mm, b/fused (+XLA) and FAISS on random tensors of the right shapes.
-
-    Speed does not depend on the values; recall is measured separately on trained keys.
-    """
-    d = keys_small["u"].shape[1]
-    V, M = keys_small["parts"].shape[:2]
-    Vq, Q = keys_small["token_table"].shape[0], keys_small["tokens"].shape[2]
-    rng = np.random.default_rng(seed)
-    u = tf.constant(rng.normal(size=(B, d)).astype(np.float32))
-    mask = tf.ones([B, L], tf.bool)
-    out = {}
-
-    def topk(scores):
-        return tf.math.top_k(tf.where(mask, scores, -np.inf), K)
-
-    a1_bytes = B * L * (M + Q) * d * 4
-    if a1_bytes <= MAX_INTERMEDIATE_BYTES:
-        parts = tf.constant(keys_small["parts"])
-        tok_table = tf.constant(keys_small["token_table"])
-        items = tf.constant(rng.integers(2, V, size=(B, L)), tf.int32)
-        tokens = tf.constant(rng.integers(0, Vq, size=(B, L, Q)), tf.int32)
-        a = keys_small["a"]
-
-        @tf.function
-        def a1():
-            item = tf.reduce_sum(tf.gather(parts, items), 2)  # (B, L, d) from M parts
-            te = tf.gather(tok_table, tokens)
-            m = tf.cast(tokens != 0, tf.float32)[..., None]
-            q = tf.reduce_sum(te * m, 2) / tf.maximum(tf.reduce_sum(m, 2), 1.0)
-            return topk(tf.einsum("bd,bld->bl", u, item + a * q))
-        out["a1"] = median_seconds(lambda: a1()[1].numpy(), repeats)
-    fused = tf.constant(rng.normal(size=(B, L, d)).astype(np.float32))
-
-    @tf.function
-    def a2():
-        return topk(tf.einsum("bd,bld->bl", u, fused))
-    out["a2"] = median_seconds(lambda: a2()[1].numpy(), repeats)
-
-    for kind, parts_n in (("mm", M + 1), ("fused", 1)):
-        books = tf.constant(rng.normal(size=(parts_n, S, 256, d // S)).astype(np.float32))
-        codes = tf.constant(rng.integers(0, 256, size=(B, L, parts_n, S)).astype(np.uint8))
-        for xla in (False, True):
-            fn = tf.function(lambda: topk(pq_item_scores(u, books, codes)), jit_compile=xla)
-            out[f"b_{kind}{'_xla' if xla else ''}"] = median_seconds(
-                lambda: fn()[1].numpy(), repeats)
-        if kind == "fused" and with_faiss:
-            out["c_faiss"] = faiss_time(books.numpy()[0], codes.numpy()[:, :, 0], u.numpy(),
-                                        repeats)
-    return out
-
-
-def faiss_time(books, codes, u, repeats):
-    """FAISS IndexPQ per request over that request's L codes (same codebook and codes)."""
-    import faiss
-    S, C, w = books.shape
-    d = S * w
-    indexes = []
-    for b in range(codes.shape[0]):
-        index = faiss.IndexPQ(d, S, 8, faiss.METRIC_INNER_PRODUCT)
-        faiss.copy_array_to_vector(np.ascontiguousarray(books.reshape(-1)), index.pq.centroids)
-        index.is_trained = True
-        faiss.copy_array_to_vector(np.ascontiguousarray(codes[b].reshape(-1)), index.codes)
-        index.ntotal = codes.shape[1]
-        indexes.append(index)
-
-    def run():
-        for b, index in enumerate(indexes):
-            index.search(u[b:b + 1], K)
-    return median_seconds(run, repeats)
-
-
-def faiss_agrees(keys, S=16):
-    """FAISS's scores with our codebook/codes equal the TF LUT scores (same codes)."""
-    import faiss
-    pq, codes = quantizers(keys, S)["fused"]
-    u = keys["u"][:2]
-    tf_scores = pq_item_scores(tf.constant(u), tf.constant(pq.codebooks),
-                               tf.constant(codes[:2])).numpy()
-    books = pq.codebooks[0]
-    d = books.shape[0] * books.shape[2]
-    worst = 0.0
-    for b in range(2):
-        index = faiss.IndexPQ(d, S, 8, faiss.METRIC_INNER_PRODUCT)
-        faiss.copy_array_to_vector(np.ascontiguousarray(books.reshape(-1)), index.pq.centroids)
-        index.is_trained = True
-        faiss.copy_array_to_vector(np.ascontiguousarray(codes[b, :, 0].reshape(-1)),
-                                   index.codes)
-        index.ntotal = codes.shape[1]
-        D, I = index.search(u[b:b + 1], 10)
-        worst = max(worst, float(np.max(np.abs(D[0] - tf_scores[b][I[0]]))))
-    return worst
-
-
-def plot(recall_rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for kind, label in (("fused", "one codebook over the fused key"),
-                        ("mm", "multi-modal codebooks (4 modalities + query)")):
-        rs = [r for r in recall_rows if r["layout"] == kind]
-        ax.plot([r["bytes_per_behaviour"] for r in rs], [r["recall_at_100"] for r in rs],
-                marker="o", label=label)
-        for r in rs:
-            ax.annotate(f"S={r['S']}", (r["bytes_per_behaviour"], r["recall_at_100"]),
-                        fontsize=7)
-    ax.axhline(0.95, color="grey", ls="--", lw=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("bytes per behaviour (float keys: 256)")
-    ax.set_ylabel("recall@100 vs exact top-100")
-    ax.set_title("PQ recall on trained SEMINAR keys, L=10,000")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+def timed(fn, args_, xla, repeats):
+    f = tf.function(fn, jit_compile=xla or None)
+    return 1000 * median_seconds(lambda: tf.nest.map_structure(
+        lambda t: t.numpy(), f(*args_)), repeats)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--work", default=os.path.join(ROOT, "runs", "pq_bench"))
+    p.add_argument("--Ls", type=int, nargs="*", default=[1000, 10000])
+    p.add_argument("--batch", type=int, default=8, help="B of the independent-history shape")
+    p.add_argument("--Ns", type=int, nargs="*", default=[100, 1000])
+    p.add_argument("--users", type=int, default=400)
+    p.add_argument("--items", type=int, default=20000)
+    p.add_argument("--long-users", type=int, default=8)
+    p.add_argument("--long-events", type=int, default=16000)
+    p.add_argument("--pretrain-steps", type=int, default=300)
+    p.add_argument("--budgets", default="4:0,8:0,16:0,8:1,16:1,32:1",
+                   help="S:combined codebook budgets for recall (bytes = parts x S)")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--work", default=os.path.join(ROOT, "runs", "bench_pq"))
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
-    p.add_argument("--Ls", type=int, nargs="*", default=[1000, 10000, 100000])
-    p.add_argument("--batches", type=int, nargs="*", default=[1, 32])
-    p.add_argument("--S", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=15)
-    p.add_argument("--users", type=int, default=300)
-    p.add_argument("--items", type=int, default=5000)
-    p.add_argument("--pretrain-steps", type=int, default=60)
-    p.add_argument("--recall-L", type=int, default=10000)
-    p.add_argument("--recall-B", type=int, default=32)
-    p.add_argument("--recall-only", action="store_true",
-                   help="recompute the recall rows (with re-ranking) into existing results")
     args = p.parse_args()
-    os.makedirs(args.work, exist_ok=True)
-    model, data = trained_model(args.work, args)
-    keys = trained_keys(model, data, args.recall_L, args.recall_B)
-    if args.recall_only:
-        rows = pq_recall_rows(keys, sizes=(args.S,))
-        path = os.path.join(args.out, "pq_attention.json")
-        with open(path) as f:
-            payload = json.load(f)
-        payload["recall_with_rerank"] = rows
-        with open(path, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-        table = markdown_table(rows, ["layout", "S", "bytes_per_behaviour", "recall_at_100",
-                                      "recall_at_100_rerank_top200",
-                                      "recall_at_100_rerank_top400"])
-        with open(os.path.join(args.out, "pq_attention.md"), "a") as f:
-            f.write("\nWith an exact re-rank of the PQ top-200 / top-400 (L="
-                    f"{args.recall_L}, B={args.recall_B}):\n\n{table}\n")
-        print(table)
-        return
-    recall_rows = pq_recall_rows(keys)
-    for r in recall_rows:
-        print(r, flush=True)
-    recall_at = {(r["layout"], r["S"]): r["recall_at_100"] for r in recall_rows}
-    faiss_diff = faiss_agrees(keys, args.S)
-    rows = []
-    S = args.S
+    if args.quick:
+        args.Ls, args.Ns, args.users, args.items = [1000], [100], 120, 3000
+        args.long_events, args.pretrain_steps, args.repeats = 3000, 20, 3
+        args.budgets = "8:0,16:1"
+        args.work += "_quick"
+    from seminar_tf import training
+    from seminar_tf.model_dir import load_item_table
+    model_dir, data = trained_model(args.work, args)
+    exact = training.load_model(model_dir, gsu="exact")
+    attrs_table = load_item_table(data)["attrs"]
+    cache_keys = tf.constant(item_key_cache(exact, data))
+    budgets = [tuple(int(x) for x in b.split(":")) for b in args.budgets.split(",")]
+    timing_budget = (16, 1) if (16, 1) in budgets else budgets[-1]
+    rows, recall_table = [], []
     for L in args.Ls:
-        for B in args.batches:
-            reps = max(3, args.repeats // (10 if L * B >= 1_000_000 else 1))
-            t = timed_formulations(keys, L, B, S, reps)
-            best_pq = min(t["b_fused"], t["b_fused_xla"])
-            row = {"L": L, "batch": B, "S": S, "C": 256,
-                   "times_ms": {k: round(v * 1000, 3) for k, v in t.items()},
-                   "bytes_per_behaviour": {"a1_per_modality_float": 4 * 64 * 4 + 4 * 6,
-                                           "a2_fused_float": 4 * 64,
-                                           "b_mm_codes": 5 * S, "b_fused_codes": S,
-                                           "c_faiss_codes": S},
-                   "recall_at_100": {"b_mm": recall_at[("mm", S)],
-                                     "b_fused": recall_at[("fused", S)],
-                                     "c_faiss": recall_at[("fused", S)]},
-                   "ratios": {
-                       "a1_over_best_pq": (t["a1"] / best_pq) if "a1" in t else None,
-                       "a2_over_best_pq": t["a2"] / best_pq,
-                       "best_pq_over_faiss": best_pq / t["c_faiss"],
-                       "b_mm_xla_over_b_fused_xla": t["b_mm_xla"] / t["b_fused_xla"]}}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    table = []
-    for r in rows:
-        tm = r["times_ms"]
-        table.append({"L": r["L"], "batch": r["batch"], "a1 ms": tm.get("a1", "skipped"),
-                      "a2 ms": tm["a2"], "PQ mm ms": tm["b_mm"], "PQ mm XLA ms": tm["b_mm_xla"],
-                      "PQ fused ms": tm["b_fused"], "PQ fused XLA ms": tm["b_fused_xla"],
-                      "FAISS ms": tm["c_faiss"],
-                      "a1/PQ": r["ratios"]["a1_over_best_pq"] or "-",
-                      "a2/PQ": r["ratios"]["a2_over_best_pq"],
-                      "PQ/FAISS": r["ratios"]["best_pq_over_faiss"]})
-    cols = list(table[0])
-    recall_table = markdown_table(recall_rows, ["layout", "S", "lookups_per_behaviour",
-                                                "bytes_per_behaviour", "recall_at_100",
-                                                "recall_at_100_rerank_top200"])
-    text = (markdown_table(table, cols) + "\n\nBytes per behaviour: a1 1048 (4x64 floats + 6 "
-            f"token ids), a2 256, PQ mm {5 * S}, PQ fused / FAISS {S}. "
-            f"PQ = best of the fused-codebook variants. FAISS and TF LUT scores on the same "
-            f"codes agree to {faiss_diff:.2e}.\n\nRecall@100 vs exact on trained keys "
-            f"(L={args.recall_L}, B={args.recall_B}):\n\n" + recall_table)
-    os.makedirs(args.out, exist_ok=True)
-    plot(recall_rows, os.path.join(args.out, "pq_recall_vs_bytes.png"))
-    write_results("pq_attention", {"machine": machine(), "K": K, "rows": rows,
-                                   "recall_vs_bytes": recall_rows,
-                                   "faiss_vs_tf_max_abs_diff": faiss_diff,
-                                   "config": vars(args)}, text, args.out)
+        ctx, stats = long_histories(exact, data, args.work, args, L)
+        print(stats, flush=True)
+        B = min(args.batch, len(ctx[F.HIST_ITEMS]))
+        # --- recall on trained keys: every history x 100 candidates
+        inputs, c = gsu_inputs(exact, ctx, np.random.default_rng(L).integers(
+            2, exact.config.data.item_vocab_size, (len(ctx[F.HIST_ITEMS]), 100)), attrs_table)
+        history = exact.encode_behaviours(c)
+        exact_scores = exact.gsu.scores_many(dict(inputs, keys=history["keys"])).numpy()
+        mask = np.broadcast_to(ctx[F.HIST_ITEMS][:, None, :] != 0, exact_scores.shape)
+        models = {}
+        for S, combined in budgets:
+            m, nbytes = pq_model(model_dir, data, S, bool(combined))
+            models[(S, combined)] = m
+            r = recall_rows(exact_scores, m.gsu.scores_many(inputs).numpy(), mask)
+            recall_table.append({"L": L, "num_subspaces": S, "combined": bool(combined),
+                                 "bytes_per_behaviour": nbytes, **r, **stats})
+            print(recall_table[-1], flush=True)
+        pqm = models[timing_budget]
+        nbytes = int(np.prod(pqm.gsu.item_codes.shape[1:]))
+        rec = next(r for r in recall_table if r["L"] == L and (
+            r["num_subspaces"], int(r["combined"])) == timing_budget)
+        # --- timing: shape "batch" (B histories, one target each)
+        one, cb = gsu_inputs(exact, {k: v[:B] for k, v in ctx.items()},
+                             np.random.default_rng(1).integers(2, exact.config.data.item_vocab_size,
+                                                               (B, 1)), attrs_table)
+        flat = {k: (v[:, 0] if k.startswith("target") else v) for k, v in one.items()}
+        per_target = {
+            "exact": lambda x, cc: exact.gsu(dict(x, keys=exact.encode_behaviours(cc)["keys"])),
+            "cached": lambda x, cc: cached_gsu(pqm, cache_keys, x),
+            "pq": lambda x, cc: pqm.gsu(x)}
+        many_inputs = {}
+        for N in args.Ns:
+            many_inputs[N] = gsu_inputs(exact, {k: v[:1] for k, v in ctx.items()},
+                                        np.random.default_rng(N).integers(
+                                            2, exact.config.data.item_vocab_size, (1, N)),
+                                        attrs_table)
+        for xla in (False, True):
+            times = {k: timed(fn, (flat, cb), xla, args.repeats) for k, fn in per_target.items()}
+            rows.append({"L": L, "shape": "batch", "batch_or_n": B, "xla": xla,
+                         **{f"{k}_ms": v for k, v in times.items()},
+                         "pq_over_cached": times["pq"] / times["cached"],
+                         "pq_over_exact": times["pq"] / times["exact"],
+                         "bytes_per_behaviour": nbytes, "cached_bytes_per_item": 4 * cache_keys.shape[1],
+                         **{k: rec[k] for k in ("recall_at_100", "tie_aware_recall_at_100",
+                                                "tie_aware_recall_at_100_rerank_top200")}})
+            print(rows[-1], flush=True)
+            for N in args.Ns:
+                x, cc = many_inputs[N]
+                lookup = lambda x, cc: pq_lookup(pqm, x)  # noqa: E731
+                fns = {"exact": lambda x, cc: exact.gsu.call_many(
+                           dict(x, keys=exact.encode_behaviours(cc)["keys"])),
+                       "cached": lambda x, cc: cached_gsu_many(pqm, cache_keys, x),
+                       "pq_decode": lambda x, cc: pq_with(pqm, "decode", x),
+                       "pq_lookup": lookup}
+                times = {k: timed(fn, (x, cc), xla, args.repeats) for k, fn in fns.items()}
+                best = min(times["pq_decode"], times["pq_lookup"])
+                rows.append({"L": L, "shape": "one_history", "batch_or_n": N, "xla": xla,
+                             **{f"{k}_ms": v for k, v in times.items()},
+                             "pq_ms": best, "pq_over_cached": best / times["cached"],
+                             "pq_over_exact": best / times["exact"],
+                             "bytes_per_behaviour": nbytes,
+                             "cached_bytes_per_item": 4 * cache_keys.shape[1],
+                             **{k: rec[k] for k in ("recall_at_100", "tie_aware_recall_at_100",
+                                                    "tie_aware_recall_at_100_rerank_top200")}})
+                print(rows[-1], flush=True)
+    vq_rows = query_vocab_rows(args)
+    payload = {"machine": machine(), "K": K, "config": vars(args), "rows": rows,
+               "recall": recall_table, "query_vocab": vq_rows,
+               "timing_codebooks": {"num_subspaces": timing_budget[0],
+                                    "combined": bool(timing_budget[1])}}
+    cols = ["L", "shape", "batch_or_n", "xla", "exact_ms", "cached_ms", "pq_ms", "pq_decode_ms",
+            "pq_lookup_ms", "pq_over_cached", "bytes_per_behaviour", "cached_bytes_per_item"]
+    table = "## GSU time (ms, median)\n\n" + markdown_table(rows, cols)
+    table += "\n\n## Recall@100 on trained keys of distinct histories\n\n" + markdown_table(
+        recall_table, ["L", "num_subspaces", "combined", "bytes_per_behaviour", "recall_at_100",
+                       "tie_aware_recall_at_100", "recall_at_100_rerank_top200",
+                       "tie_aware_recall_at_100_rerank_top200",
+                       "distinct_scores_in_exact_top100", "repeated_item_query_share"])
+    table += "\n\n## PQ query part vs query vocabulary\n\n" + markdown_table(
+        vq_rows, ["query_vocab", "L", "batch", "pq_ms"])
+    write_results("pq_attention", payload, table, args.out)
+    plot(recall_table, args.out)
+
+
+def per_target_u(pqm, target):
+    shape = tf.shape(target)
+    u = pqm.esu.query_in_key_space(tf.reshape(target, [-1, shape[-1]]))
+    return tf.reshape(u, tf.concat([shape[:-1], [-1]], 0))
+
+
+def cached_scores(pqm, cache_keys, x, many):
+    """Exact scores from cached fused float item keys + the exact query part."""
+    from seminar_tf.layers.retrieval.base import masked_top_k
+    keys = tf.gather(cache_keys, x["hist_items"])  # (B, L, d)
+    query_vec, _ = pqm.pair_encoder.query_encoder(x["hist_query"])
+    keys = keys + pqm.pair_encoder.pair_fusion.weight_of_query() * query_vec
+    u = per_target_u(pqm, x["target"])
+    if many:
+        return masked_top_k(tf.einsum("bnd,bld->bnl", u, keys), x["mask"][:, None, :], K)
+    return masked_top_k(tf.einsum("bd,bld->bl", u, keys), x["mask"], K)
+
+
+def cached_gsu(pqm, cache_keys, x):
+    return cached_scores(pqm, cache_keys, x, many=False)
+
+
+def cached_gsu_many(pqm, cache_keys, x):
+    return cached_scores(pqm, cache_keys, x, many=True)
+
+
+def pq_with(pqm, scoring, x):
+    pqm.gsu.rank_scoring = scoring
+    return pqm.gsu.call_many(x)
+
+
+def pq_lookup(pqm, x):
+    return pq_with(pqm, "lookup", x)
+
+
+def query_vocab_rows(args):
+    """PQ per-target scoring time at query vocabularies of 10^4 and 10^6 (random weights):
+    only the request's tokens are scored, so the time does not grow with the vocabulary."""
+    from seminar_tf.config import SeminarConfig
+    from seminar_tf.models.registry import build_model, model_config
+    rows = []
+    L, B, Q = min(args.Ls), args.batch, 6
+    for vq in (10_000, 1_000_000):
+        cfg = model_config("seminar", SeminarConfig()).replace(
+            data=dict(max_seq_len=L, max_query_tokens=Q, query_vocab_size=vq,
+                      item_vocab_size=20_000, attr_vocab_size=2_000, text_dim=32, image_dim=32),
+            model=dict(gsu="pq", embedding_dim=64, top_k=K), pq=dict(num_subspaces=8))
+        m = build_model(cfg)
+        rng = np.random.default_rng(0)
+        x = {"target": tf.constant(rng.normal(size=(B, 64)), tf.float32),
+             "hist_items": tf.constant(rng.integers(2, 20_000, (B, L))),
+             "hist_query": tf.constant(rng.integers(0, vq, (B, L, Q))),
+             "mask": tf.ones((B, L), tf.bool)}
+        ms = timed(lambda x: m.gsu(x), (x,), False, args.repeats)
+        rows.append({"query_vocab": vq, "L": L, "batch": B, "pq_ms": ms})
+        print(rows[-1], flush=True)
+    return rows
+
+
+def plot(recall_table, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for L in sorted({r["L"] for r in recall_table}):
+        rs = sorted((r for r in recall_table if r["L"] == L),
+                    key=lambda r: r["bytes_per_behaviour"])
+        x = [r["bytes_per_behaviour"] for r in rs]
+        ax.plot(x, [r["tie_aware_recall_at_100"] for r in rs], "o-", label=f"raw, L={L}")
+        ax.plot(x, [r["tie_aware_recall_at_100_rerank_top200"] for r in rs], "s--",
+                label=f"re-rank top-200, L={L}")
+    ax.set_xlabel("code bytes per item key")
+    ax.set_ylabel("tie-aware recall@100")
+    ax.set_xscale("log", base=2)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "pq_recall_vs_bytes.png"), dpi=120)
 
 
 if __name__ == "__main__":

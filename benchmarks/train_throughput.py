@@ -1,9 +1,14 @@
-"""Training and evaluation throughput (examples/second) of every registry model.
+"""Training and evaluation throughput of every registry model.
 
 Two configs: (L=100, K=50, d=64, H=4, batch 256) and (L=1000, K=200, d=64, H=4, batch 256).
 Inputs are random contract batches held in memory (the model is measured, not the input
 pipeline). Each step is a compiled `tf.function`; `--xla` also measures `jit_compile=True`
 and checks that its outputs equal the non-XLA ones.
+
+`eval_users_per_s`: offline evaluation on 1+99 candidates per user through the
+shared-history path that `evaluate` uses (`LifelongRanker.rank`: one history encoding per
+user, `--eval-users` users per batch), next to `eval_users_per_s_per_candidate` (the same
+100 candidates as 100 separate examples per user, the path evaluation used before).
 
     python benchmarks/train_throughput.py [--models twin seminar] [--steps 5] [--xla]
 """
@@ -21,6 +26,7 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import machine, markdown_table, median_seconds, write_results  # noqa
 from helpers import random_batch, tiny_item_table  # noqa: E402
+from seminar_tf import features as F  # noqa: E402
 from seminar_tf.config import SeminarConfig  # noqa: E402
 from seminar_tf.models.registry import MODELS, build_model, model_config  # noqa: E402
 
@@ -52,11 +58,46 @@ def measure(name, L, K, batch, steps, xla):
     row = {"model": name, "L": L, "K": K, "batch": batch, "xla": xla,
            "train_ex_per_s": batch / train_s, "eval_ex_per_s": batch / eval_s,
            "train_ms_per_step": 1000 * train_s, "eval_ms_per_batch": 1000 * eval_s}
+    row.update(eval_users(model, cfg, steps, xla, users=EVAL_USERS[0]))
     if xla:
         plain = tf.function(lambda b: model(b, training=False)["score"])
         row["xla_max_abs_diff"] = float(np.max(np.abs(plain(data).numpy()
                                                       - eval_fn(data).numpy())))
     return row
+
+
+EVAL_USERS = [16]
+CONTEXT = (F.USER_ID, F.TARGET_QUERY, F.TARGET_SOURCE) + F.HISTORY_FEATURES
+
+
+def eval_users(model, cfg, steps, xla, users, n=100):
+    """Users/s on 1+99 candidates: shared-history `rank` vs one example per candidate."""
+    L = cfg.data.max_seq_len
+    rng = np.random.default_rng(2)
+    data = random_batch(cfg, batch=users, seed=3,
+                        lengths=list(rng.integers(L // 4, L + 1, users)))
+    context = {k: data[k] for k in CONTEXT}
+    cands = {F.TARGET_ITEM: tf.constant(rng.integers(2, cfg.data.item_vocab_size,
+                                                     (users, n))),
+             F.TARGET_ATTRS: tf.constant(rng.integers(1, cfg.data.attr_vocab_size,
+                                                      (users, n, cfg.data.num_attrs)))}
+    rank_fn = tf.function(lambda c, x: model.rank(c, x, training=False)["score"],
+                          jit_compile=xla)
+    rank_s = median_seconds(lambda: rank_fn(context, cands).numpy(), steps)
+    # the per-candidate path on 2 users (200 examples) per call
+    per_users = 2
+    flat = {k: tf.repeat(v[:per_users], n, axis=0) for k, v in context.items()}
+    flat[F.TARGET_ITEM] = tf.reshape(cands[F.TARGET_ITEM][:per_users], [-1])
+    flat[F.TARGET_ATTRS] = tf.reshape(cands[F.TARGET_ATTRS][:per_users],
+                                      [per_users * n, -1])
+    per_fn = tf.function(lambda b: model(b, training=False)["score"], jit_compile=xla)
+    per_s = median_seconds(lambda: per_fn(flat).numpy(), max(2, steps // 2))
+    same = np.max(np.abs(rank_fn(context, cands).numpy()[:per_users].reshape(-1)
+                         - per_fn(flat).numpy()))
+    return {"eval_users_per_s": users / rank_s,
+            "eval_users_per_s_per_candidate": per_users / per_s,
+            "eval_users_per_batch": users, "eval_candidates": n,
+            "eval_rank_vs_per_candidate_max_abs_diff": float(same)}
 
 
 def main():
@@ -66,9 +107,11 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--xla", action="store_true", help="also measure jit_compile=True")
     p.add_argument("--configs", default="100:50,1000:200", help="L:K pairs")
+    p.add_argument("--eval-users", type=int, default=16, help="users per rank batch")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = p.parse_args()
     configs = [tuple(int(x) for x in c.split(":")) for c in args.configs.split(",")]
+    EVAL_USERS[0] = args.eval_users
     rows = []
     for L, K in configs:
         for name in args.models:
@@ -77,7 +120,8 @@ def main():
                 print(row, flush=True)
                 rows.append(row)
     cols = ["model", "L", "K", "batch", "xla", "train_ex_per_s", "eval_ex_per_s",
-            "train_ms_per_step", "eval_ms_per_batch"]
+            "train_ms_per_step", "eval_ms_per_batch", "eval_users_per_s",
+            "eval_users_per_s_per_candidate"]
     write_results("train_throughput", {"machine": machine(), "rows": rows,
                                        "steps_median_of": args.steps},
                   markdown_table(rows, cols), args.out)
