@@ -12,7 +12,7 @@ from typing import List, Optional
 def _cmd_generate(args) -> int:
     from seminar_tf.data import synthetic
     cfg = synthetic.SyntheticConfig(num_users=args.users, num_items=args.items,
-                                    seq_len=args.seq_len, seed=args.seed)
+                                    seq_len=args.seq_len, seed=args.seed, regime=args.regime)
     t0 = time.time()
     stats = synthetic.generate(args.out, cfg)
     stats["seconds"] = round(time.time() - t0, 2)
@@ -175,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--items", type=int, default=5000)
     g.add_argument("--seq-len", type=int, default=200, help="events per user (about)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--regime", choices=("category", "semantic"), default="category",
+                   help="what the lifelong interest is: a category (SIM-hard's rule finds it) "
+                        "or a semantic cluster across categories (seminar_tf.data.synthetic)")
     g.set_defaults(func=_cmd_generate)
 
     pp = sub.add_parser("preprocess", help="Beam: raw logs -> TFRecords, vocabularies, item "

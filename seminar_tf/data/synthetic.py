@@ -31,7 +31,17 @@ Generative process (all draws from one `numpy.random.Generator` seeded by `seed`
    lifelong included] + 0.8 [same top-level category as an interest] + 1.2 [the user searched
    this category in their last 5 events] + q_i)`` where q_i is a per-item quality term. Search
    and browsing thus inform each other through shared interests and recent-search intent.
-6. **History-only items.** A fraction `retired_fraction` of items is *retired*: they occur
+6. **Two regimes** (`regime`). "category" (the default, everything above): the lifelong
+   interest is a second-level category, so "same category as a past click" (SIM-hard's
+   rule) retrieves it by construction. "semantic": every item also belongs to one of
+   `n_semantic` *semantic clusters* drawn independently of its categories, its latent vector
+   gains a cluster term (``z_i = mu_cat1 + 0.7 mu_c + 1.2 nu_s + 0.35 eps``, so text and image
+   reveal the cluster), and the user's lifelong interest is a *cluster*: early in the
+   timeline the user engages with its items (from every category), and afterwards an item of
+   that cluster still gets the interest boost in the click logit, whatever its category.
+   Category matching has no built-in advantage there; the modalities carry the signal.
+   Active interests, searches and queries stay category-based in both regimes.
+7. **History-only items.** A fraction `retired_fraction` of items is *retired*: they occur
    only in the first `early_fraction` of each user's timeline. Building examples with
    `min_target_time = meta["min_target_time"]` (every event before it is history only) makes
    them appear only in histories, never as targets.
@@ -39,7 +49,9 @@ Generative process (all draws from one `numpy.random.Generator` seeded by `seed`
 Outputs in `out_dir`: `rec_inter.csv`, `src_inter.csv`, `item_features.csv`,
 `user_features.csv` (KuaiSAR columns, docs/design.md §4; keyword/caption lists written like
 `[20, 34, 3]`, timestamps unix ms as floats), `text_vectors.npy` + `text_item_ids.txt`,
-`image_vectors.npy` + `image_item_ids.txt`, and `meta.json` (the parameters, the suggested
+`image_vectors.npy` + `image_item_ids.txt`, in the semantic regime `semantic_clusters.npy`
+(each item's cluster, in `text_item_ids.txt` order; ground truth only), and `meta.json` (the
+parameters, the suggested
 `min_target_time` in unix ms, and the ground truth used by tests).
 """
 from __future__ import annotations
@@ -88,6 +100,8 @@ class SyntheticConfig:
     retired_fraction: float = 0.1
     missing_image_fraction: float = 0.05
     days: int = 60
+    regime: str = "category"
+    n_semantic: int = 12
 
 
 def _sigmoid(x):
@@ -110,6 +124,9 @@ def _fmt_time(ms: float) -> str:
 
 def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
     """Writes a synthetic KuaiSAR-schema dataset to `out_dir` and returns its statistics."""
+    if cfg.regime not in ("category", "semantic"):
+        raise ValueError(f"regime must be 'category' or 'semantic', not {cfg.regime!r}")
+    semantic = cfg.regime == "semantic"
     rng = np.random.default_rng(cfg.seed)
     os.makedirs(out_dir, exist_ok=True)
     n_cat2 = cfg.n_cat1 * cfg.cat2_per_cat1
@@ -124,6 +141,11 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
     cat3_of_item = cat2_of_item * 3 + rng.integers(0, 3, size=M)
     z = mu1[cat1_of_item] + 0.7 * mu2[cat2_of_item] + 0.35 * rng.normal(
         size=(M, cfg.latent_dim))
+    sem_of_item = np.full(M, -1)
+    if semantic:  # extra draws only in this regime: "category" datasets stay unchanged
+        nu = rng.normal(size=(cfg.n_semantic, cfg.latent_dim))
+        sem_of_item = rng.integers(0, cfg.n_semantic, size=M)
+        z = z + 1.2 * nu[sem_of_item]
     rot_text = _orthonormal(rng, cfg.text_dim, cfg.latent_dim)
     rot_image = _orthonormal(rng, cfg.image_dim, cfg.latent_dim)
     text = (z @ rot_text.T + 0.3 * rng.normal(size=(M, cfg.text_dim))).astype(np.float32)
@@ -144,6 +166,10 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
 
     items_by_cat2 = [np.flatnonzero((cat2_of_item == c) & ~retired) for c in range(n_cat2)]
     retired_by_cat2 = [np.flatnonzero((cat2_of_item == c) & retired) for c in range(n_cat2)]
+    # semantic regime: the lifelong interest's pools are clusters (ids n_cat2 + s)
+    for s_ in range(cfg.n_semantic if semantic else 0):
+        items_by_cat2.append(np.flatnonzero((sem_of_item == s_) & ~retired))
+        retired_by_cat2.append(np.flatnonzero((sem_of_item == s_) & retired))
     active_items = np.flatnonzero(~retired)
     active_cum = np.cumsum(popularity[active_items])
     active_cum /= active_cum[-1]
@@ -153,13 +179,17 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
     rec_rows, src_rows = [], []
     span_ms = cfg.days * 86_400_000
     session_id = 0
-    truth_related, truth_click = [], []
+    truth_related, truth_click, truth_lifelong = [], [], []
     for u in range(cfg.num_users):
         n_active = rng.integers(2, 5)
         interests = rng.choice(n_cat2, size=n_active + 1, replace=False, p=cat2_pop)
         active, lifelong = interests[:n_active], interests[n_active]
+        if semantic:  # the lifelong interest is a cluster; searches stay on categories
+            lifelong = n_cat2 + int(rng.integers(0, cfg.n_semantic))
+            interests = interests[:n_active]
         liked = set(interests.tolist())
         liked_cat1 = set(cat1_of_cat2[interests].tolist())
+        lifelong_cluster = lifelong - n_cat2 if semantic else -2
         T = max(8, int(rng.normal(cfg.seq_len, cfg.seq_len * 0.1)))
         times = START_MS + np.sort(rng.integers(0, span_ms, size=T)).astype(np.int64)
         early_until = START_MS + cfg.early_fraction * span_ms
@@ -201,12 +231,15 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
                 else:
                     i = _popular(rng, active_items, active_cum)
                 c = int(cat2_of_item[i])
-                logit = (-2.2 + 2.6 * (c in liked) + 0.8 * (cat1_of_item[i] in liked_cat1)
+                match = c in liked or sem_of_item[i] == lifelong_cluster
+                logit = (-2.2 + 2.6 * match + 0.8 * (cat1_of_item[i] in liked_cat1)
                          + 1.2 * (c in recent_search[-5:]) + quality[i])
                 click = int(rng.random() < _sigmoid(logit))
                 rec_rows.append((u, i, t_ms, click))
                 if not early:
                     truth_related.append(c in clicked_cat2)
+                    truth_lifelong.append(sem_of_item[i] == lifelong_cluster if semantic
+                                          else c == lifelong)
                     truth_click.append(click)
                 if click:
                     clicked_cat2.add(c)
@@ -253,12 +286,15 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
             w.writerow((u, int(rng.integers(1, 4)), int(rng.integers(1, 4)),
                         int(rng.integers(0, 8)), int(rng.integers(0, 40))))
     has_image = rng.random(M) >= cfg.missing_image_fraction
+    if semantic:  # ground truth for tests and analysis (not an input of any pipeline)
+        np.save(os.path.join(out_dir, "semantic_clusters.npy"), sem_of_item)
     np.save(os.path.join(out_dir, "text_vectors.npy"), text)
     _write_ids(os.path.join(out_dir, "text_item_ids.txt"), item_raw_id)
     np.save(os.path.join(out_dir, "image_vectors.npy"), image[has_image])
     _write_ids(os.path.join(out_dir, "image_item_ids.txt"), item_raw_id[has_image])
 
     related = np.array(truth_related, bool)
+    lifelong_hit = np.array(truth_lifelong, bool)
     clicks = np.array(truth_click, float)
     stats = {
         "rec_events": len(rec_rows),
@@ -281,6 +317,10 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
             if related.any() else None,
             "late_click_rate_unrelated_history": float(clicks[~related].mean())
             if (~related).any() else None,
+            "late_click_rate_lifelong_interest": float(clicks[lifelong_hit].mean())
+            if lifelong_hit.any() else None,
+            "late_click_rate_other": float(clicks[~lifelong_hit].mean())
+            if (~lifelong_hit).any() else None,
         },
     }
     with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:

@@ -124,3 +124,33 @@ def test_100k_events_in_seconds(tmp_path):
                                                               seq_len=200, seed=1))
     assert stats["events"] >= 100_000
     assert time.time() - t0 < 30
+
+
+def test_semantic_regime_plants_a_cross_category_lifelong_interest(generated, tmp_path):
+    out = str(tmp_path / "sem")
+    synthetic.generate(out, SyntheticConfig(num_users=120, num_items=800, seq_len=120, seed=3,
+                                            regime="semantic"))
+    meta = json.load(open(os.path.join(out, "meta.json")))
+    truth = meta["truth"]
+    assert meta["config"]["regime"] == "semantic"
+    # the lifelong cluster raises the late click rate
+    assert truth["late_click_rate_lifelong_interest"] > truth["late_click_rate_other"] + 0.1
+    clusters = np.load(os.path.join(out, "semantic_clusters.npy"))
+    items = _rows(os.path.join(out, "item_features.csv"))[1:]
+    cat2 = np.array([int(r[7]) for r in items])
+    # clusters cut across categories: every cluster holds items of many second-level ones
+    assert min(len(set(cat2[clusters == s])) for s in set(clusters.tolist())) >= 10
+    # text vectors reveal the cluster (nearest cluster mean), categories do not decide it
+    text = np.load(os.path.join(out, "text_vectors.npy"))
+    means = np.stack([text[clusters == s].mean(0) for s in range(clusters.max() + 1)])
+    nearest = np.argmin(((text[:, None, :] - means[None]) ** 2).sum(-1), 1)
+    assert np.mean(nearest == clusters) > 0.6
+    # the category regime is unchanged by the regime switch
+    cat = str(tmp_path / "cat")
+    synthetic.generate(cat, SyntheticConfig(num_users=120, num_items=800, seq_len=120, seed=3,
+                                            regime="category"))
+    for name in ("rec_inter.csv", "src_inter.csv", "item_features.csv"):
+        assert open(os.path.join(cat, name)).read() == open(
+            os.path.join(generated, name)).read(), name
+    with pytest.raises(ValueError, match="regime"):
+        synthetic.generate(str(tmp_path / "x"), SyntheticConfig(regime="bogus"))
