@@ -21,7 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", choices=("loo", "time"), default="loo")
     parser.add_argument("--valid-start-ms", type=int, default=0)
     parser.add_argument("--test-start-ms", type=int, default=0)
-    parser.add_argument("--neg-per-pos", type=int, default=None)
+    parser.add_argument("--negatives", choices=("observed", "sampled", "both"), default=None,
+                        help="training negatives: logged non-clicks, popularity-sampled items "
+                             "the user has not interacted with up to that time, or both "
+                             "(default: both where the source logs non-clicks, else sampled)")
+    parser.add_argument("--neg-per-pos", type=int, default=None,
+                        help="sampled negatives per positive (default 1 when sampled)")
     parser.add_argument("--sampling", choices=("uniform", "popularity"), default="popularity")
     parser.add_argument("--num-candidates", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)

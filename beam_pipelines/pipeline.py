@@ -118,7 +118,7 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
                   | "ItemLines" >> beam.Map(lambda ls: "".join(f"{x}\n" for x in sorted(ls))),
                   os.path.join(output, "items.jsonl"), "WriteItems")
 
-    use_sampler = (not spec.has_negatives) or options.neg_per_pos > 0 or options.num_candidates
+    use_sampler = options.negatives != "observed" or options.num_candidates
     sampler_data = vocab_items | "SamplerData" >> beam.Map(
         lambda voc, counts: _sampler_data((voc, counts)) if use_sampler else ([], []),
         beam.pvalue.AsSingleton(item_counts))
@@ -169,7 +169,7 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         max_query_tokens: int = 6, num_attrs: int = 4, title_tokens: int = 8,
         min_count: int = 1, min_target_time_ms: Optional[int] = None, split: str = "loo",
         valid_start_ms: int = 0, test_start_ms: int = 0, neg_per_pos: Optional[int] = None,
-        sampling: str = "popularity", num_candidates: int = 100, seed: int = 0,
+        negatives: Optional[str] = None, sampling: str = "popularity", num_candidates: int = 100, seed: int = 0,
         synth_queries: Optional[bool] = None, text_vectors: Optional[str] = None,
         text_ids: Optional[str] = None, image_vectors: Optional[str] = None,
         image_ids: Optional[str] = None, beam_args: Sequence[str] = (),
@@ -177,8 +177,14 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     """Runs the pipeline and writes stats.json / data_config.json; returns the stats.
 
     `min_target_time_ms` defaults to the `min_target_time` of a generator's `meta.json` in the
-    input directory (0 otherwise). `neg_per_pos` defaults to 0 for sources with real
-    non-clicks and 1 otherwise; `synth_queries` defaults to on for Amazon and MovieLens.
+    input directory (0 otherwise). `negatives` defaults to "both" for sources that log
+    non-clicks (KuaiSAR impressions, MovieLens low ratings, events with a label column) and
+    "sampled" otherwise (Amazon); `neg_per_pos` (sampled per positive) defaults to 1 when
+    sampled negatives are on. `synth_queries` defaults to on for Amazon and MovieLens.
+
+    Raises:
+        ValueError: `negatives="observed"` for a source without non-clicks, or `neg_per_pos`
+            > 0 with `negatives="observed"`.
     """
     source_cls = source_class(source)
     spec = source_cls.find(input_dir)
@@ -190,15 +196,15 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         if os.path.exists(meta_path):
             with open(meta_path, encoding="utf-8") as f:
                 min_target_time_ms = int(json.load(f).get("min_target_time", 0))
-    if neg_per_pos is None:
-        neg_per_pos = 0 if spec.has_negatives else 1
+    negatives, neg_per_pos = resolve_negatives(source, spec.has_negatives, negatives,
+                                               neg_per_pos)
     if synth_queries is None:
         synth_queries = not source_cls.has_real_queries
     options = BuildOptions(max_seq_len=max_seq_len, max_query_tokens=max_query_tokens,
                            num_attrs=num_attrs, min_target_time_ms=min_target_time_ms,
                            split=split, valid_start_ms=valid_start_ms,
                            test_start_ms=test_start_ms, neg_per_pos=neg_per_pos,
-                           sampling=sampling, num_candidates=num_candidates, seed=seed)
+                           negatives=negatives, sampling=sampling, num_candidates=num_candidates, seed=seed)
     # Vocabulary sizes are unknown before the run; the contract only serializes here.
     contract = F.FeatureContract(max_seq_len, max_query_tokens, num_attrs, 2**62, 2**62,
                                  2**62, 2**62)
@@ -269,6 +275,25 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     return stats
 
 
+def resolve_negatives(source: str, has_negatives: bool, negatives: Optional[str],
+                      neg_per_pos: Optional[int]):
+    """(negatives, neg_per_pos) after per-source defaults, refusing impossible choices."""
+    if negatives is None:
+        negatives = "both" if has_negatives else "sampled"
+    if negatives not in ("observed", "sampled", "both"):
+        raise ValueError(f"--negatives must be observed, sampled or both, not {negatives!r}")
+    if negatives == "observed" and not has_negatives:
+        raise ValueError(f"source {source!r} logs no non-clicks: use --negatives sampled or "
+                         "both")
+    if neg_per_pos is None:
+        neg_per_pos = 0 if negatives == "observed" else 1
+    if negatives == "observed" and neg_per_pos > 0:
+        raise ValueError("--neg-per-pos needs --negatives sampled or both")
+    if negatives != "observed" and neg_per_pos < 1:
+        raise ValueError(f"--negatives {negatives} needs --neg-per-pos >= 1")
+    return negatives, neg_per_pos
+
+
 def _default(input_dir: str, name: str) -> Optional[str]:
     path = os.path.join(input_dir, name)
     return path if os.path.exists(path) else None
@@ -284,7 +309,7 @@ def run_from_args(args, beam_args: Sequence[str]) -> Dict:
                min_count=args.min_count, min_target_time_ms=args.min_target_time_ms,
                split=args.split, valid_start_ms=args.valid_start_ms,
                test_start_ms=args.test_start_ms, neg_per_pos=args.neg_per_pos,
-               sampling=args.sampling, num_candidates=args.num_candidates, seed=args.seed,
+               negatives=args.negatives, sampling=args.sampling, num_candidates=args.num_candidates, seed=args.seed,
                text_vectors=args.text_vectors, text_ids=args.text_ids,
                image_vectors=args.image_vectors, image_ids=args.image_ids,
                beam_args=beam_args, progress=True)

@@ -13,11 +13,14 @@ Sequence rules:
 - Leave-one-out split: the user's last positive target is test (with every target event at
   or after its timestamp), the one before it validation, the rest train. With a time split,
   events at or after `test_start_ms` are test, at or after `valid_start_ms` validation.
-- Negatives: sources with real non-clicks keep them as label-0 targets. Otherwise (or in
-  addition, with `neg_per_pos`), sampled items become label-0 targets sharing the positive's
-  history and query; they exclude the items the user interacted with up to the target's
-  time (never the user's *future* clicks, which would leak them into training). Samples are drawn from a generator seeded by (seed, user, timestamp), so
-  any runner reproduces them.
+- Negatives (`negatives`): "observed" keeps a source's real non-clicks as label-0 targets;
+  "sampled" writes `neg_per_pos` sampled items per positive instead, label-0 targets sharing
+  the positive's history and query; "both" does both. Sampled negatives exclude the items the
+  user interacted with up to the target's time (never the user's *future* clicks, which
+  would leak them into training) and are drawn from a generator seeded by (seed, user,
+  timestamp), so any runner reproduces them. When observed non-clicks exist, sampled ones go
+  to train and validation only, so that the test split's impression AUC is measured on
+  logged impressions.
 - Evaluation candidates (also written as `candidate_lists`: one ranking record per group,
   the context Example once plus N small candidate Examples, the `rank` signature's format)
   for the test positive, 1 positive + `num_candidates - 1` sampled
@@ -51,6 +54,7 @@ class BuildOptions(NamedTuple):
     test_start_ms: int = 0
     neg_per_pos: int = 0
     sampling: str = "popularity"  # or "uniform"
+    negatives: str = "both"  # "observed", "sampled" or "both"
     num_candidates: int = 100
     seed: int = 0
 
@@ -200,6 +204,8 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
             group_id=group).SerializeToString()
 
     test_positive = target_pos[-1] if (options.split == "loo" and len(target_pos) >= 3) else None
+    observed = has_negatives and options.negatives in ("observed", "both")
+    sampled = options.negatives in ("sampled", "both")
     seen: set = set()  # items the user interacted with (any event) up to the target's time
     upto = 0
     for k in targets:
@@ -212,14 +218,15 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
         length = hi - lo
         split = split_of(e.timestamp_ms)
         item = int(items[k])
-        if e.label > 0 or has_negatives:
+        if e.label > 0 or observed:
             yield split, example(k, item, e.label, lo, hi), length
-        if e.label > 0 and sampler is not None and options.neg_per_pos > 0:
+        if (e.label > 0 and sampler is not None and sampled and options.neg_per_pos > 0
+                and not (observed and split == "test")):
             rng = _rng(options.seed, "neg", user_id, e.timestamp_ms, item)
             # no leakage: only what the user did up to now is excluded, not later clicks
             for neg in sampler.draw(rng, options.neg_per_pos, seen):
                 yield split, example(k, neg, 0.0, lo, hi), length
-        if sampler is not None and (k == test_positive or (
+        if sampler is not None and options.num_candidates > 0 and (k == test_positive or (
                 options.split == "time" and split == "test" and e.label > 0)):
             rng = _rng(options.seed, "candidates", user_id, e.timestamp_ms)
             group = group_id(user_id, e.timestamp_ms, item)

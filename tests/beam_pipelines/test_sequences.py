@@ -56,3 +56,50 @@ def test_time_split_session_with_two_clicks_gives_two_candidate_groups():
          "label": parsed[F.LABEL], "score": parsed[F.LABEL]}  # a perfect scorer
     metrics = candidate_metrics(p)
     assert metrics["groups"] == 2 and metrics["hit@1"] == 1.0
+
+
+def _labels_by_split(negatives, has_negatives=True):
+    items = [f"i{k}" for k in range(40)]
+    vocab = Vocab(items)
+    # clicks and logged non-clicks alternate; the last events fall in the test window
+    events = [Event("u", 1000 * (t + 1), items[t], (), float(t % 2 == 0), 1)
+              for t in range(12)]
+    contract = F.FeatureContract(8, 2, 1, 2**62, 2**62, 2**62, 2**62)
+    sampler = Sampler([vocab.id(i) for i in items], [1.0] * 40, mode="uniform")
+    opts = BuildOptions(max_seq_len=8, max_query_tokens=2, num_attrs=1, num_candidates=0,
+                        neg_per_pos=0 if negatives == "observed" else 2, negatives=negatives,
+                        split="time", valid_start_ms=9000, test_start_ms=10500)
+    out = {}
+    for split, ex, _ in build_user_examples(
+            3, events, item_vocab=vocab, token_vocab=Vocab([]), item_attrs={},
+            sampler=sampler, contract=contract, options=opts, has_negatives=has_negatives):
+        parsed = F.to_numpy(contract.parse_examples(tf.constant([ex])))
+        observed = int(parsed[F.TARGET_ITEM][0]) == vocab.id(items[parsed[F.TIMESTAMP][0] - 1])
+        kind = "pos" if parsed[F.LABEL][0] else ("observed" if observed else "sampled")
+        out.setdefault(split, []).append(kind)
+    return out
+
+
+def test_negatives_observed_sampled_both():
+    obs = _labels_by_split("observed")
+    assert "sampled" not in sum(obs.values(), []) and "observed" in obs["train"]
+    smp = _labels_by_split("sampled")
+    assert "observed" not in sum(smp.values(), [])
+    assert smp["train"].count("sampled") == 2 * smp["train"].count("pos")
+    assert "sampled" in smp["test"]  # no logged impressions: the test split needs sampled
+    both = _labels_by_split("both")
+    assert {"pos", "observed", "sampled"} <= set(both["train"])
+    # the test split keeps logged impressions only, so its AUC is an impression AUC
+    assert set(both["test"]) == {"pos", "observed"}
+
+
+def test_negatives_defaults_and_refusals():
+    import pytest
+    from beam_pipelines.pipeline import resolve_negatives
+    assert resolve_negatives("kuaisar", True, None, None) == ("both", 1)
+    assert resolve_negatives("amazon", False, None, None) == ("sampled", 1)
+    assert resolve_negatives("kuaisar", True, "observed", None) == ("observed", 0)
+    with pytest.raises(ValueError, match="logs no non-clicks"):
+        resolve_negatives("amazon", False, "observed", None)
+    with pytest.raises(ValueError, match="--neg-per-pos needs"):
+        resolve_negatives("kuaisar", True, "observed", 2)
