@@ -25,6 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="training negatives: logged non-clicks, popularity-sampled items "
                              "the user has not interacted with up to that time, or both "
                              "(default: both where the source logs non-clicks, else sampled)")
+    parser.add_argument("--vocab-from", choices=("train", "catalog"), default="train",
+                        help="vocabularies and popularity from training-time events only "
+                             "(items first seen in valid/test -> OOV), or also every item "
+                             "record (a catalogue given up front)")
     parser.add_argument("--neg-per-pos", type=int, default=None,
                         help="sampled negatives per positive (default 1 when sampled)")
     parser.add_argument("--sampling", choices=("uniform", "popularity"), default="popularity")

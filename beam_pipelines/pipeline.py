@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines import records as R
 from beam_pipelines.item_table import build_item_table, load_vectors
 from beam_pipelines.reading import ReadAndParse
-from beam_pipelines.sequences import BuildOptions, SPLITS, Vocab
+from beam_pipelines.sequences import BuildOptions, SPLITS, Vocab, train_time_events
 from beam_pipelines.sources import source_class
 from beam_pipelines.examples import BuildExamples
 from beam_pipelines.runner import default_runner, setup_log
@@ -77,17 +77,30 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
     events = records | "Events" >> beam.Filter(lambda r: isinstance(r, R.Event))
     items = records | "Items" >> beam.Filter(lambda r: isinstance(r, R.ItemRecord))
 
-    item_keys = events | "ItemKeys" >> beam.Map(lambda e: e.item)
-    item_counts = (item_keys | "CountItemsForSampling" >> beam.combiners.Count.PerElement()
+    # No leakage: vocabularies and popularity come from each user's events before their
+    # first validation / test target (counted per key on the workers, `train_time_events`);
+    # with vocab_from="catalog" every item record is in the item vocabulary as well.
+    by_user = (events | "KeyByUser" >> beam.Map(lambda e: (e.user, e))
+               | "GroupByUser" >> beam.GroupByKey())
+    train_events = by_user | "TrainTimeEvents" >> beam.FlatMap(
+        lambda kv: train_time_events(kv[1], options))
+    train_item_keys = train_events | "ItemKeys" >> beam.Map(lambda e: e.item)
+    item_counts = (train_item_keys
+                   | "CountItemsForSampling" >> beam.combiners.Count.PerElement()
                    | "PosDict" >> beam.combiners.ToDict())
+    item_keys = train_item_keys
+    if options.vocab_from == "catalog":
+        item_keys = ((train_item_keys, items | "CatalogKeys" >> beam.Map(lambda r: r.item))
+                     | "TrainAndCatalog" >> beam.Flatten())
     vocab_items = _count_vocab(item_keys, "Items", min_count)
-    tokens = ((events | "QueryTokens" >> beam.FlatMap(lambda e: e.query),
+    tokens = ((train_events | "QueryTokens" >> beam.FlatMap(lambda e: e.query),
                items | "TitleTokens" >> beam.FlatMap(lambda r: r.title))
               | "AllTokens" >> beam.Flatten())
     vocab_tokens = _count_vocab(tokens, "Tokens", min_count)
     vocab_attrs = _count_vocab(items | "AttrKeys" >> beam.FlatMap(lambda r: r.attrs), "Attrs",
                                min_count)
-    vocab_users = _count_vocab(events | "UserKeys" >> beam.Map(lambda e: e.user), "Users", 1)
+    vocab_users = _count_vocab(train_events | "UserKeys" >> beam.Map(lambda e: e.user),
+                               "Users", 1)
     vocabs = ((vocab_items | "KItems" >> beam.Map(lambda v: ("items", v)),
                vocab_tokens | "KTokens" >> beam.Map(lambda v: ("query_tokens", v)),
                vocab_attrs | "KAttrs" >> beam.Map(lambda v: ("attrs", v)),
@@ -123,9 +136,7 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
         lambda voc, counts: _sampler_data((voc, counts)) if use_sampler else ([], []),
         beam.pvalue.AsSingleton(item_counts))
 
-    built = (events
-             | "KeyByUser" >> beam.Map(lambda e: (e.user, e))
-             | "GroupByUser" >> beam.GroupByKey()
+    built = (by_user
              | "BuildExamples" >> beam.ParDo(
                  BuildExamples(contract, options, spec.has_negatives, synth_queries),
                  vocabs_si, beam.pvalue.AsSingleton(item_side_dict),
@@ -169,7 +180,8 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         max_query_tokens: int = 6, num_attrs: int = 4, title_tokens: int = 8,
         min_count: int = 1, min_target_time_ms: Optional[int] = None, split: str = "loo",
         valid_start_ms: int = 0, test_start_ms: int = 0, neg_per_pos: Optional[int] = None,
-        negatives: Optional[str] = None, sampling: str = "popularity", num_candidates: int = 100, seed: int = 0,
+        negatives: Optional[str] = None, vocab_from: str = "train",
+        sampling: str = "popularity", num_candidates: int = 100, seed: int = 0,
         synth_queries: Optional[bool] = None, text_vectors: Optional[str] = None,
         text_ids: Optional[str] = None, image_vectors: Optional[str] = None,
         image_ids: Optional[str] = None, beam_args: Sequence[str] = (),
@@ -181,6 +193,9 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     non-clicks (KuaiSAR impressions, MovieLens low ratings, events with a label column) and
     "sampled" otherwise (Amazon); `neg_per_pos` (sampled per positive) defaults to 1 when
     sampled negatives are on. `synth_queries` defaults to on for Amazon and MovieLens.
+    `vocab_from`: "train" (items, query tokens, users and popularity from events before each
+    user's first validation / test target; items first seen later map to OOV) or "catalog"
+    (also every item of the item records, as a production catalogue given up front).
 
     Raises:
         ValueError: `negatives="observed"` for a source without non-clicks, or `neg_per_pos`
@@ -198,13 +213,16 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
                 min_target_time_ms = int(json.load(f).get("min_target_time", 0))
     negatives, neg_per_pos = resolve_negatives(source, spec.has_negatives, negatives,
                                                neg_per_pos)
+    if vocab_from not in ("train", "catalog"):
+        raise ValueError(f"vocab_from must be 'train' or 'catalog', not {vocab_from!r}")
     if synth_queries is None:
         synth_queries = not source_cls.has_real_queries
     options = BuildOptions(max_seq_len=max_seq_len, max_query_tokens=max_query_tokens,
                            num_attrs=num_attrs, min_target_time_ms=min_target_time_ms,
                            split=split, valid_start_ms=valid_start_ms,
                            test_start_ms=test_start_ms, neg_per_pos=neg_per_pos,
-                           negatives=negatives, sampling=sampling, num_candidates=num_candidates, seed=seed)
+                           negatives=negatives, vocab_from=vocab_from, sampling=sampling,
+                           num_candidates=num_candidates, seed=seed)
     # Vocabulary sizes are unknown before the run; the contract only serializes here.
     contract = F.FeatureContract(max_seq_len, max_query_tokens, num_attrs, 2**62, 2**62,
                                  2**62, 2**62)
@@ -309,7 +327,8 @@ def run_from_args(args, beam_args: Sequence[str]) -> Dict:
                min_count=args.min_count, min_target_time_ms=args.min_target_time_ms,
                split=args.split, valid_start_ms=args.valid_start_ms,
                test_start_ms=args.test_start_ms, neg_per_pos=args.neg_per_pos,
-               negatives=args.negatives, sampling=args.sampling, num_candidates=args.num_candidates, seed=args.seed,
+               negatives=args.negatives, vocab_from=args.vocab_from,
+               sampling=args.sampling, num_candidates=args.num_candidates, seed=args.seed,
                text_vectors=args.text_vectors, text_ids=args.text_ids,
                image_vectors=args.image_vectors, image_ids=args.image_ids,
                beam_args=beam_args, progress=True)

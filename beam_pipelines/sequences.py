@@ -55,6 +55,7 @@ class BuildOptions(NamedTuple):
     neg_per_pos: int = 0
     sampling: str = "popularity"  # or "uniform"
     negatives: str = "both"  # "observed", "sampled" or "both"
+    vocab_from: str = "train"  # "train" or "catalog" (train events + every item record)
     num_candidates: int = 100
     seed: int = 0
 
@@ -129,6 +130,25 @@ class Sampler:
 def _rng(seed: int, *keys) -> np.random.Generator:
     digest = hashlib.sha256(repr((seed,) + keys).encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def train_time_events(events: Iterable[Event], options: BuildOptions) -> List[Event]:
+    """The user's events before their first validation / test target: what vocabularies and
+    popularity may be built from (the same split rules as `build_user_examples`).
+
+    Leave-one-out: events before the validation positive's timestamp (all events of users
+    with fewer than 3 positive targets, who have no validation or test target). Time split:
+    events before the earlier of `valid_start_ms` / `test_start_ms` (those set).
+    """
+    events = sort_events(events)
+    if options.split == "time":
+        bounds = [b for b in (options.valid_start_ms, options.test_start_ms) if b > 0]
+        boundary = min(bounds) if bounds else None
+    else:
+        pos = [e.timestamp_ms for e in events
+               if e.timestamp_ms >= options.min_target_time_ms and e.label > 0]
+        boundary = pos[-2] if len(pos) >= 3 else None
+    return [e for e in events if boundary is None or e.timestamp_ms < boundary]
 
 
 def group_id(user_id: int, timestamp_ms: int, item: int) -> int:

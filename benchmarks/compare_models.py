@@ -1,14 +1,27 @@
-"""Model comparison on one generated lifelong dataset, over several seeds.
+"""Like-for-like model comparison on generated lifelong data, two regimes, many seeds.
 
-Every registry model (DIN, SIM-hard, SIM-soft, ETA, TWIN, QIN, full attention, SEMINAR) plus
-SEMINAR ablations (no pretraining; pretraining without each objective in turn) is trained for
-one epoch per seed on the same data and evaluated with the same protocol: AUC / GAUC / logloss
-on the test impressions, HIT@10 / NDCG@10 / MRR on the fixed 1 + 99 candidate sets.
+Regimes (`seminar generate --regime`): "category" (the lifelong interest is a category:
+SIM-hard's rule finds it by construction) and "semantic" (a semantic cluster across
+categories that the text / image vectors reveal). Per regime: `--data-seeds` datasets x
+`--model-seeds` model seeds, >= 1,000 candidate groups each (many users, short histories).
 
-Writes `<out>/compare_models.{json,md,png}`; finished runs are cached under `--work` and
-skipped on a rerun (a killed comparison resumes).
+Rows (every model gets the same features it is listed with and the same optimizer budget):
+  twin, sim_hard             as published: ids + attributes
+  twin+mm, sim_soft+mm       the same GSUs with all modalities (id, attributes, text, image;
+                             queries are part of every pair): separates "more features"
+  seminar_no_pretrain        SEMINAR's encoder (all modalities, projections), no PSU
+  seminar                    PSU pretraining (--pretrain-steps) + finetuning (--steps)
+  ablations (first data seed): each PSU objective off; PSU frozen during finetuning.
+Budget: a fixed number of optimizer steps, no early stopping; models without pretraining get
+--steps + --pretrain-steps steps, so every row has the same number of optimizer steps.
 
-    python benchmarks/compare_models.py [--users 120 --seq-len 1500 --L 1000 --K 100]
+Metrics: test impression AUC and NDCG@10 on the 1+99 candidate groups. Per (regime, model):
+mean and std over runs, and a paired bootstrap 95% interval of the difference to SEMINAR,
+resampling users within each data seed (scores averaged over model seeds), pooled over data
+seeds. Runs are cached under --work (a rerun resumes); the JSON records the configuration
+and lists the runs still missing.
+
+    python benchmarks/compare_models.py [--regimes category semantic] [--max-minutes 60]
 """
 import argparse
 import json
@@ -24,87 +37,154 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import machine, markdown_table, write_results  # noqa: E402
 
-METRICS = ("auc", "gauc", "logloss", "hit@10", "ndcg@10", "mrr")
-BASELINES = ("din", "sim_hard", "sim_soft", "eta", "twin", "qin", "full_attention")
-VARIANTS = {  # name -> (registry model, PSU objective weights or None for no pretraining)
-    **{b: (b, None) for b in BASELINES},
-    "seminar_no_pretrain": ("seminar", None),
-    "seminar": ("seminar", dict(objective_weights={
-        "alignment": 1.0, "next_pair": 1.0, "relevance": 1.0})),
-    "seminar_wo_alignment": ("seminar", dict(objective_weights={
-        "alignment": 0.0, "next_pair": 1.0, "relevance": 1.0})),
-    "seminar_wo_next_pair": ("seminar", dict(objective_weights={
-        "alignment": 1.0, "next_pair": 0.0, "relevance": 1.0})),
-    "seminar_wo_relevance": ("seminar", dict(objective_weights={
-        "alignment": 1.0, "next_pair": 1.0, "relevance": 0.0})),
+ALL_MODALITIES = ["id", "text", "image", "attr"]
+PSU = {"alignment": 1.0, "next_pair": 1.0, "relevance": 1.0}
+# name -> (registry model, model-section overrides, PSU objective weights or None, freeze)
+CORE = {
+    "twin": ("twin", {}, None, False),
+    "twin+mm": ("twin", {"modalities": ALL_MODALITIES}, None, False),
+    "sim_hard": ("sim_hard", {}, None, False),
+    "sim_soft+mm": ("sim_soft", {"modalities": ALL_MODALITIES}, None, False),
+    "seminar_no_pretrain": ("seminar", {}, None, False),
+    "seminar": ("seminar", {}, PSU, False),
 }
+ABLATIONS = {
+    "seminar_wo_alignment": ("seminar", {}, dict(PSU, alignment=0.0), False),
+    "seminar_wo_next_pair": ("seminar", {}, dict(PSU, next_pair=0.0), False),
+    "seminar_wo_relevance": ("seminar", {}, dict(PSU, relevance=0.0), False),
+    "seminar_frozen_psu": ("seminar", {}, PSU, True),
+}
+VARIANTS = {**CORE, **ABLATIONS}
 
 
-def prepare_data(work, args):
+def prepare_data(work, regime, seed, args):
     from beam_pipelines import pipeline
     from seminar_tf.data import synthetic
-    data = os.path.join(work, "data")
+    data = os.path.join(work, f"data-{regime}-{seed}")
     if os.path.exists(os.path.join(data, "stats.json")):
         return data
-    raw = os.path.join(work, "raw")
-    cfg = synthetic.SyntheticConfig(num_users=args.users, num_items=args.items,
-                                    seq_len=args.seq_len, seed=args.data_seed)
-    synthetic.generate(raw, cfg)
-    start = synthetic.START_MS + int(args.target_window_start * cfg.days * 86_400_000)
-    pipeline.run("kuaisar", raw, data, max_seq_len=args.L, min_target_time_ms=start,
-                 num_candidates=100, beam_args=["--direct_running_mode=multi_processing",
-                                                "--direct_num_workers=2"])
+    raw = os.path.join(work, f"raw-{regime}-{seed}")
+    synthetic.generate(raw, synthetic.SyntheticConfig(
+        num_users=args.users, num_items=args.items, seq_len=args.seq_len, seed=seed,
+        regime=regime))
+    pipeline.run("kuaisar", raw, data, max_seq_len=args.L, num_candidates=100, seed=seed)
     return data
 
 
-def run_one(work, data, name, seed, args):
+def run_one(work, data, regime, data_seed, name, seed, args):
     from seminar_tf import training
     from seminar_tf.pretraining import pretrain
-    path = os.path.join(work, "runs", f"{name}-seed{seed}")
+    path = os.path.join(work, "runs", f"{regime}-d{data_seed}", f"{name}-m{seed}")
     done = os.path.join(path, "result.json")
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    model_name, psu_weights = VARIANTS[name]
+    model_name, overrides, psu_weights, freeze = VARIANTS[name]
     model = dict(embedding_dim=args.dim, num_heads=args.heads, top_k=args.K,
-                 short_term_len=20,
-                 gsu_options={"qin": {"first_k": min(2 * args.K, args.L)}})
-    train = dict(batch_size=args.batch, epochs=1, seed=seed, learning_rate=args.lr)
+                 short_term_len=10, **overrides)
+    steps = args.steps if psu_weights is not None else args.steps + args.pretrain_steps
+    train = dict(batch_size=args.batch, epochs=1, steps_per_epoch=steps, seed=seed,
+                 learning_rate=args.lr, early_stopping_patience=10**6,
+                 freeze_psu=freeze)
     cfg = training.config_for(model_name, data, model=model, train=train)
     t0 = time.time()
-    pre_seconds = 0.0
-    init = None
+    init, pre_seconds = None, 0.0
     if psu_weights is not None:
-        psu_dir = os.path.join(path, "psu")
-        pcfg = cfg.replace(train={**psu_weights, "learning_rate": args.lr})
-        pre = pretrain(data, psu_dir, pcfg, verbose=0)
-        pre_seconds = pre["seconds"]
-        init = psu_dir
+        pcfg = cfg.replace(train={"objective_weights": psu_weights})
+        pre = pretrain(data, os.path.join(path, "psu"), pcfg, verbose=0,
+                       steps=args.pretrain_steps)
+        pre_seconds, init = pre["seconds"], os.path.join(path, "psu")
     r = training.train(model_name, data, os.path.join(path, "model"), cfg, init_from=init,
                        verbose=0)
     m = training.evaluate(os.path.join(path, "model"), data, with_popularity=False)
-    result = {"name": name, "seed": seed, "train_seconds": r["train_seconds"],
-              "pretrain_seconds": pre_seconds, "wall_seconds": round(time.time() - t0, 1),
+    result = {"model": name, "regime": regime, "data_seed": data_seed, "model_seed": seed,
+              "groups": m["candidates"]["groups"], "test_examples": m["test"]["examples"],
+              "pretrain_steps": args.pretrain_steps if psu_weights is not None else 0,
+              "train_steps": steps, "optimizer_steps": steps + (
+                  args.pretrain_steps if psu_weights is not None else 0),
+              "train_seconds": r["train_seconds"], "pretrain_seconds": pre_seconds,
+              "wall_seconds": round(time.time() - t0, 1),
               **{k: m["test"][k] for k in ("auc", "gauc", "logloss")},
               **{k: m["candidates"][k] for k in ("hit@10", "ndcg@10", "mrr")}}
-    os.makedirs(path, exist_ok=True)
     with open(done, "w") as f:
         json.dump(result, f, indent=2)
     return result
 
 
-def summarize(results):
-    rows = []
-    for name in VARIANTS:
-        rs = [r for r in results if r["name"] == name]
-        if not rs:
+def per_user(work, r):
+    """(test users, labels, scores), (candidate users, NDCG@10 per group) of one run."""
+    from seminar_tf.metrics import positive_ranks
+    path = os.path.join(work, "runs", f"{r['regime']}-d{r['data_seed']}",
+                        f"{r['model']}-m{r['model_seed']}", "model", "predictions.npz")
+    z = np.load(path)
+    ranks = positive_ranks(z["cand_group"], z["cand_label"], z["cand_score"])
+    _, first = np.unique(z["cand_group"], return_index=True)
+    users = z["cand_user"][first]
+    ndcg = np.where(ranks <= 10, 1.0 / np.log2(1.0 + ranks), 0.0)
+    return (z["test_user"], z["test_label"], z["test_score"]), (users, ndcg)
+
+
+def bootstrap_vs_seminar(work, runs, regime, name, reps=1000, seed=0):
+    """Paired bootstrap 95% intervals of (name - seminar) AUC and NDCG@10, pooled over data
+    seeds (users resampled within each data seed; scores averaged over model seeds)."""
+    from seminar_tf.metrics import auc
+    rng = np.random.default_rng(seed)
+    diffs = {"auc": np.zeros(reps), "ndcg@10": np.zeros(reps)}
+    seeds = sorted({r["data_seed"] for r in runs if r["regime"] == regime})
+    used = 0
+    for ds in seeds:
+        pair = {}
+        for model in (name, "seminar"):
+            rs = [r for r in runs if (r["regime"], r["data_seed"], r["model"]) == (
+                regime, ds, model)]
+            if not rs:
+                break
+            parts = [per_user(work, r) for r in rs]
+            (tu, tl, _), (cu, _) = parts[0]
+            ts = np.mean([p[0][2] for p in parts], 0)
+            nd = np.mean([p[1][1] for p in parts], 0)
+            pair[model] = (tu, tl, ts, cu, nd)
+        if len(pair) < 2:
             continue
-        row = {"model": name, "seeds": len(rs)}
-        for k in METRICS + ("train_seconds", "pretrain_seconds"):
-            vals = np.array([r[k] for r in rs], float)
-            row[k] = float(vals.mean())
-            row[f"{k}_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
-        rows.append(row)
+        used += 1
+        tu, tl, ts_a, cu, nd_a = pair[name]
+        _, _, ts_b, cu_b, nd_b = pair["seminar"]
+        assert np.array_equal(cu, cu_b), "candidate groups differ between runs"
+        users, inv = np.unique(np.concatenate([tu, cu]), return_inverse=True)
+        t_user, c_user = inv[:len(tu)], inv[len(tu):]
+        for b in range(reps):
+            count = np.bincount(rng.integers(0, len(users), len(users)),
+                                minlength=len(users))  # each user's multiplicity
+            ti = np.repeat(np.arange(len(tu)), count[t_user])
+            w = count[c_user].astype(float)
+            diffs["auc"][b] += auc(tl[ti], ts_a[ti]) - auc(tl[ti], ts_b[ti])
+            diffs["ndcg@10"][b] += (np.sum(w * nd_a) - np.sum(w * nd_b)) / w.sum()
+    if not used:
+        return None
+    return {k: [float(np.percentile(v / used, 2.5)), float(np.percentile(v / used, 97.5))]
+            for k, v in diffs.items()} | {"data_seeds": used}
+
+
+def summarize(work, runs, regimes):
+    rows = []
+    for regime in regimes:
+        for name in VARIANTS:
+            rs = [r for r in runs if r["regime"] == regime and r["model"] == name]
+            if not rs:
+                continue
+            row = {"regime": regime, "model": name, "runs": len(rs),
+                   "groups_per_run": int(np.mean([r["groups"] for r in rs])),
+                   "optimizer_steps": rs[0]["optimizer_steps"],
+                   "wall_seconds": float(np.mean([r["wall_seconds"] for r in rs]))}
+            for k in ("auc", "ndcg@10"):
+                v = np.array([r[k] for r in rs], float)
+                row[k] = float(v.mean())
+                row[f"{k}_std"] = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+            if name != "seminar":
+                ci = bootstrap_vs_seminar(work, runs, regime, name)
+                if ci:
+                    row["ci95_vs_seminar"] = ci
+            rows.append(row)
     return rows
 
 
@@ -112,67 +192,92 @@ def plot(rows, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
-    names = [r["model"] for r in rows]
-    for ax, metric in zip(axes, ("auc", "ndcg@10")):
-        ax.bar(range(len(rows)), [r[metric] for r in rows],
-               yerr=[r[f"{metric}_std"] for r in rows], capsize=3,
-               color=["tab:red" if n.startswith("seminar") else "tab:blue" for n in names])
-        lo = min(r[metric] - 2 * r[f"{metric}_std"] for r in rows)
-        ax.set_ylim(max(0.0, lo - 0.02), None)
-        ax.set_xticks(range(len(rows)))
-        ax.set_xticklabels(names, rotation=60, ha="right", fontsize=8)
-        ax.set_title(f"test {metric} (mean ± std over seeds)")
+    regimes = sorted({r["regime"] for r in rows})
+    fig, axes = plt.subplots(len(regimes), 2, figsize=(12, 4 * len(regimes)), squeeze=False)
+    for i, regime in enumerate(regimes):
+        rs = [r for r in rows if r["regime"] == regime]
+        for ax, metric in zip(axes[i], ("auc", "ndcg@10")):
+            ax.bar(range(len(rs)), [r[metric] for r in rs],
+                   yerr=[r[f"{metric}_std"] for r in rs], capsize=3,
+                   color=["tab:red" if r["model"].startswith("seminar") else "tab:blue"
+                          for r in rs])
+            ax.set_ylim(max(0.0, min(r[metric] for r in rs) - 0.05), None)
+            ax.set_xticks(range(len(rs)))
+            ax.set_xticklabels([r["model"] for r in rs], rotation=45, ha="right", fontsize=8)
+            ax.set_title(f"{regime}: {metric} (mean ± std over runs)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
 
+def plan(args):
+    """Every run of the grid, most informative first: per regime the core rows on data seed
+    0, then the ablations, then the other data seeds."""
+    out = []
+    for ds in range(args.data_seeds):
+        for regime in args.regimes:
+            for ms in range(args.model_seeds):
+                out += [(regime, ds, name, ms) for name in CORE]
+            if ds == 0:
+                out += [(regime, 0, name, ms) for ms in range(args.model_seeds)
+                        for name in ABLATIONS]
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--work", default=os.path.join(ROOT, "runs", "compare"))
+    p.add_argument("--work", default=os.path.join(ROOT, "runs", "compare2"))
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
-    p.add_argument("--users", type=int, default=120)
-    p.add_argument("--items", type=int, default=4000)
-    p.add_argument("--seq-len", type=int, default=1500)
-    p.add_argument("--target-window-start", type=float, default=0.92)
-    p.add_argument("--L", type=int, default=1000)
-    p.add_argument("--K", type=int, default=100)
+    p.add_argument("--regimes", nargs="*", default=["category", "semantic"])
+    p.add_argument("--users", type=int, default=1100)
+    p.add_argument("--items", type=int, default=3000)
+    p.add_argument("--seq-len", type=int, default=120)
+    p.add_argument("--L", type=int, default=100)
+    p.add_argument("--K", type=int, default=20)
     p.add_argument("--dim", type=int, default=32)
     p.add_argument("--heads", type=int, default=2)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--data-seed", type=int, default=0)
-    p.add_argument("--models", nargs="*", default=list(VARIANTS))
+    p.add_argument("--steps", type=int, default=300, help="finetuning optimizer steps")
+    p.add_argument("--pretrain-steps", type=int, default=150)
+    p.add_argument("--data-seeds", type=int, default=3)
+    p.add_argument("--model-seeds", type=int, default=2)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop starting new runs after this long (the rest stays missing)")
     args = p.parse_args()
-    os.makedirs(args.work, exist_ok=True)
     t0 = time.time()
-    data = prepare_data(args.work, args)
-    with open(os.path.join(data, "stats.json")) as f:
-        stats = json.load(f)
-    print(f"data ready in {time.time() - t0:.0f} s: {stats['examples']}", flush=True)
-    results = []
-    for seed in range(args.seeds):
-        for name in args.models:
-            r = run_one(args.work, data, name, seed, args)
-            print(json.dumps(r), flush=True)
-            results.append(r)
-    rows = summarize(results)
-    cols = ["model", "seeds"] + [f"{k}" for k in METRICS] + ["train_seconds",
-                                                             "pretrain_seconds"]
-    table_rows = [{**{c: r[c] for c in ("model", "seeds")},
-                   **{k: f"{r[k]:.4f} ± {r[k + '_std']:.4f}" for k in METRICS},
-                   "train_seconds": f"{r['train_seconds']:.0f}",
-                   "pretrain_seconds": f"{r['pretrain_seconds']:.0f}"} for r in rows]
+    runs, missing = [], []
+    for regime, ds, name, ms in plan(args):
+        over = args.max_minutes is not None and time.time() - t0 > 60 * args.max_minutes
+        cached = os.path.exists(os.path.join(args.work, "runs", f"{regime}-d{ds}",
+                                             f"{name}-m{ms}", "result.json"))
+        if over and not cached:
+            missing.append({"regime": regime, "data_seed": ds, "model": name,
+                            "model_seed": ms})
+            continue
+        data = prepare_data(args.work, regime, ds, args)
+        r = run_one(args.work, data, regime, ds, name, ms, args)
+        print(json.dumps(r), flush=True)
+        runs.append(r)
+    rows = summarize(args.work, runs, args.regimes)
+    fmt = lambda r, k: f"{r[k]:.4f} ± {r[k + '_std']:.4f}"  # noqa: E731
+    ci = lambda r, k: ("[{:+.4f}, {:+.4f}]".format(*r["ci95_vs_seminar"][k])  # noqa: E731
+                       if "ci95_vs_seminar" in r else "")
+    table_rows = [{"regime": r["regime"], "model": r["model"], "runs": r["runs"],
+                   "groups/run": r["groups_per_run"], "steps": r["optimizer_steps"],
+                   "AUC": fmt(r, "auc"), "AUC - SEMINAR (95% CI)": ci(r, "auc"),
+                   "NDCG@10": fmt(r, "ndcg@10"),
+                   "NDCG@10 - SEMINAR (95% CI)": ci(r, "ndcg@10"),
+                   "wall s": f"{r['wall_seconds']:.0f}"} for r in rows]
     os.makedirs(args.out, exist_ok=True)
-    plot(rows, os.path.join(args.out, "compare_models.png"))
+    if rows:
+        plot(rows, os.path.join(args.out, "compare_models.png"))
     config = {k: v for k, v in vars(args).items() if k not in ("work", "out")}
-    header = (f"Config: {json.dumps(config)}; examples {stats['examples']}; "
+    header = (f"Config: {json.dumps(config)}; {len(runs)} runs, {len(missing)} missing; "
               f"total wall {time.time() - t0:.0f} s\n\n")
-    write_results("compare_models", {"machine": machine(), "config": config,
-                                     "dataset": stats["examples"], "rows": rows,
-                                     "runs": results},
-                  header + markdown_table(table_rows, cols), args.out)
+    write_results("compare_models", {"machine": machine(), "config": config, "runs": runs,
+                                     "summary": rows, "missing": missing},
+                  header + markdown_table(table_rows, list(table_rows[0]) if table_rows
+                                          else ["model"]), args.out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from benchmarks.serving_faults import start_server  # noqa: E402
 from benchmarks.serving_load import free_port, make_exports  # noqa: E402
 from serving import fuzz  # noqa: E402
 
-SIGNATURES = ("serving_default", "predict", "retrieve")
+SIGNATURES = ("serving_default", "predict", "retrieve", "rank")
 MAX_BATCH = 1024
 
 

@@ -93,7 +93,9 @@ def build_case(case: str, signature: str, contract, rng: random.Random,
                     for _ in range(n)]
     elif case == "mutated_example":
         examples = [_mutate(e, rng) for e in examples]
-    if signature == "predict":
+    if signature == "rank":
+        inputs = rank_inputs(case, examples)
+    elif signature == "predict":
         if case in ("garbage_example", "mutated_example"):
             signature = "serving_default"
             inputs = {"examples": np.array(examples, dtype=object)}
@@ -134,7 +136,10 @@ def build_case(case: str, signature: str, contract, rng: random.Random,
             k = rng.choice(keys)
             inputs[k] = np.concatenate([inputs[k], inputs[k][:1]])
     elif case == "int_overflow":
-        if signature == "predict":
+        if signature == "rank":
+            k = rng.choice(keys)
+            inputs[k] = np.full(inputs[k].shape, 2**63 + 5, np.uint64)
+        elif signature == "predict":
             k = rng.choice([k for k in keys if inputs[k].dtype.kind in "iu"])
             v = inputs[k].astype(np.uint64)
             v.flat[0] = np.uint64(2**63 + rng.randint(0, 2**20))
@@ -144,6 +149,20 @@ def build_case(case: str, signature: str, contract, rng: random.Random,
     elif case == "unknown_signature":
         signature = rng.choice(["nope", "serving", "predict2"])
     return signature, inputs
+
+
+def rank_inputs(case: str, examples: List[bytes]) -> Dict[str, np.ndarray]:
+    """The `rank` signature's inputs for a case: one context (the first Example) and the
+    Examples as its candidates (a candidate reads only its target fields); zero candidates is
+    one context with an empty list; too many is one row per Example (over the max batch)."""
+    if case == "too_many_candidates":
+        grid = np.empty((len(examples), 1), dtype=object)
+        grid[:, 0] = examples
+        return {"context": np.array(examples, dtype=object), "candidates": grid}
+    context = examples[:1] or [b""]  # "": a context Example with defaults (no history)
+    grid = np.empty((1, len(examples)), dtype=object)
+    grid[0, :] = examples
+    return {"context": np.array(context, dtype=object), "candidates": grid}
 
 
 # ----------------------------------------------------------------------- calling a server

@@ -67,8 +67,9 @@ def test_kuaisar_history_matches_reference(kuaisar_out):
             ts = ex["timestamp"][0] * 1000
             expect = sorted((t, it) for u, t, it, lab in raw_events
                             if u == user and lab and t < ts)[-3:]
-            got = [items[i - 2] for i in ex["hist_items"]]
-            assert got == [it for _, it in expect], (user, ts)
+            # items first seen after the training period are OOV (train-only vocabularies)
+            want = [items.index(it) + 2 if it in items else F.OOV_ID for _, it in expect]
+            assert ex["hist_items"] == want, (user, ts)
             gaps = ex["hist_time_gaps"]
             assert all(g > 0 for g in gaps)  # strictly earlier: no leakage
             assert gaps == sorted(gaps, reverse=True)  # oldest first
@@ -180,7 +181,9 @@ def test_movielens_latin1_both_layouts(tmp_path):
 def test_generic_events_with_inline_vectors(tmp_path):
     d = fixtures.write_events(str(tmp_path / "in"), bad=True)
     out = str(tmp_path / "out")
-    stats = pipeline.run("events", d, out, max_seq_len=5, num_candidates=3)
+    # the item records are the catalogue: every item with a vector gets an id
+    stats = pipeline.run("events", d, out, max_seq_len=5, num_candidates=3,
+                         vocab_from="catalog")
     assert stats["dead_letters_total"] == 3
     assert stats["has_negatives"] is True
     table = np.load(os.path.join(out, "item_table.npz"))
@@ -192,3 +195,46 @@ def test_generic_events_with_inline_vectors(tmp_path):
 def test_missing_input_files_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="rec_inter.csv"):
         pipeline.run("kuaisar", str(tmp_path), str(tmp_path / "o"))
+
+
+def _write_jsonl(path, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+
+
+@pytest.mark.parametrize("vocab_from", ["train", "catalog"])
+def test_vocabularies_and_popularity_from_the_training_split(tmp_path, vocab_from):
+    """An item, query token and user seen only after the training period never get an id
+    (unless the catalogue is given up front, for items), and are never sampled."""
+    d = str(tmp_path / "in")
+    rows = []
+    for u in range(3):  # 5 clicks each: train, ..., valid (t=4), test (t=5)
+        for t in range(1, 6):
+            item = f"late{u}" if t == 5 else f"i{(u + t) % 4}"
+            query = ["lateq"] if t == 5 else ["q"]
+            rows.append({"user_id": f"u{u}", "item_id": item, "timestamp": 1000 * t,
+                         "query": query, "label": 1})
+    _write_jsonl(os.path.join(d, "events.jsonl"), rows)
+    _write_jsonl(os.path.join(d, "items.jsonl"), [
+        {"item_id": k, "title": "t", "categories": ["c"]}
+        for k in ["i0", "i1", "i2", "i3", "late0", "late1", "late2", "never"]])
+    out = str(tmp_path / "out")
+    pipeline.run("events", d, out, max_seq_len=4, num_candidates=3, vocab_from=vocab_from)
+    items, tokens, users = _vocab(out, "items"), _vocab(out, "query_tokens"), _vocab(
+        out, "users")
+    assert "lateq" not in tokens and "q" in tokens
+    assert set(users) == {"u0", "u1", "u2"}
+    late = {"late0", "late1", "late2"}
+    if vocab_from == "train":
+        assert not late & set(items) and "never" not in items
+        test = [_parse_one(r) for r in _examples(out, "test")]
+        assert test and all(ex["target_item"] == [F.OOV_ID] for ex in test
+                            if ex["label"] == [1.0])
+    else:
+        assert late <= set(items) and "never" in items
+    # sampled training negatives come from the vocabulary: never a later-only item id
+    vocab_ids = set(range(F.FIRST_ID, F.FIRST_ID + len(items)))
+    for ex in map(_parse_one, _examples(out, "train")):
+        assert ex["target_item"][0] in vocab_ids

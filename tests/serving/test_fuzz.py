@@ -16,7 +16,7 @@ from serving.server import Server
 
 NAME = "seminar"
 MAX_BATCH = 64
-SIGNATURES = ("serving_default", "predict", "retrieve")
+SIGNATURES = ("serving_default", "predict", "retrieve", "rank")
 
 
 @pytest.fixture(scope="module")
