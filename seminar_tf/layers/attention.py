@@ -113,6 +113,39 @@ class MultiHeadTargetAttention(tf.keras.layers.Layer):
         heads = tf.einsum("bthl,blhk->bthk", weights, v)
         return tf.einsum("bthk,hko->bto", heads, self.w_o)
 
+    def project_history(self, keys, values=None):
+        """Per-head keys and values of a whole history, once: (B, L, H, dk), (B, L, H, dv).
+
+        With `attend_gathered`, N targets that each attend over their own subset of one
+        shared history cost one projection of the L behaviours, not N*K projections."""
+        if not self.built:
+            self.build()
+        values = keys if values is None else values
+        return (tf.einsum("bld,dhk->blhk", keys, self.w_k),
+                tf.einsum("bld,dhk->blhk", values, self.w_v))
+
+    def attend_gathered(self, targets, projected_keys, projected_values, indices, mask):
+        """N targets per row, each over its own K positions of a projected shared history.
+
+        Equal to `call(target_n, keys[indices_n], mask_n, values[indices_n])` per target
+        (projection commutes with gathering).
+
+        Args:
+            targets: (B, N, d_t). projected_keys, projected_values: from `project_history`.
+            indices: (B, N, K) int positions. mask: (B, N, K) bool.
+
+        Returns:
+            (B, N, output_dim).
+        """
+        q = tf.einsum("bnd,dhk->bnhk", targets, self.w_q)
+        k = tf.gather(projected_keys, indices, batch_dims=1)  # (B, N, K, H, dk)
+        v = tf.gather(projected_values, indices, batch_dims=1)
+        logits = tf.einsum("bnhk,bnjhk->bnhj", q, k) / tf.sqrt(
+            tf.cast(self.key_dim, k.dtype))
+        weights = masked_softmax(logits, mask[:, :, None, :])
+        heads = tf.einsum("bnhj,bnjhk->bnhk", weights, v)
+        return tf.einsum("bnhk,hko->bno", heads, self.w_o)
+
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,
                 "target_dim": self.target_dim, "input_dim": self.input_dim,

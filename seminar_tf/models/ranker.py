@@ -249,10 +249,10 @@ class LifelongRanker(tfrs.models.Model):
                   "hist_items": context[F.HIST_ITEMS], "hist_query": context[F.HIST_QUERY],
                   "hist_attrs": context[F.HIST_ATTRS], "keys": history["keys"]}
         retrieved = self.gsu.call_many(inputs)
-        idx = retrieved["indices"]  # (B, N, K)
-        keys_k = flat(tf.gather(history["keys"], idx, batch_dims=1))
-        values_k = flat(tf.gather(history["values"], idx, batch_dims=1))
-        interest = self.esu(target_enc["pair"], keys_k, flat(retrieved["valid"]), values_k)
+        # the ESU projects the history's keys and values once; each candidate gathers its K
+        keys_h, values_h = self.esu.project_history(history["keys"], history["values"])
+        interest = flat(self.esu.attend_gathered(unflat(target_enc["pair"]), keys_h, values_h,
+                                                 retrieved["indices"], retrieved["valid"]))
         S = self.config.model.short_term_len
         short_term = short_term_of(history["values"][:, -S:], history["mask"][:, -S:])
         summary = retrieved.get("summary")

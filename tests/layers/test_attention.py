@@ -91,3 +91,22 @@ def test_attend_many_equals_repeated_rows_with_causal_masks():
               tf.reshape(mask, [B * T, L]), tf.repeat(values, T, 0)).numpy()
     np.testing.assert_allclose(many.reshape(B * T, -1), rep, atol=1e-5)
     assert np.all(many[2] == 0.0)  # a fully padded row attends to nothing
+
+
+def test_attend_gathered_equals_call_on_gathered_rows():
+    """Projecting a shared history once and gathering per target == gathering, then `call`."""
+    rng = np.random.default_rng(4)
+    att = MultiHeadTargetAttention(2, 6, 5, value_dim=7, output_dim=8)
+    B, L, N, K = 3, 9, 4, 5
+    keys = tf.constant(rng.normal(size=(B, L, 5)), tf.float32)
+    values = tf.constant(rng.normal(size=(B, L, 7)), tf.float32)
+    targets = tf.constant(rng.normal(size=(B, N, 6)), tf.float32)
+    idx = tf.constant(rng.integers(0, L, size=(B, N, K)), tf.int32)
+    mask = tf.constant(rng.random((B, N, K)) < 0.7)
+    k, v = att.project_history(keys, values)
+    got = att.attend_gathered(targets, k, v, idx, mask).numpy()
+    for b in range(B):
+        for n in range(N):
+            ref = att(targets[b:b + 1, n], tf.gather(keys[b], idx[b, n])[None],
+                      mask[b:b + 1, n], tf.gather(values[b], idx[b, n])[None]).numpy()
+            np.testing.assert_allclose(got[b, n], ref[0], atol=1e-5)
