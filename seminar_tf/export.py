@@ -53,6 +53,8 @@ class ServingModule(tf.Module):
         self.config_asset = tf.saved_model.Asset(config_json_path)
         self.tasks = tuple(model.config.model.tasks)
         self.xla = xla
+        if xla:  # XLA pads dynamic shapes to their bound: use the static formulations
+            model.gsu.use_static_shapes(True)
         # the dense parts (after parsing), compiled with XLA when asked
         self._dense = tf.function(self._outputs, jit_compile=xla or None)
         self._dense_rank = tf.function(self._rank_outputs, jit_compile=xla or None)

@@ -105,3 +105,19 @@ def test_fallback_call_many_repeats_the_history():
     model.gsu.call_many = lambda inputs: Retrieval.call_many(model.gsu, inputs)
     np.testing.assert_allclose(model.rank(context, cands)["score"].numpy(), expected,
                                atol=1e-5)
+
+
+def test_pq_static_shape_query_part_equals_unique_tokens():
+    """The XLA formulation of the PQ query part (per-behaviour query vectors) scores like the
+    unique-token table, per candidate and shared-history, and compiles with XLA."""
+    model, cfg = _model("seminar", "pq")
+    batch = distinct_batch(cfg, batch=8, seed=6)
+    context, cands, flat = split(batch, cfg, 3, seed=6)
+    inputs = model.retrieval_inputs(flat, model.encode_target(flat))
+    ranked = model.rank(context, cands)["score"].numpy()
+    dynamic = model.gsu.scores(inputs).numpy()
+    model.gsu.use_static_shapes(True)
+    np.testing.assert_allclose(model.gsu.scores(inputs).numpy(), dynamic, atol=1e-5)
+    np.testing.assert_allclose(model.rank(context, cands)["score"].numpy(), ranked, atol=1e-5)
+    compiled = tf.function(lambda x: model.gsu.scores(x), jit_compile=True)
+    np.testing.assert_allclose(compiled(inputs).numpy(), dynamic, atol=1e-5)

@@ -95,6 +95,10 @@ class Retrieval(tf.keras.layers.Layer):
             config[name] = tf.keras.layers.serialize(getattr(self, name))
         return config
 
+    def use_static_shapes(self, static: bool = True) -> None:
+        """Called by `seminar export --xla`: prefer formulations with static shapes (XLA pads
+        a dynamic shape to its upper bound). Retrievers whose ops are all static ignore it."""
+
     def call_many(self, inputs):
         """N candidates against one history per row (see the module docstring).
 

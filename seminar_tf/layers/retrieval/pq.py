@@ -11,7 +11,9 @@ score of a behaviour key `k_l` is `<u, k_l>`:
    is the masked mean of a per-request *token* table `<u, E[v]>` over the tokens present in
    the request (unique ids gathered, never the whole vocabulary), looked up at each
    behaviour's query tokens (exact, Q lookups; the learned no-query vector for empty
-   queries);
+   queries). Under XLA (`use_static_shapes`, set by `seminar export --xla`) the unique
+   tokens' dynamic count would be padded to its bound (B*L*Q), so the query part is instead
+   `<u, a q_l>` with each behaviour's query vector (B*L*Q gathers, static shapes);
 4. masked top-K. The ESU then gathers and encodes only the K retrieved behaviours.
 
 `call_many` (one history, N candidates: the `rank` signature) either decodes each
@@ -128,6 +130,12 @@ class PQLookupAttention(Retrieval):
         self.num_items, self.num_parts = num_items, num_parts
         self.num_subspaces, self.num_codewords, self.dim = num_subspaces, num_codewords, dim
         self.attention, self.pair_encoder = attention, pair_encoder
+        self.static_shapes = False
+
+    def use_static_shapes(self, static: bool = True) -> None:
+        """Score the query part through per-behaviour query vectors (XLA) instead of the
+        request's unique tokens (see the module docstring, item 3)."""
+        self.static_shapes = static
 
     @classmethod
     def from_ranker(cls, ranker, **options) -> "PQLookupAttention":
@@ -164,6 +172,10 @@ class PQLookupAttention(Retrieval):
         gathers its tokens' entries.
         """
         qe = self.pair_encoder.query_encoder
+        if self.static_shapes:
+            vectors, _ = qe(tokens)  # (B, L, d): masked mean or the no-query vector
+            return self.pair_encoder.pair_fusion.weight_of_query() * tf.einsum(
+                "bd,bld->bl", u, vectors)
         B = tf.shape(tokens)[0]
         unique, position = tf.unique(tf.reshape(tokens, [-1]))
         emb = tf.gather(qe.token_embedding.embeddings, unique)  # (U, d)
@@ -209,6 +221,10 @@ class PQLookupAttention(Retrieval):
     def query_part_scores_many(self, u, tokens):
         """`query_part_scores` for u (B, N, d) against tokens (B, L, Q): (B, N, L)."""
         qe = self.pair_encoder.query_encoder
+        if self.static_shapes:
+            vectors, _ = qe(tokens)
+            return self.pair_encoder.pair_fusion.weight_of_query() * tf.einsum(
+                "bnd,bld->bnl", u, vectors)
         shape = tf.shape(tokens)
         B, L, Q = shape[0], shape[1], shape[2]
         unique, position = tf.unique(tf.reshape(tokens, [-1]))
