@@ -157,7 +157,10 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--Ls", type=int, nargs="*", default=[1000, 10000])
     p.add_argument("--Ns", type=int, nargs="*", default=[100, 1000])
-    p.add_argument("--requests", type=int, default=10000)
+    p.add_argument("--requests", type=int, default=10000,
+                   help="rank requests at the acceptance shape (largest L, N=100)")
+    p.add_argument("--requests-other", type=int, default=2000,
+                   help="rank requests at the other (L, N)")
     p.add_argument("--per-candidate-requests", type=int, default=300)
     p.add_argument("--max-seconds", type=float, default=240)
     p.add_argument("--clients", type=int, default=4)
@@ -187,7 +190,9 @@ def main():
                                   f"{args.max_request_mb} MB, not run", flush=True)
                             continue
                         reqs = build_requests(name, users, fmt)
-                        n_req = args.requests if fmt == "rank" else args.per_candidate_requests
+                        main_shape = L == max(args.Ls) and N == min(args.Ns)
+                        n_req = ((args.requests if main_shape else args.requests_other)
+                                 if fmt == "rank" else args.per_candidate_requests)
                         r = load(port, name, reqs, args.clients, n_req, args.max_seconds)
                         r.update({"L": L, "N": N, "format": fmt, "gsu": gsu, "xla": args.xla,
                                   "clients": args.clients, "users": args.users,
