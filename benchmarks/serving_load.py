@@ -169,6 +169,7 @@ def main():
                    help="the per-candidate format only where a request fits")
     p.add_argument("--gsus", nargs="*", default=["pq", "exact"])
     p.add_argument("--xla", action="store_true", help="export with XLA")
+    p.add_argument("--name", default="serving_load", help="results file name")
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "serving_bench"))
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     args = p.parse_args()
@@ -211,7 +212,7 @@ def main():
             "throughput_rps", "p50_ms", "p99_ms", "request_bytes", "seconds"]
     table = markdown_table(rows, cols) + "\n\n" + markdown_table(
         ratios, ["L", "N", "gsu", "rank_over_per_candidate"])
-    write_results("serving_load", {"machine": machine(), "rows": rows,
+    write_results(args.name, {"machine": machine(), "rows": rows,
                                    "rank_over_per_candidate": ratios, "config": vars(args)},
                   table, args.out)
 
