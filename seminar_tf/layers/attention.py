@@ -146,6 +146,27 @@ class MultiHeadTargetAttention(tf.keras.layers.Layer):
         heads = tf.einsum("bnhj,bnjhk->bnhk", weights, v)
         return tf.einsum("bnhk,hko->bno", heads, self.w_o)
 
+    def attend_selected(self, targets, projected_keys, projected_values, indices, mask):
+        """`attend_gathered` computed densely: each target's logits over all L projected
+        keys (one matrix product), softmax restricted to its selected positions (a (B, N, L)
+        mask scattered from `indices`), one product with the values. Faster than gathering
+        when K is a large share of L (no (B, N, K, H, dk) gathers); same result.
+
+        Args and returns: as `attend_gathered` (indices distinct per target).
+        """
+        q = tf.einsum("bnd,dhk->bnhk", targets, self.w_q)
+        logits = tf.einsum("bnhk,blhk->bnhl", q, projected_keys) / tf.sqrt(
+            tf.cast(self.key_dim, q.dtype))
+        shape = tf.shape(indices)
+        b = tf.broadcast_to(tf.range(shape[0])[:, None, None], shape)
+        n = tf.broadcast_to(tf.range(shape[1])[None, :, None], shape)
+        selected = tf.scatter_nd(
+            tf.stack([b, n, tf.cast(indices, tf.int32)], -1), tf.cast(mask, tf.int32),
+            tf.stack([shape[0], shape[1], tf.shape(projected_keys)[1]])) > 0
+        weights = masked_softmax(logits, selected[:, :, None, :])
+        heads = tf.einsum("bnhl,blhk->bnhk", weights, projected_values)
+        return tf.einsum("bnhk,hko->bno", heads, self.w_o)
+
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,
                 "target_dim": self.target_dim, "input_dim": self.input_dim,

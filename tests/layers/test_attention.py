@@ -110,3 +110,21 @@ def test_attend_gathered_equals_call_on_gathered_rows():
             ref = att(targets[b:b + 1, n], tf.gather(keys[b], idx[b, n])[None],
                       mask[b:b + 1, n], tf.gather(values[b], idx[b, n])[None]).numpy()
             np.testing.assert_allclose(got[b, n], ref[0], atol=1e-5)
+
+
+def test_attend_selected_equals_attend_gathered():
+    rng = np.random.default_rng(5)
+    att = MultiHeadTargetAttention(2, 6, 5, value_dim=7, output_dim=8)
+    B, L, N, K = 3, 12, 4, 5
+    keys = tf.constant(rng.normal(size=(B, L, 5)), tf.float32)
+    values = tf.constant(rng.normal(size=(B, L, 7)), tf.float32)
+    targets = tf.constant(rng.normal(size=(B, N, 6)), tf.float32)
+    idx = tf.constant(np.stack([[rng.choice(L, K, replace=False) for _ in range(N)]
+                                for _ in range(B)]), tf.int32)
+    mask = np.asarray(rng.random((B, N, K)) < 0.7)
+    mask[0, 0] = False  # a target with nothing selected gives zeros in both
+    k, v = att.project_history(keys, values)
+    a = att.attend_gathered(targets, k, v, idx, tf.constant(mask)).numpy()
+    b = att.attend_selected(targets, k, v, idx, tf.constant(mask)).numpy()
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(b[0, 0], 0.0, atol=1e-7)

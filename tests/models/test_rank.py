@@ -59,8 +59,10 @@ CASES = [("twin", None), ("seminar", None), ("din", None), ("sim_hard", None),
 
 @pytest.mark.parametrize("name,gsu", CASES)
 @pytest.mark.parametrize("n", [1, 7])
-def test_rank_equals_per_candidate(name, gsu, n):
+@pytest.mark.parametrize("dense_esu", [True, False])
+def test_rank_equals_per_candidate(name, gsu, n, dense_esu):
     model, cfg = _model(name, gsu)
+    model.rank_dense_esu = dense_esu  # both ESU formulations of the shared-history path
     batch = distinct_batch(cfg, batch=8, seed=n)  # lengths 0, L, 1, L/2, 3, L, 2, L-1
     context, cands, flat = split(batch, cfg, n, seed=n)
     ranked = model.rank(context, cands)
