@@ -210,16 +210,15 @@ def plot(rows, path):
 
 
 def plan(args):
-    """Every run of the grid, most informative first: per regime the core rows on data seed
-    0, then the ablations, then the other data seeds."""
-    out = []
-    for ds in range(args.data_seeds):
-        for regime in args.regimes:
-            for ms in range(args.model_seeds):
-                out += [(regime, ds, name, ms) for name in CORE]
-            if ds == 0:
-                out += [(regime, 0, name, ms) for ms in range(args.model_seeds)
-                        for name in ABLATIONS]
+    """Every run of the grid, most informative first: the core rows of every regime on data
+    seed 0, then the ablations (data seed 0), then the other data seeds."""
+    out = [(regime, 0, name, ms) for regime in args.regimes for ms in range(args.model_seeds)
+           for name in CORE]
+    out += [(regime, 0, name, ms) for regime in args.regimes for ms in range(args.model_seeds)
+            for name in ABLATIONS]
+    for ds in range(1, args.data_seeds):
+        out += [(regime, ds, name, ms) for regime in args.regimes
+                for ms in range(args.model_seeds) for name in CORE]
     return out
 
 
