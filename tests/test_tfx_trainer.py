@@ -23,7 +23,7 @@ def test_run_fn_with_fake_fn_args_writes_servable_model(tiny_dataset, tmp_path):
     assert summary["train"]["steps"] == 4
     assert np.isfinite(summary["eval"]["loss"])
     loaded = tf.saved_model.load(fn_args.serving_model_dir)
-    assert set(loaded.signatures) == {"serving_default", "predict", "retrieve"}
+    assert set(loaded.signatures) == {"serving_default", "predict", "retrieve", "rank"}
     records = [r.numpy() for r in tf.data.TFRecordDataset(
         glob.glob(os.path.join(tiny_dataset, "test-*.tfrecord.gz")),
         compression_type="GZIP").take(3)]

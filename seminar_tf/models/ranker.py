@@ -253,7 +253,8 @@ class LifelongRanker(tfrs.models.Model):
                   "hist_items": context[F.HIST_ITEMS], "hist_query": context[F.HIST_QUERY],
                   "hist_attrs": context[F.HIST_ATTRS], "keys": history["keys"]}
         retrieved = self.gsu.call_many(inputs)
-        # the ESU projects the history's keys and values once; each candidate gathers its K
+        # the ESU projects the history's keys and values once; each candidate attends over
+        # its K (dense over L with a selection mask when K is a large share of L)
         keys_h, values_h = self.esu.project_history(history["keys"], history["values"])
         attend = (self.esu.attend_selected if self.rank_dense_esu
                   else self.esu.attend_gathered)
