@@ -93,14 +93,19 @@ def test_attend_many_equals_repeated_rows_with_causal_masks():
     assert np.all(many[2] == 0.0)  # a fully padded row attends to nothing
 
 
+def shared_history(seed, B, L, N):
+    """An attention layer, keys (B, L, 5), values (B, L, 7) and targets (B, N, 6)."""
+    rng = np.random.default_rng(seed)
+    att = MultiHeadTargetAttention(2, 6, 5, value_dim=7, output_dim=8)
+    return (rng, att, tf.constant(rng.normal(size=(B, L, 5)), tf.float32),
+            tf.constant(rng.normal(size=(B, L, 7)), tf.float32),
+            tf.constant(rng.normal(size=(B, N, 6)), tf.float32))
+
+
 def test_attend_gathered_equals_call_on_gathered_rows():
     """Projecting a shared history once and gathering per target == gathering, then `call`."""
-    rng = np.random.default_rng(4)
-    att = MultiHeadTargetAttention(2, 6, 5, value_dim=7, output_dim=8)
     B, L, N, K = 3, 9, 4, 5
-    keys = tf.constant(rng.normal(size=(B, L, 5)), tf.float32)
-    values = tf.constant(rng.normal(size=(B, L, 7)), tf.float32)
-    targets = tf.constant(rng.normal(size=(B, N, 6)), tf.float32)
+    rng, att, keys, values, targets = shared_history(4, B, L, N)
     idx = tf.constant(rng.integers(0, L, size=(B, N, K)), tf.int32)
     mask = tf.constant(rng.random((B, N, K)) < 0.7)
     k, v = att.project_history(keys, values)
@@ -113,12 +118,8 @@ def test_attend_gathered_equals_call_on_gathered_rows():
 
 
 def test_attend_selected_equals_attend_gathered():
-    rng = np.random.default_rng(5)
-    att = MultiHeadTargetAttention(2, 6, 5, value_dim=7, output_dim=8)
     B, L, N, K = 3, 12, 4, 5
-    keys = tf.constant(rng.normal(size=(B, L, 5)), tf.float32)
-    values = tf.constant(rng.normal(size=(B, L, 7)), tf.float32)
-    targets = tf.constant(rng.normal(size=(B, N, 6)), tf.float32)
+    rng, att, keys, values, targets = shared_history(5, B, L, N)
     idx = tf.constant(np.stack([[rng.choice(L, K, replace=False) for _ in range(N)]
                                 for _ in range(B)]), tf.int32)
     mask = np.asarray(rng.random((B, N, K)) < 0.7)
