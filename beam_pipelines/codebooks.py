@@ -11,15 +11,13 @@ them into `item_codes.npy`.
 """
 from __future__ import annotations
 
-import glob
-import io
-import os
 from typing import Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipelines import fileio
 
 from seminar_tf.pq.build import sample_ids
 from seminar_tf.pq.quantizer import ProductQuantizer, encode_with
@@ -31,21 +29,23 @@ class EncodeChunk(beam.DoFn):
 
     def process(self, start_end, codebooks):
         start, end = start_end
-        parts = np.load(self.parts_path, mmap_mode="r")[start:end].astype(np.float64)
+        # only this chunk's rows are read (any Beam filesystem)
+        parts = fileio.load_npy_rows(self.parts_path, start, end).astype(np.float64)
         P, S = codebooks.shape[:2]
         codes = encode_with(codebooks, parts.reshape(len(parts), P, S, -1))
-        buf = io.BytesIO()
-        np.save(buf, codes)
-        path = os.path.join(self.out_dir, f"codes-{start:012d}.npy")
-        with FileSystems.create(path) as f:
-            f.write(buf.getvalue())
+        path = fileio.join(self.out_dir, f"codes-{start:012d}.npy")
+        fileio.save_npy(path, codes)
         beam.metrics.Metrics.counter("codebooks", "items_encoded").inc(len(codes))
         yield path
 
 
 def _train(ids, parts_path, pq_kwargs):
-    parts = np.load(parts_path, mmap_mode="r")
-    return ProductQuantizer(**pq_kwargs).fit(np.asarray(parts[np.sort(ids)])).codebooks
+    ids = np.sort(ids)
+    # the sample's rows, read in contiguous runs rather than the whole file
+    runs = np.split(ids, np.flatnonzero(np.diff(ids) > 1) + 1)
+    sample = np.concatenate([fileio.load_npy_rows(parts_path, int(r[0]), int(r[-1]) + 1)
+                             for r in runs if len(r)])
+    return ProductQuantizer(**pq_kwargs).fit(sample).codebooks
 
 
 def run(parts_path: str, out_dir: str, *, num_subspaces: int, num_codewords: int = 256,
@@ -59,10 +59,9 @@ def run(parts_path: str, out_dir: str, *, num_subspaces: int, num_codewords: int
         codebooks: skip training and encode with these.
     """
     from beam_pipelines.runner import default_runner as _default_runner
-    V = np.load(parts_path, mmap_mode="r").shape[0]
-    os.makedirs(out_dir, exist_ok=True)
-    for old in glob.glob(os.path.join(out_dir, "codes-*.npy")):
-        os.remove(old)
+    V = fileio.npy_shape(parts_path)[0][0]
+    fileio.makedirs(out_dir)
+    fileio.delete(fileio.glob(fileio.join(out_dir, "codes-*.npy")))
     pq_kwargs = dict(num_subspaces=num_subspaces, num_codewords=num_codewords, iters=iters,
                      seed=seed)
     # the in-process builder samples among ids 2..V-1 with the same generator
@@ -79,12 +78,11 @@ def run(parts_path: str, out_dir: str, *, num_subspaces: int, num_codewords: int
                                       beam.pvalue.AsSingleton(books))
              | "Reshard" >> beam.Reshuffle())
         _ = books | "SaveCodebooks" >> beam.Map(
-            lambda b: np.save(os.path.join(out_dir, "codebooks.npy"), b))
-    files = sorted(glob.glob(os.path.join(out_dir, "codes-*.npy")))
-    codes = np.concatenate([np.load(f) for f in files])
+            lambda b: fileio.save_npy(fileio.join(out_dir, "codebooks.npy"), b))
+    files = fileio.glob(fileio.join(out_dir, "codes-*.npy"))
+    codes = np.concatenate([fileio.load_npy(f) for f in files])
     if len(codes) != V:
         raise RuntimeError(f"encoded {len(codes)} items, expected {V}")
-    np.save(os.path.join(out_dir, "item_codes.npy"), codes)
-    for f in files:
-        os.remove(f)
-    return np.load(os.path.join(out_dir, "codebooks.npy")), codes
+    fileio.save_npy(fileio.join(out_dir, "item_codes.npy"), codes)
+    fileio.delete(files)
+    return fileio.load_npy(fileio.join(out_dir, "codebooks.npy")), codes

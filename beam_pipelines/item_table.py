@@ -3,19 +3,18 @@ indexed by item vocabulary id, assembled from the pipeline's output."""
 from __future__ import annotations
 
 import json
-import os
 from typing import Dict, Optional
 
 import numpy as np
 
+from beam_pipelines import fileio
 from seminar_tf import features as F
 
 
 def load_vectors(vectors_path: str, ids_path: str) -> Dict[str, np.ndarray]:
     """Loads pretrained vectors stored as `.npy` + a text file of raw item ids (one a line)."""
-    vectors = np.load(vectors_path)
-    with open(ids_path, encoding="utf-8") as f:
-        ids = [ln.strip() for ln in f if ln.strip()]
+    vectors = fileio.load_npy(vectors_path)
+    ids = [ln.strip() for ln in fileio.read_text(ids_path).splitlines() if ln.strip()]
     if len(ids) != len(vectors):
         raise ValueError(f"{ids_path} lists {len(ids)} ids but {vectors_path} has "
                          f"{len(vectors)} rows")
@@ -30,24 +29,22 @@ def build_item_table(output: str, num_attrs: int, title_tokens: int,
     Arrays: attrs [V, A] int64, title [V, T] int64, text [V, Dt] float32, text_mask [V] bool,
     image [V, Di] float32, image_mask [V] bool. A missing vector is all-zero *and* masked out.
     """
-    with open(os.path.join(output, "vocab", "items.txt"), encoding="utf-8") as f:
-        keys = [ln.rstrip("\n") for ln in f]
+    keys = fileio.read_text(fileio.join(output, "vocab", "items.txt")).split("\n")[:-1]
     V = len(keys) + F.FIRST_ID
     attrs = np.zeros((V, num_attrs), np.int64)
     title = np.zeros((V, title_tokens), np.int64)
     inline_text, inline_image = {}, {}
-    with open(os.path.join(output, "items.jsonl"), encoding="utf-8") as f:
-        for ln in f:
-            rec = json.loads(ln)
-            i = rec["id"]
-            if i < F.FIRST_ID:
-                continue  # item record of an item that never occurs in events
-            attrs[i] = rec["attrs"]
-            title[i, :len(rec["title"])] = rec["title"]
-            if rec.get("text_vector"):
-                inline_text[i] = np.asarray(rec["text_vector"], np.float32)
-            if rec.get("image_vector"):
-                inline_image[i] = np.asarray(rec["image_vector"], np.float32)
+    for ln in fileio.read_text(fileio.join(output, "items.jsonl")).splitlines():
+        rec = json.loads(ln)
+        i = rec["id"]
+        if i < F.FIRST_ID:
+            continue  # item record of an item that never occurs in events
+        attrs[i] = rec["attrs"]
+        title[i, :len(rec["title"])] = rec["title"]
+        if rec.get("text_vector"):
+            inline_text[i] = np.asarray(rec["text_vector"], np.float32)
+        if rec.get("image_vector"):
+            inline_image[i] = np.asarray(rec["image_vector"], np.float32)
 
     def table(by_raw, inline):
         dim = (len(next(iter(by_raw.values()))) if by_raw else
@@ -65,7 +62,7 @@ def build_item_table(output: str, num_attrs: int, title_tokens: int,
 
     text_m, text_mask = table(text, inline_text)
     image_m, image_mask = table(image, inline_image)
-    np.savez(os.path.join(output, "item_table.npz"), attrs=attrs, title=title, text=text_m,
+    fileio.save_npz(fileio.join(output, "item_table.npz"), attrs=attrs, title=title, text=text_m,
              text_mask=text_mask, image=image_m, image_mask=image_mask)
     return {"items": V, "text_dim": text_m.shape[1], "image_dim": image_m.shape[1],
             "items_with_text": int(text_mask.sum()), "items_with_image": int(image_mask.sum())}

@@ -36,5 +36,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--text-vectors"), parser.add_argument("--text-ids")
     parser.add_argument("--image-vectors"), parser.add_argument("--image-ids")
+    parser.add_argument("--format", choices=("store", "examples"), default="store",
+                        help="store: each user's timeline once + light target records "
+                             "(output bytes O(events)); examples: one self-contained Example "
+                             "per target (bytes O(events x L))")
+    parser.add_argument("--shards", type=int, default=8,
+                        help="output shards (users are hashed to shards)")
     parser.add_argument("--multiprocess", action="store_true",
                         help="DirectRunner with one process per core")

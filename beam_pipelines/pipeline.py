@@ -1,12 +1,15 @@
-"""The preprocessing pipeline: raw logs -> TFRecords of contract Examples, vocabularies,
-item table, statistics and dead letters.
+"""The preprocessing pipeline: raw logs -> the sequence store (or self-contained Examples),
+vocabularies, item table, statistics and dead letters.
 
 Runs on the DirectRunner by default; every other Beam option (``--runner=DataflowRunner``,
 ``--direct_num_workers=2 --direct_running_mode=multi_processing``, ...) is passed through
 unchanged, so the same code runs on Dataflow, Flink or Spark.
 
-Output directory:
-    train-*.tfrecord.gz, valid-*, test-*, candidates-*   gzip TFRecords of tf.train.Example
+Output directory (S-of-N shards of users, `beam_pipelines.shards`):
+    timelines-S-of-N.tfrecord.gz                         --format store (default): timelines
+    {split}-S-of-N.targets.tfrecord.gz                   ... and target records
+    {split}-S-of-N.tfrecord.gz                           --format examples: one Example each
+      (split: train, valid, test, candidates, candidate_lists; `seminar_tf.data.store`)
     vocab/{items,query_tokens,attrs,users}.txt          one key per line; line i has id i+2
     items.jsonl                                          per item: id, attribute and title ids
     item_table.npz                                       attrs, title, text/image vectors+masks
@@ -25,12 +28,13 @@ from typing import Dict, Optional, Sequence
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines import fileio
 from beam_pipelines import records as R
 from beam_pipelines.item_table import build_item_table, load_vectors
 from beam_pipelines.reading import ReadAndParse
-from beam_pipelines.sequences import BuildOptions, SPLITS, Vocab, train_time_events
+from beam_pipelines.sequences import BuildOptions, Vocab
 from beam_pipelines.sources import source_class
-from beam_pipelines.examples import BuildExamples
+from beam_pipelines.shards import WriteShard, train_counts as train_counts_of
 from beam_pipelines.runner import default_runner, setup_log
 from beam_pipelines.sources.base import SourceSpec
 from beam_pipelines.stats import row_accounting, summarize
@@ -40,9 +44,9 @@ LOG = logging.getLogger("beam_pipelines")
 
 
 # -------------------------------------------------------------------------------- helpers
-def _count_vocab(pcoll, label: str, min_count: int):
-    return (pcoll
-            | f"Count{label}" >> beam.combiners.Count.PerElement()
+def _vocab(counts, label: str, min_count: int):
+    """(key, count) pairs (one per key) -> a Vocab (ids by (-count, key))."""
+    return (counts
             | f"List{label}" >> beam.combiners.ToList()
             | f"Vocab{label}" >> beam.Map(lambda kc: Vocab.from_counts(kc, min_count)))
 
@@ -67,40 +71,44 @@ def _write_single(pcoll, path: str, label: str):
 
 def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
                    contract: F.FeatureContract, options: BuildOptions, *, min_count: int = 1,
-                   title_tokens: int = 8, synth_queries: bool = False) -> None:
-    """Adds the preprocessing transforms to pipeline `p`."""
+                   title_tokens: int = 8, synth_queries: bool = False, shards: int = 8,
+                   fmt: str = "store") -> None:
+    """Adds the preprocessing transforms to pipeline `p` (`shards` output shards of users,
+    `fmt` "store" or "examples": `beam_pipelines.shards`)."""
     parsed = (p
               | "Files" >> beam.Create(spec.files)
-              | "ReadParse" >> beam.ParDo(ReadAndParse(spec.source, spec.encoding)).with_outputs(
-                  "dead", "rows", main="records"))
+              | "ReadParse" >> beam.ParDo(ReadAndParse(
+                  spec.source, spec.encoding, shards=shards)).with_outputs(
+                  "dead", "rows", "event_batches", main="records"))
     records = parsed.records
-    events = records | "Events" >> beam.Filter(lambda r: isinstance(r, R.Event))
     items = records | "Items" >> beam.Filter(lambda r: isinstance(r, R.ItemRecord))
 
+    # Events travel in batches per shard of users; every shard is built by one worker.
+    by_shard = parsed.event_batches | "GroupByShard" >> beam.GroupByKey()
     # No leakage: vocabularies and popularity come from each user's events before their
     # first validation / test target (counted per key on the workers, `train_time_events`);
     # with vocab_from="catalog" every item record is in the item vocabulary as well.
-    by_user = (events | "KeyByUser" >> beam.Map(lambda e: (e.user, e))
-               | "GroupByUser" >> beam.GroupByKey())
-    train_events = by_user | "TrainTimeEvents" >> beam.FlatMap(
-        lambda kv: train_time_events(kv[1], options))
-    train_item_keys = train_events | "ItemKeys" >> beam.Map(lambda e: e.item)
-    item_counts = (train_item_keys
-                   | "CountItemsForSampling" >> beam.combiners.Count.PerElement()
-                   | "PosDict" >> beam.combiners.ToDict())
-    item_keys = train_item_keys
+    train_counts = (by_shard | "TrainCounts" >> beam.FlatMap(
+        lambda sb: train_counts_of(sb, options)) | "SumCounts" >> beam.CombinePerKey(sum))
+
+    def counts_of(kind):
+        return train_counts | f"Counts{kind}" >> beam.FlatMap(
+            lambda kv: [(kv[0][1], kv[1])] if kv[0][0] == kind else [])
+
+    item_keys = counts_of("items")
+    item_counts = item_keys | "PosDict" >> beam.combiners.ToDict()
     if options.vocab_from == "catalog":
-        item_keys = ((train_item_keys, items | "CatalogKeys" >> beam.Map(lambda r: r.item))
-                     | "TrainAndCatalog" >> beam.Flatten())
-    vocab_items = _count_vocab(item_keys, "Items", min_count)
-    tokens = ((train_events | "QueryTokens" >> beam.FlatMap(lambda e: e.query),
-               items | "TitleTokens" >> beam.FlatMap(lambda r: r.title))
-              | "AllTokens" >> beam.Flatten())
-    vocab_tokens = _count_vocab(tokens, "Tokens", min_count)
-    vocab_attrs = _count_vocab(items | "AttrKeys" >> beam.FlatMap(lambda r: r.attrs), "Attrs",
-                               min_count)
-    vocab_users = _count_vocab(train_events | "UserKeys" >> beam.Map(lambda e: e.user),
-                               "Users", 1)
+        item_keys = ((item_keys, items | "CatalogKeys" >> beam.Map(lambda r: (r.item, 1)))
+                     | "TrainAndCatalog" >> beam.Flatten()
+                     | "SumCatalog" >> beam.CombinePerKey(sum))
+    vocab_items = _vocab(item_keys, "Items", min_count)
+    tokens = ((counts_of("query_tokens"),
+               items | "TitleTokens" >> beam.FlatMap(lambda r: [(t, 1) for t in r.title]))
+              | "AllTokens" >> beam.Flatten() | "SumTokens" >> beam.CombinePerKey(sum))
+    vocab_tokens = _vocab(tokens, "Tokens", min_count)
+    vocab_attrs = _vocab(items | "AttrKeys" >> beam.FlatMap(lambda r: [(a, 1) for a in r.attrs])
+                         | "SumAttrs" >> beam.CombinePerKey(sum), "Attrs", min_count)
+    vocab_users = _vocab(counts_of("users"), "Users", 1)
     vocabs = ((vocab_items | "KItems" >> beam.Map(lambda v: ("items", v)),
                vocab_tokens | "KTokens" >> beam.Map(lambda v: ("query_tokens", v)),
                vocab_attrs | "KAttrs" >> beam.Map(lambda v: ("attrs", v)),
@@ -111,7 +119,7 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
     for name, v in (("items", vocab_items), ("query_tokens", vocab_tokens),
                     ("attrs", vocab_attrs), ("users", vocab_users)):
         _write_single(v | f"Lines{name}" >> beam.Map(lambda voc: voc.lines()),
-                      os.path.join(output, "vocab", f"{name}.txt"), f"WriteVocab{name}")
+                      fileio.join(output, "vocab", f"{name}.txt"), f"WriteVocab{name}")
 
     item_side = (items
                  | "DedupItems" >> beam.Map(lambda r: (r.item, r))
@@ -129,39 +137,32 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
                   }, sort_keys=True))
                   | "SortItems" >> beam.combiners.ToList()
                   | "ItemLines" >> beam.Map(lambda ls: "".join(f"{x}\n" for x in sorted(ls))),
-                  os.path.join(output, "items.jsonl"), "WriteItems")
+                  fileio.join(output, "items.jsonl"), "WriteItems")
 
     use_sampler = options.negatives != "observed" or options.num_candidates
     sampler_data = vocab_items | "SamplerData" >> beam.Map(
         lambda voc, counts: _sampler_data((voc, counts)) if use_sampler else ([], []),
         beam.pvalue.AsSingleton(item_counts))
 
-    built = (by_user
-             | "BuildExamples" >> beam.ParDo(
-                 BuildExamples(contract, options, spec.has_negatives, synth_queries),
-                 vocabs_si, beam.pvalue.AsSingleton(item_side_dict),
-                 beam.pvalue.AsSingleton(sampler_data)).with_outputs(*SPLITS, "lengths",
-                                                                      "rows"))
-    for split in SPLITS:
-        _ = built[split] | f"Write{split}" >> beam.io.WriteToTFRecord(
-            os.path.join(output, split), file_name_suffix=".tfrecord.gz",
-            compression_type=beam.io.filesystem.CompressionTypes.GZIP)
+    built = by_shard | "WriteShards" >> beam.ParDo(
+        WriteShard(output, shards, fmt, contract, options, spec.has_negatives, synth_queries),
+        vocabs_si, beam.pvalue.AsSingleton(item_side_dict),
+        beam.pvalue.AsSingleton(sampler_data))
 
     dead = parsed.dead
     _ = (dead | "DeadJson" >> beam.Map(lambda d: json.dumps(d._asdict(), ensure_ascii=False))
-         | "WriteDead" >> beam.io.WriteToText(os.path.join(output, "dead_letters"),
+         | "WriteDead" >> beam.io.WriteToText(fileio.join(output, "dead_letters"),
                                               file_name_suffix=".jsonl"))
 
     summary_parts = (
         (dead | "DeadReason" >> beam.Map(lambda d: d.reason.split(":")[0])
          | "CountDead" >> beam.combiners.Count.PerElement()
          | "DeadParts" >> beam.Map(lambda kv: ("dead", kv[0], kv[1])),
-         built["lengths"] | "CountLengths" >> beam.combiners.Count.PerElement()
-         | "LenParts" >> beam.Map(lambda kv: ("len", kv[0], kv[1])),
-         events | "CountEvents" >> beam.combiners.Count.Globally()
+         built,
+         parsed.event_batches | "CountEvents" >> beam.Map(lambda sb: sb[1][0])
+         | "SumEvents" >> beam.CombineGlobally(sum)
          | "EventParts" >> beam.Map(lambda n: ("events", None, n)),
-         (parsed.rows, built["rows"]) | "RowCounts" >> beam.Flatten()
-         | "SumRows" >> beam.CombinePerKey(sum)
+         parsed.rows | "SumRows" >> beam.CombinePerKey(sum)
          | "RowParts" >> beam.Map(lambda kv: ("rows", kv[0], kv[1])),
          items | "CountItemRecords" >> beam.combiners.Count.Globally()
          | "ItemRecParts" >> beam.Map(lambda n: ("rows", "item_records", n)),
@@ -169,10 +170,7 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
          | "UniqueItemParts" >> beam.Map(lambda n: ("rows", "unique_item_records", n)))
         | "SummaryParts" >> beam.Flatten() | "SummaryList" >> beam.combiners.ToList()
         | "Summarize" >> beam.Map(summarize))
-    _write_single(summary_parts, os.path.join(output, "beam_summary.json"), "WriteSummary")
-    candidates = built["candidates"] | "CountCand" >> beam.combiners.Count.Globally()
-    _write_single(candidates | "CandJson" >> beam.Map(lambda n: json.dumps({"candidates": n})),
-                  os.path.join(output, "candidates_count.json"), "WriteCandCount")
+    _write_single(summary_parts, fileio.join(output, "beam_summary.json"), "WriteSummary")
 
 
 # ------------------------------------------------------------------------------ driver
@@ -185,7 +183,7 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         synth_queries: Optional[bool] = None, text_vectors: Optional[str] = None,
         text_ids: Optional[str] = None, image_vectors: Optional[str] = None,
         image_ids: Optional[str] = None, beam_args: Sequence[str] = (),
-        progress: bool = False) -> Dict:
+        progress: bool = False, shards: int = 8, fmt: str = "store") -> Dict:
     """Runs the pipeline and writes stats.json / data_config.json; returns the stats.
 
     `min_target_time_ms` defaults to the `min_target_time` of a generator's `meta.json` in the
@@ -203,14 +201,13 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     """
     source_cls = source_class(source)
     spec = source_cls.find(input_dir)
-    os.makedirs(output, exist_ok=True)
+    fileio.makedirs(output)
     setup_log(output)
-    meta_path = os.path.join(input_dir, "meta.json")
+    meta_path = fileio.join(input_dir, "meta.json")
     if min_target_time_ms is None:
         min_target_time_ms = 0
-        if os.path.exists(meta_path):
-            with open(meta_path, encoding="utf-8") as f:
-                min_target_time_ms = int(json.load(f).get("min_target_time", 0))
+        if fileio.exists(meta_path):
+            min_target_time_ms = int(fileio.read_json(meta_path).get("min_target_time", 0))
     negatives, neg_per_pos = resolve_negatives(source, spec.has_negatives, negatives,
                                                neg_per_pos)
     if vocab_from not in ("train", "catalog"):
@@ -228,13 +225,14 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
                                  2**62, 2**62)
     t0 = time.time()
     LOG.info("preprocess %s: %d input files -> %s", source, len(spec.files), output)
-    input_mb = sum(os.path.getsize(f) for _, f in spec.files if os.path.exists(f)) / 2**20
+    input_mb = sum(fileio.size(f) for _, f in spec.files) / 2**20
     with Heartbeat("preprocess", status=lambda: f"Beam job on {len(spec.files)} files, "
                    f"{input_mb:.1f} MB") if progress else contextlib.nullcontext():
         with beam.Pipeline(runner=default_runner(beam_args),
                            options=PipelineOptions(list(beam_args))) as p:
             build_pipeline(p, spec, output, contract, options, min_count=min_count,
-                           title_tokens=title_tokens, synth_queries=synth_queries)
+                           title_tokens=title_tokens, synth_queries=synth_queries,
+                           shards=shards, fmt=fmt)
     seconds = time.time() - t0
     LOG.info("beam pipeline finished in %.1f s", seconds)
 
@@ -249,16 +247,15 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
             "image_vectors.npy", "image_item_ids.txt"))
     table_stats = build_item_table(output, num_attrs, title_tokens, text, image)
 
-    with open(os.path.join(output, "beam_summary.json"), encoding="utf-8") as f:
-        summary = json.load(f)
-    with open(os.path.join(output, "candidates_count.json"), encoding="utf-8") as f:
-        summary["examples"]["candidates"] = json.load(f)["candidates"]
+    summary = fileio.read_json(fileio.join(output, "beam_summary.json"))
     sizes = {}
     for name in ("items", "query_tokens", "attrs", "users"):
-        with open(os.path.join(output, "vocab", f"{name}.txt"), encoding="utf-8") as f:
-            sizes[name] = sum(1 for _ in f) + F.FIRST_ID
+        text = fileio.read_text(fileio.join(output, "vocab", f"{name}.txt"))
+        sizes[name] = text.count("\n") + F.FIRST_ID
     stats = {
-        "source": source, "input": os.path.abspath(input_dir), "seconds": round(seconds, 2),
+        "source": source,
+        "input": os.path.abspath(input_dir) if fileio.is_local(input_dir) else input_dir,
+        "seconds": round(seconds, 2),
         "events": summary["events"], "users": sizes["users"] - F.FIRST_ID,
         "items": sizes["items"] - F.FIRST_ID, "examples": summary["examples"],
         "history_length_histogram": dict(sorted(summary["length_hist"].items(),
@@ -268,17 +265,16 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         "rows": row_accounting(summary["rows"], sum(summary["dead_letters"].values())),
         "vocab_sizes": sizes, "item_table": table_stats, "options": options._asdict(),
         "synth_queries": synth_queries, "has_negatives": spec.has_negatives,
+        "format": fmt, "shards": shards,
     }
-    with open(os.path.join(output, "stats.json"), "w", encoding="utf-8") as f:
-        json.dump(stats, f, indent=2, sort_keys=True)
+    fileio.write_json(fileio.join(output, "stats.json"), stats)
     data_config = {"max_seq_len": max_seq_len, "max_query_tokens": max_query_tokens,
                    "num_attrs": num_attrs, "item_vocab_size": sizes["items"],
                    "query_vocab_size": sizes["query_tokens"],
                    "attr_vocab_size": max(sizes["attrs"], 3),
                    "user_vocab_size": sizes["users"], "text_dim": table_stats["text_dim"],
                    "image_dim": table_stats["image_dim"], "title_tokens": title_tokens}
-    with open(os.path.join(output, "data_config.json"), "w", encoding="utf-8") as f:
-        json.dump(data_config, f, indent=2, sort_keys=True)
+    fileio.write_json(fileio.join(output, "data_config.json"), data_config)
     n_dead = stats["dead_letters_total"]
     rows = stats["rows"]
     if rows["short_candidate_groups"]:
@@ -313,8 +309,8 @@ def resolve_negatives(source: str, has_negatives: bool, negatives: Optional[str]
 
 
 def _default(input_dir: str, name: str) -> Optional[str]:
-    path = os.path.join(input_dir, name)
-    return path if os.path.exists(path) else None
+    path = fileio.join(input_dir, name)
+    return path if fileio.exists(path) else None
 
 
 def run_from_args(args, beam_args: Sequence[str]) -> Dict:
@@ -331,4 +327,4 @@ def run_from_args(args, beam_args: Sequence[str]) -> Dict:
                sampling=args.sampling, num_candidates=args.num_candidates, seed=args.seed,
                text_vectors=args.text_vectors, text_ids=args.text_ids,
                image_vectors=args.image_vectors, image_ids=args.image_ids,
-               beam_args=beam_args, progress=True)
+               beam_args=beam_args, progress=True, shards=args.shards, fmt=args.format)

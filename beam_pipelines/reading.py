@@ -35,22 +35,31 @@ def any_has_key(paths: Sequence[str], key: str, probe: int = 1000) -> bool:
 
 
 def open_file(path: str):
-    return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    """Opens a local or remote (any Beam filesystem) file for reading bytes, gunzipping
+    `.gz` files."""
+    from apache_beam.io.filesystem import CompressionTypes
+    from apache_beam.io.filesystems import FileSystems
+    f = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return gzip.GzipFile(fileobj=f, mode="rb") if path.endswith(".gz") else f
 
 
 # ------------------------------------------------------------------------ reading + parsing
 class ReadAndParse(beam.DoFn):
     """Reads one file line by line (with line numbers) and parses each row.
 
-    Main output: Event or ItemRecord; tagged output "dead": DeadLetter; tagged output
-    "rows": (count name, n) once per file, so that every row read is accounted for:
+    Main output: Event or ItemRecord; with `shards` > 0, events leave instead as tagged
+    output "event_batches": (shard, (count, packed events)) per chunk of up to `chunk`
+    events (one Beam element per chunk and shard, `beam_pipelines.shards`); tagged output
+    "dead": DeadLetter; tagged output "rows": (count name, n) once per file, so that every
+    row read is accounted for:
     read = parsed + dead letters + skipped (header, blank). A compressed stream that breaks
     (corrupt or truncated gzip) dead-letters the rest of its file as one "corrupt_stream"
     row naming the line it broke at, instead of failing the job.
     """
 
-    def __init__(self, source: str, encoding: str):
+    def __init__(self, source: str, encoding: str, shards: int = 0, chunk: int = 20000):
         self.source, self.encoding = source, encoding
+        self.shards, self.chunk = shards, chunk
         self.rows = Metrics.counter("preprocess", "rows")
 
     def setup(self):
@@ -62,6 +71,7 @@ class ReadAndParse(beam.DoFn):
         header = None
         name = os.path.basename(path)
         counts = {"read": 0, "parsed": 0, "skipped_header": 0, "skipped_blank": 0}
+        buf = []
         with open_file(path) as f:
             lines = enumerate(f, start=1)
             while True:
@@ -100,9 +110,21 @@ class ReadAndParse(beam.DoFn):
                     yield self._dead(name, line_no, "malformed_row", line, e)
                     continue
                 counts["parsed"] += 1
-                yield rec
+                if self.shards and isinstance(rec, R.Event):
+                    buf.append(rec)
+                    if len(buf) >= self.chunk:
+                        yield from self._flush(buf)
+                        buf = []
+                else:
+                    yield rec
+        yield from self._flush(buf)
         for key, n in counts.items():
             yield beam.pvalue.TaggedOutput("rows", (key, n))
+
+    def _flush(self, events):
+        from beam_pipelines.shards import batch_by_shard
+        for shard_batch in batch_by_shard(events, self.shards) if events else ():
+            yield beam.pvalue.TaggedOutput("event_batches", shard_batch)
 
     @staticmethod
     def _parse(parser, fmt: str, line: str, header):

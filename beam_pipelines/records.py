@@ -90,6 +90,9 @@ def parse_token_list(text: str, field: str) -> Tuple[str, ...]:
 
 def parse_id(value, field: str) -> str:
     """A non-empty integer id (ints, integral floats and numeric strings accepted)."""
+    if type(value) is str and value.isascii() and value.isdigit() and (
+            value[0] != "0" or value == "0"):
+        return value  # the common case, already canonical
     if value is None or (isinstance(value, str) and not value.strip()):
         raise RecordError("missing_id", field)
     if isinstance(value, bool):
@@ -152,7 +155,9 @@ def words(text: str) -> Tuple[str, ...]:
 def csv_row(line: str, header: Sequence[str], delimiter: str = ",") -> Dict[str, str]:
     """Splits one CSV line and maps it onto the header; wrong column counts are errors."""
     try:
-        fields = next(csv.reader([line], delimiter=delimiter, strict=True))
+        # a line without quotes splits exactly as csv.reader splits it
+        fields = (line.split(delimiter) if '"' not in line
+                  else next(csv.reader([line], delimiter=delimiter, strict=True)))
     except (csv.Error, StopIteration) as e:
         raise RecordError("bad_csv", str(e)) from None
     if len(fields) != len(header):

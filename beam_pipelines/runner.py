@@ -20,6 +20,12 @@ def default_runner(beam_args: Sequence[str]):
 
 
 def setup_log(output: str) -> None:
+    """Routes Beam's and the pipeline's logs to `<output>/beam.log` (local outputs; for
+    remote ones, to `beam.log` in a local temporary directory, named in the log)."""
+    from apache_beam.io.filesystems import FileSystems
+    if FileSystems.get_scheme(output) not in (None, "file"):
+        import tempfile
+        output = tempfile.mkdtemp(prefix="beam_log_")
     handler = logging.FileHandler(os.path.join(output, "beam.log"), mode="w")
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
     for name in ("beam_pipelines", "apache_beam"):

@@ -17,8 +17,8 @@ Sequence rules:
   "sampled" writes `neg_per_pos` sampled items per positive instead, label-0 targets sharing
   the positive's history and query; "both" does both. Sampled negatives exclude the items the
   user interacted with up to the target's time (never the user's *future* clicks, which
-  would leak them into training) and are drawn from a generator seeded by (seed, user,
-  timestamp), so any runner reproduces them. When observed non-clicks exist, sampled ones go
+  would leak them into training) and are drawn, in target order, from one generator per
+  user seeded by (seed, user), so any runner reproduces them. When observed non-clicks exist, sampled ones go
   to train and validation only, so that the test split's impression AUC is measured on
   logged impressions.
 - Evaluation candidates (also written as `candidate_lists`: one ranking record per group,
@@ -31,7 +31,6 @@ Sequence rules:
 """
 from __future__ import annotations
 
-import bisect
 import hashlib
 from typing import Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -99,6 +98,22 @@ class Sampler:
         weights = np.ones(len(self.items)) if mode == "uniform" else np.asarray(counts, float)
         self.cum = np.cumsum(weights) / np.sum(weights)
 
+    def pool(self, rng: np.random.Generator, rows: int, width: int) -> List[List[int]]:
+        """`rows` x `width` weighted draws at once (with repeats; `pick` filters them)."""
+        idx = np.searchsorted(self.cum, rng.random((rows, width)))
+        return self.items[np.minimum(idx, len(self.items) - 1)].tolist()
+
+    @staticmethod
+    def pick(draws: Sequence[int], n: int, exclude: set) -> List[int]:
+        """The first `n` distinct draws not in `exclude`."""
+        out: List[int] = []
+        for i in draws:
+            if i not in exclude and i not in out:
+                out.append(i)
+                if len(out) == n:
+                    break
+        return out
+
     def draw(self, rng: np.random.Generator, n: int, exclude: set) -> List[int]:
         """Up to `n` distinct items not in `exclude`, by the sampling weights.
 
@@ -162,11 +177,139 @@ def sort_events(events: Iterable[Event]) -> List[Event]:
     return sorted(events, key=lambda e: (e.timestamp_ms, e.source, e.item, e.query, e.label))
 
 
+class Target(NamedTuple):
+    """One output record of a user: event index `k` (the context: time, query, source),
+    the target item and label, the history window `[lo, hi)` of the user's positives, the
+    candidate group (0 outside evaluation) and, for "candidate_lists", the (item, label)
+    list of the group."""
+    split: str
+    k: int
+    item: int
+    label: float
+    lo: int
+    hi: int
+    group: int = 0
+    listed: Tuple[Tuple[int, float], ...] = ()
+
+
+class UserPlan(NamedTuple):
+    """What one user contributes, before serialization (shared by both output formats).
+
+    Attributes:
+        events: the user's events, sorted (`sort_events`).
+        items, queries (n, Q), sources, times: per-event arrays (vocabulary ids, ms).
+        attrs: item id -> attribute ids (length A); `no_attrs` for unknown items.
+        pos: indices of the positive events: the timeline histories are cut from.
+        targets: the records in output order.
+        short: missing candidates of each group the catalogue could not fill.
+    """
+    events: List[Event]
+    items: np.ndarray
+    queries: np.ndarray
+    sources: np.ndarray
+    times: np.ndarray
+    attrs: Mapping[int, Sequence[int]]
+    no_attrs: np.ndarray
+    pos: np.ndarray
+    targets: List[Target]
+    short: List[int]
+
+    def attrs_of(self, items: Sequence[int]) -> np.ndarray:
+        return np.array([self.attrs.get(int(i), self.no_attrs) for i in items],
+                        np.int64).reshape(len(items), len(self.no_attrs))
+
+
+def plan_user(user_id: int, events: Iterable[Event], *, item_vocab: Vocab, token_vocab: Vocab,
+              item_attrs: Mapping[int, Sequence[int]], sampler: Optional[Sampler],
+              options: BuildOptions, has_negatives: bool) -> UserPlan:
+    """The targets of one user's events (splits, negatives, candidate groups; see the module
+    docstring), with the arrays both writers serialize from. `user_id` (the vocabulary id)
+    seeds the sampled negatives and names the candidate groups."""
+    events = sort_events(events)
+    n, Q, A = len(events), options.max_query_tokens, options.num_attrs
+    no_attrs = np.zeros(A, np.int64)
+    items = np.array([item_vocab.id(e.item) for e in events], np.int64)
+    queries = np.zeros((n, Q), np.int64)
+    for k, e in enumerate(events):
+        if e.query:
+            ids = token_vocab.ids(e.query)[:Q]
+            queries[k, :len(ids)] = ids
+    sources = np.array([e.source for e in events], np.int64)
+    times = np.array([e.timestamp_ms for e in events], np.int64)
+    labels = np.array([e.label for e in events], np.float64)
+    pos_idx = np.flatnonzero(labels > 0)
+    pos_times = times[pos_idx]
+    positives = set(items[pos_idx].tolist())
+    targets = np.flatnonzero(times >= options.min_target_time_ms).tolist()
+    target_pos = [k for k in targets if labels[k] > 0]
+
+    def split_of(ts: int) -> str:
+        if options.split == "time":
+            if ts >= options.test_start_ms:
+                return "test"
+            return "valid" if ts >= options.valid_start_ms else "train"
+        if len(target_pos) >= 3:
+            if ts >= times[target_pos[-1]]:
+                return "test"
+            if ts >= times[target_pos[-2]]:
+                return "valid"
+        return "train"
+
+    test_positive = target_pos[-1] if (options.split == "loo" and len(target_pos) >= 3) else None
+    observed = has_negatives and options.negatives in ("observed", "both")
+    sampled = options.negatives in ("sampled", "both")
+    out: List[Target] = []
+    short: List[int] = []
+    seen: set = set()  # items the user interacted with (any event) up to the target's time
+    neg_rng, pool, drawn = None, [], 0  # one generator per user, drawn in target order
+    upto = 0
+    his = np.searchsorted(pos_times, times, side="left")  # strictly earlier positives
+    for k in targets:
+        ts = int(times[k])
+        while upto < n and times[upto] <= ts:
+            seen.add(int(items[upto]))
+            upto += 1
+        hi = int(his[k])
+        lo = max(0, hi - options.max_seq_len)
+        split = split_of(ts)
+        item = int(items[k])
+        label = float(labels[k])
+        if label > 0 or observed:
+            out.append(Target(split, k, item, label, lo, hi))
+        if (label > 0 and sampler is not None and sampled and options.neg_per_pos > 0
+                and not (observed and split == "test")):
+            if neg_rng is None:  # one block of weighted draws for all the user's positives
+                neg_rng = _rng(options.seed, "neg", user_id)
+                pool = sampler.pool(neg_rng, len(target_pos), 4 * options.neg_per_pos)
+            # no leakage: only what the user did up to now is excluded, not later clicks
+            negs = Sampler.pick(pool[drawn], options.neg_per_pos, seen)
+            drawn += 1
+            if len(negs) < options.neg_per_pos:  # the block ran dry: draw on
+                negs += sampler.draw(neg_rng, options.neg_per_pos - len(negs),
+                                     seen | set(negs))
+            for neg in negs:
+                out.append(Target(split, k, neg, 0.0, lo, hi))
+        if sampler is not None and options.num_candidates > 0 and (k == test_positive or (
+                options.split == "time" and split == "test" and label > 0)):
+            rng = _rng(options.seed, "candidates", user_id, ts)
+            group = group_id(user_id, ts, item)
+            out.append(Target("candidates", k, item, 1.0, lo, hi, group))
+            negatives = sampler.draw(rng, options.num_candidates - 1, positives)
+            out.extend(Target("candidates", k, neg, 0.0, lo, hi, group) for neg in negatives)
+            listed = ((item, 1.0),) + tuple((neg, 0.0) for neg in negatives)
+            out.append(Target("candidate_lists", k, item, 1.0, lo, hi, group, listed))
+            if len(negatives) < options.num_candidates - 1:  # reported, never silent
+                short.append(options.num_candidates - 1 - len(negatives))
+    return UserPlan(events, items, queries, sources, times, item_attrs, no_attrs, pos_idx,
+                    out, short)
+
+
 def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vocab,
                         token_vocab: Vocab, item_attrs: Mapping[int, Sequence[int]],
                         sampler: Optional[Sampler], contract: F.FeatureContract,
                         options: BuildOptions, has_negatives: bool):
-    """Yields (split, serialized Example, history length) for one user's events.
+    """Yields (split, serialized Example, history length) for one user's events (the
+    `--format examples` writer; "short_groups" entries carry the missing count).
 
     Args:
         user_id: the user's vocabulary id.
@@ -178,87 +321,40 @@ def build_user_examples(user_id: int, events: Iterable[Event], *, item_vocab: Vo
         options: BuildOptions.
         has_negatives: the source logs real non-clicks.
     """
-    events = sort_events(events)
-    n, Q, A = len(events), options.max_query_tokens, options.num_attrs
-    no_attrs = np.zeros(A, np.int64)
-    items = np.array([item_vocab.id(e.item) for e in events], np.int64)
-    queries = np.zeros((n, Q), np.int64)
-    for k, e in enumerate(events):
-        ids = token_vocab.ids(e.query)[:Q]
-        queries[k, :len(ids)] = ids
-    attrs = np.array([item_attrs.get(int(i), no_attrs) for i in items],
-                     np.int64).reshape(n, A)
-    sources = np.array([e.source for e in events], np.int64)
-    times = np.array([e.timestamp_ms for e in events], np.int64)
+    plan = plan_user(user_id, events, item_vocab=item_vocab, token_vocab=token_vocab,
+                     item_attrs=item_attrs, sampler=sampler, options=options,
+                     has_negatives=has_negatives)
+    yield from plan_examples(user_id, plan, contract)
 
-    pos_idx = [k for k, e in enumerate(events) if e.label > 0]
-    pos_times = [events[k].timestamp_ms for k in pos_idx]
-    positives = {int(items[k]) for k in pos_idx}
-    p_items, p_query, p_attrs = items[pos_idx], queries[pos_idx], attrs[pos_idx]
-    p_sources, p_times = sources[pos_idx], times[pos_idx]
-    targets = [k for k, e in enumerate(events) if e.timestamp_ms >= options.min_target_time_ms]
-    target_pos = [k for k in targets if events[k].label > 0]
 
-    def split_of(ts: int) -> str:
-        if options.split == "time":
-            if ts >= options.test_start_ms:
-                return "test"
-            return "valid" if ts >= options.valid_start_ms else "train"
-        if len(target_pos) >= 3:
-            if ts >= events[target_pos[-1]].timestamp_ms:
-                return "test"
-            if ts >= events[target_pos[-2]].timestamp_ms:
-                return "valid"
-        return "train"
+def plan_examples(user_id: int, plan: UserPlan, contract: F.FeatureContract):
+    """Serializes a `UserPlan` as self-contained Examples: (split, bytes, history length)."""
+    p = plan.pos
+    p_items, p_query, p_sources, p_times = (plan.items[p], plan.queries[p], plan.sources[p],
+                                            plan.times[p])
+    p_attrs = plan.attrs_of(p_items)
 
-    def example(k: int, item: int, label: float, lo: int, hi: int, group: int = 0):
-        e = events[k]
+    def example(t: Target, group: int = 0) -> bytes:
+        e = plan.events[t.k]
+        lo, hi = t.lo, t.hi
         return contract.make_example_arrays(
-            user_id=user_id, timestamp=e.timestamp_ms // 1000, target_item=item,
-            target_query=queries[k],
-            target_attrs=np.asarray(item_attrs.get(item, no_attrs), np.int64),
-            target_source=e.source, label=label, hist_items=p_items[lo:hi],
+            user_id=user_id, timestamp=e.timestamp_ms // 1000, target_item=t.item,
+            target_query=plan.queries[t.k],
+            target_attrs=np.asarray(plan.attrs.get(t.item, plan.no_attrs), np.int64),
+            target_source=e.source, label=t.label, hist_items=p_items[lo:hi],
             hist_query=p_query[lo:hi], hist_attrs=p_attrs[lo:hi], hist_sources=p_sources[lo:hi],
             hist_time_gaps=((e.timestamp_ms - p_times[lo:hi]) / 1000.0).astype(np.float32),
             record=f"user {e.user}, timestamp_ms {e.timestamp_ms}, item {e.item}",
-            group_id=group).SerializeToString()
+            group_id=group).SerializeToString(deterministic=True)
 
-    test_positive = target_pos[-1] if (options.split == "loo" and len(target_pos) >= 3) else None
-    observed = has_negatives and options.negatives in ("observed", "both")
-    sampled = options.negatives in ("sampled", "both")
-    seen: set = set()  # items the user interacted with (any event) up to the target's time
-    upto = 0
-    for k in targets:
-        e = events[k]
-        while upto < n and times[upto] <= e.timestamp_ms:
-            seen.add(int(items[upto]))
-            upto += 1
-        hi = bisect.bisect_left(pos_times, e.timestamp_ms)  # strictly earlier positives
-        lo = max(0, hi - options.max_seq_len)
-        length = hi - lo
-        split = split_of(e.timestamp_ms)
-        item = int(items[k])
-        if e.label > 0 or observed:
-            yield split, example(k, item, e.label, lo, hi), length
-        if (e.label > 0 and sampler is not None and sampled and options.neg_per_pos > 0
-                and not (observed and split == "test")):
-            rng = _rng(options.seed, "neg", user_id, e.timestamp_ms, item)
-            # no leakage: only what the user did up to now is excluded, not later clicks
-            for neg in sampler.draw(rng, options.neg_per_pos, seen):
-                yield split, example(k, neg, 0.0, lo, hi), length
-        if sampler is not None and options.num_candidates > 0 and (k == test_positive or (
-                options.split == "time" and split == "test" and e.label > 0)):
-            rng = _rng(options.seed, "candidates", user_id, e.timestamp_ms)
-            group = group_id(user_id, e.timestamp_ms, item)
-            context = example(k, item, 1.0, lo, hi, group)
-            yield "candidates", context, length
-            negatives = sampler.draw(rng, options.num_candidates - 1, positives)
-            for neg in negatives:
-                yield "candidates", example(k, neg, 0.0, lo, hi, group), length
+    for t in plan.targets:
+        if t.split == "candidate_lists":
             # the same group as one ranking record: the history once, N small candidates
-            listed = [(item, 1.0)] + [(neg, 0.0) for neg in negatives]
+            context = example(t._replace(label=1.0), t.group)
             yield "candidate_lists", contract.make_ranking_record(context, [
-                contract.make_candidate(i, item_attrs.get(i, no_attrs), label, group)
-                for i, label in listed]), length
-            if len(negatives) < options.num_candidates - 1:  # reported, never silent
-                yield "short_groups", None, options.num_candidates - 1 - len(negatives)
+                contract.make_candidate(i, plan.attrs.get(i, plan.no_attrs), label, t.group)
+                for i, label in t.listed]), t.hi - t.lo
+        else:
+            yield t.split, example(t, t.group), t.hi - t.lo
+    for missing in plan.short:
+        yield "short_groups", None, missing

@@ -22,8 +22,9 @@ def summarize(parts):
             out["length_hist"][b] = out["length_hist"].get(b, 0) + value
         elif kind == "events":
             out["events"] += value
-    for s in ("candidates", "candidate_lists"):
-        out["examples"].pop(s)
+        elif kind == "cands":
+            out["examples"]["candidates"] += value
+    out["examples"].pop("candidate_lists")
     return json.dumps(out, sort_keys=True)
 
 

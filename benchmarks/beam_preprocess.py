@@ -1,10 +1,13 @@
 """Beam preprocessing throughput on generated KuaiSAR-schema logs.
 
-Generates 100k, 300k and 1,000,000 events, runs `beam_pipelines.pipeline` on the in-process
-runner single-process and multi-processing (2 workers), and reports events/second, examples
-written and peak memory (RSS of the driver and its worker processes, sampled every 0.2 s).
+Generates 100k, 1M and 10M events (by default), runs `seminar preprocess` on the in-process
+runner (single process and/or multi-processing with 2 workers) in both output formats
+(`--formats store examples`) at each `--max-seq-len`, and reports seconds, events/second,
+examples written, peak memory (RSS of the driver and its worker processes, sampled every
+0.2 s) and output bytes per event (all `*.tfrecord.gz` files).
 
-    python benchmarks/beam_preprocess.py [--events 100000 300000 1000000] [--max-seq-len 200]
+    python benchmarks/beam_preprocess.py [--events 100000 1000000 10000000]
+        [--max-seq-len 200 2000] [--formats store examples] [--modes multi_processing]
 """
 import argparse
 import json
@@ -45,10 +48,11 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024.0
 
 
-def run_case(raw, out, mode, max_seq_len):
+def run_case(raw, out, mode, max_seq_len, fmt="store", shards=8):
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "seminar_tf.cli", "preprocess", "--source", "kuaisar",
-           "--input", raw, "--output", out, "--max-seq-len", str(max_seq_len)]
+           "--input", raw, "--output", out, "--max-seq-len", str(max_seq_len),
+           "--format", fmt, "--shards", str(shards)]
     if mode == "multi_processing":
         cmd.append("--multiprocess")
     t0 = time.time()
@@ -70,19 +74,28 @@ def run_case(raw, out, mode, max_seq_len):
     seconds = time.time() - t0
     with open(os.path.join(out, "stats.json")) as f:
         stats = json.load(f)
-    return {"mode": mode, "events": stats["events"], "seconds": round(seconds, 1),
-            "events_per_s": stats["events"] / seconds,
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)
+               if f.endswith(".tfrecord.gz"))
+    shutil.rmtree(out, ignore_errors=True)  # 10M-event outputs are large
+    return {"mode": mode, "format": fmt, "L": max_seq_len, "shards": shards,
+            "events": stats["events"], "seconds": round(seconds, 1),
+            "events_per_s": round(stats["events"] / seconds, 0),
             "examples": sum(v for k, v in stats["examples"].items() if k != "candidates"),
-            "peak_rss_mb": round(peak[0], 0), "beam_seconds": stats["seconds"]}
+            "peak_rss_mb": round(peak[0], 0), "beam_seconds": stats["seconds"],
+            "output_mb": round(size / 2**20, 1),
+            "bytes_per_event": round(size / max(stats["events"], 1), 1)}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--events", type=int, nargs="*", default=[100_000, 300_000, 1_000_000])
-    p.add_argument("--max-seq-len", type=int, default=200)
+    p.add_argument("--events", type=int, nargs="*", default=[100_000, 1_000_000, 10_000_000])
+    p.add_argument("--max-seq-len", type=int, nargs="*", default=[200])
+    p.add_argument("--formats", nargs="*", default=["store", "examples"])
+    p.add_argument("--shards", type=int, default=0,
+                   help="output shards (default: 8 per million events, at least 8)")
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "beam_bench"))
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
-    p.add_argument("--modes", nargs="*", default=["single", "multi_processing"])
+    p.add_argument("--modes", nargs="*", default=["multi_processing"])
     p.add_argument("--name", default="beam_preprocess", help="results file name")
     args = p.parse_args()
     from seminar_tf.data import synthetic
@@ -93,21 +106,28 @@ def main():
             users = max(10, int(target / (200 * EVENTS_PER_USER_EVENT)))
             synthetic.generate(raw, synthetic.SyntheticConfig(
                 num_users=users, num_items=max(2000, target // 50), seq_len=200, seed=1))
+        shards = args.shards or max(8, 8 * target // 1_000_000)
         for mode in args.modes:
-            row = run_case(raw, os.path.join(args.work, f"out-{target}-{mode}"), mode,
-                           args.max_seq_len)
-            row["target_events"] = target
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    base = {r["mode"]: r for r in rows if r["target_events"] == min(args.events)}
-    for r in rows:
-        b = base[r["mode"]]
-        r["time_vs_smallest"] = r["seconds"] / b["seconds"]
-        r["events_vs_smallest"] = r["events"] / b["events"]
-    cols = ["mode", "events", "examples", "seconds", "events_per_s", "peak_rss_mb",
-            "events_vs_smallest", "time_vs_smallest"]
+            for fmt in args.formats:
+                for L in args.max_seq_len:
+                    row = run_case(raw, os.path.join(args.work, f"out-{target}"), mode, L,
+                                   fmt, shards)
+                    row["target_events"] = target
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+    for r in rows:  # growth against the smallest size of the same configuration
+        b = min((x for x in rows if (x["mode"], x["format"], x["L"]) ==
+                 (r["mode"], r["format"], r["L"])), key=lambda x: x["events"])
+        r["events_vs_smallest"] = round(r["events"] / b["events"], 2)
+        r["time_vs_smallest"] = round(r["seconds"] / b["seconds"], 2)
+        r["time_per_event_vs_smallest"] = round(r["time_vs_smallest"]
+                                                / r["events_vs_smallest"], 2)
+    cols = ["mode", "format", "L", "events", "examples", "seconds", "events_per_s",
+            "peak_rss_mb", "bytes_per_event", "events_vs_smallest", "time_vs_smallest",
+            "time_per_event_vs_smallest"]
     write_results(args.name, {"machine": machine(), "rows": rows,
-                                      "max_seq_len": args.max_seq_len},
+                              "config": {k: v for k, v in vars(args).items()
+                                         if k not in ("work", "out")}},
                   markdown_table(rows, cols), args.out)
 
 

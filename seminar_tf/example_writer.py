@@ -79,7 +79,7 @@ class ExampleWriter:
         if group_id:
             feats[GROUP_ID] = _int64([group_id], GROUP_ID, "")
         return tf.train.Example(
-            features=tf.train.Features(feature=feats)).SerializeToString()
+            features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)
 
     @staticmethod
     def make_ranking_record(context: bytes, candidates: Sequence[bytes]) -> bytes:
@@ -87,7 +87,7 @@ class ExampleWriter:
         (one serialized Example) and `candidates` (serialized candidate Examples)."""
         return tf.train.Example(features=tf.train.Features(feature={
             RANK_CONTEXT: _bytes([context]), RANK_CANDIDATES: _bytes(candidates)})
-        ).SerializeToString()
+        ).SerializeToString(deterministic=True)
 
     def make_example_arrays(self, *, user_id: int, timestamp: int, target_item: int,
                             target_query: np.ndarray, target_attrs: np.ndarray,

@@ -147,12 +147,9 @@ def check_stock_ops(saved_model_dir: str) -> List[str]:
 def sample_examples(model, data_dir: Optional[str], n: int = 8) -> List[bytes]:
     """Serialized Examples for warmup and checks: from the test split if available."""
     if data_dir:
-        from seminar_tf.data.dataset import list_shards, split_pattern
+        from seminar_tf.data.dataset import serialized_examples
         try:
-            files = list_shards(split_pattern(data_dir, "test"))
-            recs = []
-            for r in tf.data.TFRecordDataset(files, compression_type="GZIP").take(n):
-                recs.append(r.numpy())
+            recs = list(serialized_examples(data_dir, "test", n))
             if recs:
                 return recs
         except FileNotFoundError:

@@ -183,23 +183,25 @@ class FeatureContract(ExampleWriter):
             return tf.reverse(tf.reverse_sequence(dense, kept, seq_axis=1, batch_axis=0),
                               axis=[1])
 
-        out = {
-            USER_ID: self._oov(raw[USER_ID], self.user_vocab_size),
-            TIMESTAMP: raw[TIMESTAMP],
-            TARGET_ITEM: self._oov(raw[TARGET_ITEM], self.item_vocab_size),
-            TARGET_QUERY: self._oov(raw[TARGET_QUERY], self.query_vocab_size),
-            TARGET_ATTRS: self._oov(raw[TARGET_ATTRS], self.attr_vocab_size),
-            TARGET_SOURCE: raw[TARGET_SOURCE],
-            LABEL: raw[LABEL],
-            GROUP_ID: raw[GROUP_ID],
-            HIST_ITEMS: self._oov(recent_left_padded(items), self.item_vocab_size),
-            HIST_QUERY: self._oov(recent_left_padded(hist_query, (Q,)),
-                                  self.query_vocab_size),
-            HIST_ATTRS: self._oov(recent_left_padded(hist_attrs, (A,)),
-                                  self.attr_vocab_size),
+        dense = {k: raw[k] for k in (USER_ID, TIMESTAMP, TARGET_ITEM, TARGET_QUERY,
+                                      TARGET_ATTRS, TARGET_SOURCE, LABEL, GROUP_ID)}
+        dense.update({
+            HIST_ITEMS: recent_left_padded(items),
+            HIST_QUERY: recent_left_padded(hist_query, (Q,)),
+            HIST_ATTRS: recent_left_padded(hist_attrs, (A,)),
             HIST_SOURCES: recent_left_padded(raw[HIST_SOURCES]),
             HIST_TIME_GAPS: recent_left_padded(raw[HIST_TIME_GAPS]),
-        }
+        })
+        return self.finish(dense)
+
+    def finish(self, dense: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Maps OOV ids and adds the masks to dense, left-padded features (the last step of
+        `densify`, shared with the sequence-store input `seminar_tf.data.store`)."""
+        vocab = {USER_ID: self.user_vocab_size, TARGET_ITEM: self.item_vocab_size,
+                 TARGET_QUERY: self.query_vocab_size, TARGET_ATTRS: self.attr_vocab_size,
+                 HIST_ITEMS: self.item_vocab_size, HIST_QUERY: self.query_vocab_size,
+                 HIST_ATTRS: self.attr_vocab_size}
+        out = {k: self._oov(v, vocab[k]) if k in vocab else v for k, v in dense.items()}
         out[HIST_MASK] = out[HIST_ITEMS] != PAD_ID
         out[TARGET_QUERY_MASK] = out[TARGET_QUERY] != PAD_ID
         out[HIST_QUERY_MASK] = out[HIST_QUERY] != PAD_ID

@@ -267,7 +267,7 @@ def serve_and_query(base: str, name: str, data_dir: str, model_dir: str, request
     import tensorflow as tf
     from seminar_tf import features as F
     from seminar_tf import training
-    from seminar_tf.data.dataset import list_shards, split_pattern
+    from seminar_tf.data.dataset import serialized_examples
     from serving.client import GrpcClient
     grpc_port, rest_port = _free_port(), _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "seminar_tf.cli", "serve", "--model-base",
@@ -282,9 +282,7 @@ def serve_and_query(base: str, name: str, data_dir: str, model_dir: str, request
             if not line and proc.poll() is not None:
                 raise RuntimeError("the server exited before it was ready")
         log(f"[serve] server up: gRPC 127.0.0.1:{grpc_port}, REST 127.0.0.1:{rest_port}")
-        records = [r.numpy() for r in tf.data.TFRecordDataset(
-            list_shards(split_pattern(data_dir, "candidates")), compression_type="GZIP")
-            .take(requests * candidates)]
+        records = list(serialized_examples(data_dir, "candidates", requests * candidates))
         client = GrpcClient(f"127.0.0.1:{grpc_port}", name)
         lat, scores = [], []
         for i in range(requests):

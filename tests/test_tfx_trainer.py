@@ -1,9 +1,10 @@
-import glob
 import os
 import types
 
 import numpy as np
 import tensorflow as tf
+
+from seminar_tf.data.dataset import serialized_examples
 
 from seminar_tf.tfx_trainer import run_fn
 
@@ -24,9 +25,7 @@ def test_run_fn_with_fake_fn_args_writes_servable_model(tiny_dataset, tmp_path):
     assert np.isfinite(summary["eval"]["loss"])
     loaded = tf.saved_model.load(fn_args.serving_model_dir)
     assert set(loaded.signatures) == {"serving_default", "predict", "retrieve", "rank"}
-    records = [r.numpy() for r in tf.data.TFRecordDataset(
-        glob.glob(os.path.join(tiny_dataset, "test-*.tfrecord.gz")),
-        compression_type="GZIP").take(3)]
+    records = list(serialized_examples(tiny_dataset, "test", 3))
     out = loaded.signatures["serving_default"](examples=tf.constant(records))
     assert out["score"].shape == (3,)
     assert summary["export"]["gsu"] == "pq"

@@ -1,4 +1,5 @@
-"""tf.data input pipeline over gzip TFRecord shards of contract Examples."""
+"""tf.data input pipeline over gzip TFRecord shards: self-contained contract Examples or the
+sequence store (`seminar_tf.data.store`), the same batches from either."""
 from __future__ import annotations
 
 import glob
@@ -7,6 +8,7 @@ from typing import Callable, List, Optional, Sequence, Union
 
 import tensorflow as tf
 
+from seminar_tf.data import store
 from seminar_tf.features import FeatureContract
 
 
@@ -25,7 +27,8 @@ def list_shards(pattern: Union[str, Sequence[str]]) -> List[str]:
 
 
 def split_pattern(data_dir: str, split: str) -> str:
-    """The shard pattern of one split of a preprocessed dataset directory."""
+    """The shard pattern of one split of a preprocessed dataset directory (either format:
+    `{split}-*.tfrecord.gz` matches both Example shards and store target shards)."""
     return os.path.join(data_dir, f"{split}-*.tfrecord.gz")
 
 
@@ -49,28 +52,53 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
         num_shards, shard_index: read only every num_shards-th file (per-worker sharding).
         take: keep only the first `take` examples (after sharding, before shuffling).
         parse: the batch parser (default `contract.parse_examples`;
-            `contract.parse_ranking_records` for the `candidate_lists` split).
+            `contract.parse_ranking_records` for the `candidate_lists` split). Sequence-store
+            files are expanded by `seminar_tf.data.store` instead (the same output; the
+            `candidate_lists` split gives (context, candidates) as parse_ranking_records).
 
     Returns:
         A `tf.data.Dataset` of what `parse` returns (dicts of `parse_examples`).
     """
     files = list_shards(pattern)
+    if store.is_store(files):
+        lists = os.path.basename(files[0]).startswith("candidate_lists-")
+        if parse not in (None, contract.parse_examples, contract.parse_ranking_records):
+            raise ValueError("a custom `parse` needs self-contained Examples "
+                             "(preprocess with --format examples)")
     if num_shards > 1:
         files = files[shard_index::num_shards]
         if not files:
             raise ValueError(f"shard {shard_index} of {num_shards} has no files "
                              f"({len(list_shards(pattern))} shards in total)")
-    ds = tf.data.Dataset.from_tensor_slices(files)
     parallel = 1 if deterministic else tf.data.AUTOTUNE
-    ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
-                       cycle_length=1 if deterministic else min(4, len(files)),
-                       num_parallel_calls=parallel, deterministic=deterministic or None)
+    cycle = 1 if deterministic else min(4, len(files))
+    if store.is_store(files):
+        ds = tf.data.Dataset.from_tensor_slices(
+            (files, [store.timeline_file(f) for f in files]))
+        ds = ds.interleave(lambda f, tl: store.shard_targets(
+            f, tl, contract, lists, deterministic=deterministic), cycle_length=cycle,
+            num_parallel_calls=parallel, deterministic=deterministic or None)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(files)
+        ds = ds.interleave(lambda f: tf.data.TFRecordDataset(f, compression_type="GZIP"),
+                           cycle_length=cycle, num_parallel_calls=parallel,
+                           deterministic=deterministic or None)
     if take is not None:
         ds = ds.take(take)
     if shuffle_buffer:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+    if store.is_store(files):
+        if lists:
+            ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
+            ds = ds.map(lambda b: store.finish_lists(contract, b), num_parallel_calls=parallel,
+                        deterministic=deterministic or None)
+        else:
+            ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+            ds = ds.map(contract.finish, num_parallel_calls=parallel,
+                        deterministic=deterministic or None)
+        return ds.prefetch(tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(parse or contract.parse_examples, num_parallel_calls=parallel,
                 deterministic=deterministic or None)
@@ -86,3 +114,28 @@ def write_tfrecords(path: str, examples) -> int:
             w.write(ex if isinstance(ex, bytes) else ex.SerializeToString())
             n += 1
     return n
+
+
+def serialized_examples(data_dir: str, split: str, limit: Optional[int] = None):
+    """Self-contained serialized Examples of one split, from either format, in file order
+    (ranking records for `candidate_lists`): for export warmup, serving requests and checks.
+
+    The store's targets are expanded with the dataset's own `max_seq_len`
+    (`data_config.json`) and serialized by the contract.
+    """
+    import itertools
+    import json
+    files = list_shards(split_pattern(data_dir, split))
+    if not store.is_store(files):
+        ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
+        yield from (r.numpy() for r in (ds.take(limit) if limit is not None else ds))
+        return
+    with tf.io.gfile.GFile(os.path.join(data_dir, "data_config.json")) as f:
+        dc = json.load(f)
+    contract = FeatureContract(dc["max_seq_len"], dc["max_query_tokens"], dc["num_attrs"],
+                               2**62, 2**62, 2**62, 2**62)
+    lists = split == "candidate_lists"
+    targets = itertools.chain.from_iterable(
+        store.shard_targets(f, store.timeline_file(f), contract, lists) for f in files)
+    for t in itertools.islice(targets, limit):
+        yield store.to_example(contract, {k: v.numpy() for k, v in t.items()})

@@ -1,6 +1,5 @@
 """End-to-end runs of the Beam pipeline (DirectRunner) on the fixtures of every source."""
 import glob
-import gzip
 import json
 import os
 
@@ -12,7 +11,7 @@ from beam_pipelines import pipeline
 from beam_pipelines import records as R
 from seminar_tf import features as F
 from seminar_tf.config import DataConfig
-from seminar_tf.data.dataset import make_dataset, split_pattern
+from seminar_tf.data.dataset import make_dataset, serialized_examples, split_pattern
 
 import raw_fixtures as fixtures
 
@@ -20,10 +19,8 @@ SPLITS = ("train", "valid", "test", "candidates")
 
 
 def _examples(out, split):
-    recs = []
-    for path in sorted(glob.glob(os.path.join(out, f"{split}-*.tfrecord.gz"))):
-        recs += [r.numpy() for r in tf.data.TFRecordDataset(path, compression_type="GZIP")]
-    return recs
+    """Self-contained Examples of a split, from either output format."""
+    return list(serialized_examples(out, split))
 
 
 def _parse_one(raw):

@@ -1,0 +1,112 @@
+"""File access through Beam's `FileSystems`: local paths, `gs://`, `s3://` or any registered
+Beam filesystem, for every file the Beam jobs read or write (no local-only shortcuts)."""
+from __future__ import annotations
+
+import io
+import json
+from typing import List, Tuple
+
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+join = FileSystems.join
+
+
+def exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def makedirs(path: str) -> None:
+    """Creates a directory (a no-op on filesystems without directories, or if it exists)."""
+    try:
+        FileSystems.mkdirs(path)
+    except IOError:
+        if not FileSystems.exists(path):
+            raise
+
+
+def is_local(path: str) -> bool:
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
+def open_read(path: str):
+    """A binary reader, not decompressed (callers decide on `.gz`)."""
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def read_bytes(path: str) -> bytes:
+    with open_read(path) as f:
+        return f.read()
+
+
+def read_text(path: str) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def read_json(path: str):
+    return json.loads(read_text(path))
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+        f.write(data)
+
+
+def write_json(path: str, obj) -> None:
+    write_bytes(path, json.dumps(obj, indent=2, sort_keys=True).encode("utf-8"))
+
+
+def size(path: str) -> int:
+    return FileSystems.match([path])[0].metadata_list[0].size_in_bytes
+
+
+def glob(pattern: str) -> List[str]:
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+def delete(paths: List[str]) -> None:
+    if paths:
+        FileSystems.delete(paths)
+
+
+def load_npy(path: str) -> np.ndarray:
+    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+
+
+def save_npy(path: str, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    write_bytes(path, buf.getvalue())
+
+
+def save_npz(path: str, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    write_bytes(path, buf.getvalue())
+
+
+def npy_shape(path: str) -> Tuple[Tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a `.npy` file from its header only."""
+    with open_read(path) as f:
+        shape, _, dtype = _header(f)
+    return shape, dtype
+
+
+def load_npy_rows(path: str, start: int, end: int) -> np.ndarray:
+    """Rows `[start, end)` of a C-ordered `.npy` file, reading only those bytes."""
+    with open_read(path) as f:
+        shape, fortran, dtype = _header(f)
+        if fortran:
+            raise ValueError(f"{path}: Fortran-ordered arrays are not supported")
+        row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+        f.seek(f.tell() + start * row)
+        data = f.read((end - start) * row)
+    return np.frombuffer(data, dtype).reshape((end - start,) + tuple(shape[1:])).copy()
+
+
+def _header(f):
+    version = np.lib.format.read_magic(f)
+    read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+            else np.lib.format.read_array_header_2_0)
+    return read(f)

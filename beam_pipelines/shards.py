@@ -1,0 +1,203 @@
+"""Sharded output: users hashed to shards, each shard's files written by one worker.
+
+Events travel in batches (one Beam element per input chunk and shard, not per event) and
+are grouped per shard; a worker then builds every user of its shard (sorted by raw user id,
+so any runner writes the same bytes) and writes the shard's files itself through Beam's
+`FileSystems` (gzip TFRecords), in one of two formats:
+
+- "store" (default): `timelines-S-of-N` (each user's positives once) and
+  `{split}-S-of-N.targets.tfrecord.gz` (light target records), see `seminar_tf.data.store`;
+- "examples": `{split}-S-of-N.tfrecord.gz`, one self-contained Example per target.
+
+Both formats come from the same `UserPlan`s in the same order, so `make_dataset` yields the
+same batches from either. Statistics leave the worker as per-shard counts.
+"""
+from __future__ import annotations
+
+import collections
+import pickle
+import struct
+import zlib
+from typing import Dict, Iterable, List, Tuple
+
+import apache_beam as beam
+import google_crc32c
+import numpy as np
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines import records as R
+from beam_pipelines.sequences import (BuildOptions, Sampler, UserPlan, plan_examples,
+                                      plan_user, train_time_events)
+from seminar_tf import features as F
+from seminar_tf.data import store
+
+FORMATS = ("store", "examples")
+OUTPUT_SPLITS = ("train", "valid", "test", "candidates", "candidate_lists")
+
+
+def shard_of(user: str, shards: int) -> int:
+    """The shard of a raw user id (stable across processes and runners)."""
+    return zlib.crc32(user.encode("utf-8")) % shards
+
+
+def batch_by_shard(events: Iterable[R.Event], shards: int
+                   ) -> List[Tuple[int, Tuple[int, bytes]]]:
+    """Events of one input chunk -> [(shard, (count, packed events))]: one pickled list of
+    plain tuples per shard, so that Beam encodes one bytes value, not one object per event."""
+    out: Dict[int, list] = collections.defaultdict(list)
+    for e in events:
+        out[shard_of(e.user, shards)].append(tuple(e))
+    return [(k, (len(v), pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)))
+            for k, v in sorted(out.items())]
+
+
+def users_of(batches: Iterable[Tuple[int, bytes]]) -> List[Tuple[str, List[R.Event]]]:
+    """A shard's packed event batches -> [(user, events)] sorted by raw user id."""
+    users: Dict[str, list] = collections.defaultdict(list)
+    make = R.Event._make
+    for _, packed in batches:
+        for t in pickle.loads(packed):
+            users[t[0]].append(make(t))
+    return sorted(users.items())
+
+
+def train_counts(shard_batches, options: BuildOptions):
+    """((kind, key), count) of one shard's training-time events (`train_time_events`):
+    kind "items", "query_tokens" or "users"; vocabularies and popularity sum them by key."""
+    _, batches = shard_batches
+    counts: collections.Counter = collections.Counter()
+    for user, events in users_of(batches):
+        train = train_time_events(events, options)
+        if train:
+            counts[("users", user)] += len(train)
+        for e in train:
+            counts[("items", e.item)] += 1
+            for tok in e.query:
+                counts[("query_tokens", tok)] += 1
+    return counts.items()
+
+
+# ------------------------------------------------------------------------ record files
+class RecordFile:
+    """A gzip TFRecord file written through `FileSystems` (any Beam filesystem)."""
+
+    def __init__(self, path: str):
+        self.f = FileSystems.create(path, compression_type=CompressionTypes.GZIP)
+        self.n = 0
+
+    @staticmethod
+    def _masked(data: bytes) -> int:
+        crc = google_crc32c.value(data)
+        return (((crc >> 15) | (crc << 17)) + 0xa282ead8) & 0xffffffff
+
+    def write(self, record: bytes) -> None:
+        length = struct.pack("<Q", len(record))
+        self.f.write(b"".join((length, struct.pack("<I", self._masked(length)), record,
+                               struct.pack("<I", self._masked(record)))))
+        self.n += 1
+
+    def close(self) -> None:
+        self.f.close()
+
+
+def store_records(user_id: int, plan: UserPlan, tl_row: int
+                  ) -> Tuple[bytes, Dict[str, bytes], Dict[str, List[int]]]:
+    """One user's timeline record, target blocks per split and history lengths per split."""
+    p = plan.pos
+    timeline = store.timeline_record(user_id, plan.items[p], plan.queries[p],
+                                     plan.attrs_of(plan.items[p]), plan.sources[p],
+                                     plan.times[p])
+    by_split: Dict[str, list] = collections.defaultdict(list)
+    for t in plan.targets:
+        by_split[t.split].append(t)
+    blocks, lengths = {}, {}
+    for split, ts in by_split.items():
+        k = np.array([t.k for t in ts])
+        cols = {"t_time_ms": plan.times[k], "t_item": [t.item for t in ts],
+                "t_query": plan.queries[k], "t_attrs": plan.attrs_of([t.item for t in ts]),
+                "t_source": plan.sources[k], "t_label": [t.label for t in ts],
+                "t_group": [t.group for t in ts], "t_hist_end": [t.hi for t in ts]}
+        lists = None
+        if split == "candidate_lists":
+            flat = [c for t in ts for c in t.listed]
+            lists = {"c_count": [len(t.listed) for t in ts],
+                     "c_items": [i for i, _ in flat],
+                     "c_attrs": plan.attrs_of([i for i, _ in flat]),
+                     "c_labels": [label for _, label in flat]}
+        blocks[split] = store.target_block(tl_row, user_id, cols, lists)
+        lengths[split] = [t.hi - t.lo for t in ts]
+    return timeline, blocks, lengths
+
+
+class WriteShard(beam.DoFn):
+    """Builds and writes one shard's users; yields ("rows" | "len" | "cands", key, n)."""
+
+    def __init__(self, output: str, shards: int, fmt: str, contract: F.FeatureContract,
+                 options: BuildOptions, has_negatives: bool, synth_queries: bool):
+        if fmt not in FORMATS:
+            raise ValueError(f"--format must be one of {FORMATS}, not {fmt!r}")
+        self.output, self.shards, self.fmt = output, shards, fmt
+        self.contract, self.options = contract, options
+        self.has_negatives, self.synth_queries = has_negatives, synth_queries
+        self._cache_key = None
+
+    def _prepare(self, vocabs, item_side, sampler_data):
+        key = (id(vocabs), id(item_side), id(sampler_data))
+        if key != self._cache_key:
+            self._attrs = {k: v[0] for k, v in item_side.items()}
+            self._inverse_tokens = {i: k for k, i in vocabs["query_tokens"].index.items()}
+            self._sampler = (Sampler(*sampler_data, mode=self.options.sampling)
+                             if sampler_data[0] else None)
+            self._cache_key = key
+
+    def _open(self, prefix: str, shard: int, targets: bool) -> RecordFile:
+        name = store.shard_name(prefix, shard, self.shards, targets)
+        return RecordFile(FileSystems.join(self.output, name))
+
+    def process(self, shard_batches, vocabs, item_side, sampler_data):
+        from beam_pipelines.examples import synthesize_queries
+        shard, batches = shard_batches
+        self._prepare(vocabs, item_side, sampler_data)
+        is_store = self.fmt == "store"
+        files = {s: self._open(s, shard, is_store) for s in OUTPUT_SPLITS}
+        timelines = self._open("timelines", shard, False) if is_store else None
+        stats: collections.Counter = collections.Counter()
+        item_vocab, token_vocab = vocabs["items"], vocabs["query_tokens"]
+        for user, events in users_of(batches):
+            unique = list(dict.fromkeys(events))  # exact duplicate rows count once
+            stats[("rows", "duplicate_events")] += len(events) - len(unique)
+            if self.synth_queries:
+                unique = synthesize_queries(unique, item_vocab, self._inverse_tokens,
+                                            item_side)
+            user_id = vocabs["users"].id(user)
+            plan = plan_user(user_id, unique, item_vocab=item_vocab, token_vocab=token_vocab,
+                             item_attrs=self._attrs, sampler=self._sampler,
+                             options=self.options, has_negatives=self.has_negatives)
+            for missing in plan.short:
+                stats[("rows", "short_candidate_groups")] += 1
+                stats[("rows", "missing_candidates")] += missing
+            if is_store:
+                timeline, blocks, lengths = store_records(user_id, plan, timelines.n)
+                timelines.write(timeline)
+                for split, block in blocks.items():
+                    files[split].write(block)
+                    self._count(stats, split, lengths[split])
+            else:
+                for split, serialized, hist_len in plan_examples(user_id, plan,
+                                                                 self.contract):
+                    if split != "short_groups":
+                        files[split].write(serialized)
+                        self._count(stats, split, [hist_len])
+        for f in list(files.values()) + ([timelines] if timelines else []):
+            f.close()
+        for (kind, key), n in stats.items():
+            yield kind, key, n
+
+    @staticmethod
+    def _count(stats, split: str, lengths: List[int]) -> None:
+        if split == "candidates":
+            stats[("cands", None)] += len(lengths)
+        elif split != "candidate_lists":
+            for n in lengths:
+                stats[("len", (split, n))] += 1
