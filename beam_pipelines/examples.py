@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import List
 
-
 from beam_pipelines import records as R
 
 

@@ -31,7 +31,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines import fileio
 from beam_pipelines import records as R
 from beam_pipelines.item_table import build_item_table, load_vectors
-from beam_pipelines.reading import ReadAndParse
+from beam_pipelines.reading import ReadAndParse, absolute_dead_letters, file_splits
 from beam_pipelines.sequences import BuildOptions, Vocab
 from beam_pipelines.sources import source_class
 from beam_pipelines.shards import WriteShard, train_counts as train_counts_of
@@ -76,10 +76,11 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
     """Adds the preprocessing transforms to pipeline `p` (`shards` output shards of users,
     `fmt` "store" or "examples": `beam_pipelines.shards`)."""
     parsed = (p
-              | "Files" >> beam.Create(spec.files)
+              | "Files" >> beam.Create(file_splits(spec.files))
+              | "Spread" >> beam.Reshuffle()
               | "ReadParse" >> beam.ParDo(ReadAndParse(
                   spec.source, spec.encoding, shards=shards)).with_outputs(
-                  "dead", "rows", "event_batches", main="records"))
+                  "dead", "rows", "event_batches", "lines", main="records"))
     records = parsed.records
     items = records | "Items" >> beam.Filter(lambda r: isinstance(r, R.ItemRecord))
 
@@ -149,7 +150,8 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
         vocabs_si, beam.pvalue.AsSingleton(item_side_dict),
         beam.pvalue.AsSingleton(sampler_data))
 
-    dead = parsed.dead
+    dead = parsed.dead | "LineInFile" >> beam.Map(
+        absolute_dead_letters, beam.pvalue.AsList(parsed.lines))
     _ = (dead | "DeadJson" >> beam.Map(lambda d: json.dumps(d._asdict(), ensure_ascii=False))
          | "WriteDead" >> beam.io.WriteToText(fileio.join(output, "dead_letters"),
                                               file_name_suffix=".jsonl"))

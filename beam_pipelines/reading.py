@@ -7,7 +7,7 @@ import gzip
 import json
 import os
 import zlib
-from typing import Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -65,15 +65,16 @@ class ReadAndParse(beam.DoFn):
     def setup(self):
         self.parsers = source_class(self.source).parsers
 
-    def process(self, kind_path):
-        kind, path = kind_path
+    def process(self, split):
+        kind, path, start, end = split if len(split) == 4 else (*split, 0, None)
         parser, fmt = self.parsers[kind]
-        header = None
+        header = _csv_header(path, self.encoding) if fmt == "csv" and start > 0 else None
         name = os.path.basename(path)
         counts = {"read": 0, "parsed": 0, "skipped_header": 0, "skipped_blank": 0}
         buf = []
+        key = (path, start)
         with open_file(path) as f:
-            lines = enumerate(f, start=1)
+            lines = enumerate(_range_lines(f, start, end), start=1)
             while True:
                 try:
                     line_no, raw = next(lines)
@@ -81,7 +82,7 @@ class ReadAndParse(beam.DoFn):
                     break
                 except (OSError, EOFError, zlib.error) as e:  # corrupt compressed stream
                     counts["read"] += 1
-                    yield self._dead(name, counts["read"], "corrupt_stream",
+                    yield self._dead(key, name, counts["read"], "corrupt_stream",
                                      f"unreadable from line {counts['read']} to the end", e)
                     break
                 counts["read"] += 1
@@ -89,7 +90,8 @@ class ReadAndParse(beam.DoFn):
                 try:
                     line = raw.decode(self.encoding).rstrip("\r\n")
                 except UnicodeDecodeError as e:
-                    yield self._dead(name, line_no, "undecodable_bytes", repr(raw[:200]), e)
+                    yield self._dead(key, name, line_no, "undecodable_bytes", repr(raw[:200]),
+                                     e)
                     continue
                 if not line.strip():
                     counts["skipped_blank"] += 1
@@ -101,13 +103,13 @@ class ReadAndParse(beam.DoFn):
                 try:
                     rec = self._parse(parser, fmt, line, header)
                 except R.RecordError as e:
-                    yield self._dead(name, line_no, e.reason, line, e)
+                    yield self._dead(key, name, line_no, e.reason, line, e)
                     continue
                 except (KeyError, IndexError) as e:
-                    yield self._dead(name, line_no, "missing_column", line, e)
+                    yield self._dead(key, name, line_no, "missing_column", line, e)
                     continue
                 except (ValueError, TypeError, AttributeError, csv.Error) as e:
-                    yield self._dead(name, line_no, "malformed_row", line, e)
+                    yield self._dead(key, name, line_no, "malformed_row", line, e)
                     continue
                 counts["parsed"] += 1
                 if self.shards and isinstance(rec, R.Event):
@@ -118,8 +120,9 @@ class ReadAndParse(beam.DoFn):
                 else:
                     yield rec
         yield from self._flush(buf)
-        for key, n in counts.items():
-            yield beam.pvalue.TaggedOutput("rows", (key, n))
+        for count, n in counts.items():
+            yield beam.pvalue.TaggedOutput("rows", (count, n))
+        yield beam.pvalue.TaggedOutput("lines", (key, counts["read"]))
 
     def _flush(self, events):
         from beam_pipelines.shards import batch_by_shard
@@ -135,7 +138,55 @@ class ReadAndParse(beam.DoFn):
         return parser(line.split({"tab": "\t", "pipe": "|", "colons": "::"}[fmt]))
 
     @staticmethod
-    def _dead(name, line_no, reason, row, err):
+    def _dead(key, name, line_no, reason, row, err):
         Metrics.counter("dead_letters", reason).inc()
         return beam.pvalue.TaggedOutput(
-            "dead", R.DeadLetter(name, line_no, f"{reason}: {err}", row[:1000]))
+            "dead", (key, R.DeadLetter(name, line_no, f"{reason}: {err}", row[:1000])))
+
+
+# ------------------------------------------------------------------------ byte-range splits
+def file_splits(files, split_bytes: int = 8 << 20
+                ) -> List[Tuple[str, str, int, Optional[int]]]:
+    """(kind, path, start, end) byte ranges of ~`split_bytes` per uncompressed file (read by
+    parallel workers; a range holds the lines that start inside it); a gzip file is one
+    range (not splittable)."""
+    from beam_pipelines import fileio
+    out = []
+    for kind, path in files:
+        size = fileio.size(path)
+        if path.endswith(".gz") or size <= split_bytes:
+            out.append((kind, path, 0, None))
+            continue
+        bounds = list(range(0, size, split_bytes)) + [size]
+        out += [(kind, path, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    return out
+
+
+def absolute_dead_letters(keyed, lines_per_split) -> R.DeadLetter:
+    """A dead letter's line number within its range -> within its file."""
+    (path, start), dead = keyed
+    before = sum(n for (p, s), n in lines_per_split if p == path and s < start)
+    return dead._replace(line=dead.line + before)
+
+
+def _range_lines(f, start: int, end: Optional[int]):
+    """The raw lines of `f` that start at a byte offset in [start, end) (end None: to EOF)."""
+    pos = 0
+    if start > 0:
+        f.seek(start - 1)
+        pos = start - 1 + len(f.readline())  # the line that began before `start` is not ours
+    for raw in f:
+        if end is not None and pos >= end:
+            return
+        pos += len(raw)
+        yield raw
+
+
+def _csv_header(path: str, encoding: str):
+    """The header (first non-blank line) of a CSV file, for ranges after the first."""
+    with open_file(path) as f:
+        for raw in f:
+            line = raw.decode(encoding).rstrip("\r\n")
+            if line.strip():
+                return next(iter(csv.reader([line])))
+    return None

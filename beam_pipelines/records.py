@@ -75,6 +75,12 @@ _WORD_RE = re.compile(r"[0-9a-z]+")
 
 def parse_token_list(text: str, field: str) -> Tuple[str, ...]:
     """Parses a KuaiSAR list string like ``[20, 34, 3]`` (``[]`` is empty)."""
+    if text and text[0] == "[" and text[-1] == "]":  # the common case, already canonical
+        tokens = tuple(t.strip() for t in text[1:-1].split(","))
+        if all(t.isascii() and t.isdigit() and (t[0] != "0" or t == "0") for t in tokens):
+            return tokens
+        if tokens == ("",):
+            return ()
     m = _LIST_RE.match(text or "")
     if not m:
         raise RecordError("bad_token_list", f"{field}={text!r}")
@@ -155,15 +161,28 @@ def words(text: str) -> Tuple[str, ...]:
 def csv_row(line: str, header: Sequence[str], delimiter: str = ",") -> Dict[str, str]:
     """Splits one CSV line and maps it onto the header; wrong column counts are errors."""
     try:
-        # a line without quotes splits exactly as csv.reader splits it
-        fields = (line.split(delimiter) if '"' not in line
-                  else next(csv.reader([line], delimiter=delimiter, strict=True)))
+        # a line without quotes, or with one quoted field free of quotes and delimiter
+        # trouble, splits exactly as csv.reader splits it
+        quotes = line.count('"')
+        if quotes == 0:
+            fields = line.split(delimiter)
+        elif quotes == 2 and _one_quoted(line, delimiter):
+            pre, quoted, post = line.split('"')
+            fields = ((pre[:-1].split(delimiter) if pre else []) + [quoted]
+                      + (post[1:].split(delimiter) if post else []))
+        else:
+            fields = next(csv.reader([line], delimiter=delimiter, strict=True))
     except (csv.Error, StopIteration) as e:
         raise RecordError("bad_csv", str(e)) from None
     if len(fields) != len(header):
         raise RecordError("wrong_column_count",
                           f"{len(fields)} columns, header has {len(header)}")
     return dict(zip(header, fields))
+
+
+def _one_quoted(line: str, delimiter: str) -> bool:
+    pre, _, post = line.split('"')
+    return (not pre or pre.endswith(delimiter)) and (not post or post.startswith(delimiter))
 
 
 def json_object(line: str) -> dict:

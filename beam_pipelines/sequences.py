@@ -155,15 +155,17 @@ def train_time_events(events: Iterable[Event], options: BuildOptions) -> List[Ev
     with fewer than 3 positive targets, who have no validation or test target). Time split:
     events before the earlier of `valid_start_ms` / `test_start_ms` (those set).
     """
+    # by index (Event fields user, timestamp_ms, item, query, label, source), so that plain
+    # tuples of those fields work as well as Events
     events = sort_events(events)
     if options.split == "time":
         bounds = [b for b in (options.valid_start_ms, options.test_start_ms) if b > 0]
         boundary = min(bounds) if bounds else None
     else:
-        pos = [e.timestamp_ms for e in events
-               if e.timestamp_ms >= options.min_target_time_ms and e.label > 0]
+        start = options.min_target_time_ms
+        pos = [e[1] for e in events if e[1] >= start and e[4] > 0]
         boundary = pos[-2] if len(pos) >= 3 else None
-    return [e for e in events if boundary is None or e.timestamp_ms < boundary]
+    return events if boundary is None else [e for e in events if e[1] < boundary]
 
 
 def group_id(user_id: int, timestamp_ms: int, item: int) -> int:
@@ -174,7 +176,8 @@ def group_id(user_id: int, timestamp_ms: int, item: int) -> int:
 
 
 def sort_events(events: Iterable[Event]) -> List[Event]:
-    return sorted(events, key=lambda e: (e.timestamp_ms, e.source, e.item, e.query, e.label))
+    """Sorted by (timestamp_ms, source, item, query, label) (Events or plain field tuples)."""
+    return sorted(events, key=lambda e: (e[1], e[5], e[2], e[3], e[4]))
 
 
 class Target(NamedTuple):
@@ -215,6 +218,11 @@ class UserPlan(NamedTuple):
     short: List[int]
 
     def attrs_of(self, items: Sequence[int]) -> np.ndarray:
+        """(n, A) attribute ids of item ids (`attrs` a mapping or a dense (V, A) table)."""
+        if isinstance(self.attrs, np.ndarray):
+            ids = np.asarray(items, np.int64)
+            known = ids < len(self.attrs)
+            return np.where(known[:, None], self.attrs[np.where(known, ids, 0)], 0)
         return np.array([self.attrs.get(int(i), self.no_attrs) for i in items],
                         np.int64).reshape(len(items), len(self.no_attrs))
 
@@ -228,15 +236,17 @@ def plan_user(user_id: int, events: Iterable[Event], *, item_vocab: Vocab, token
     events = sort_events(events)
     n, Q, A = len(events), options.max_query_tokens, options.num_attrs
     no_attrs = np.zeros(A, np.int64)
-    items = np.array([item_vocab.id(e.item) for e in events], np.int64)
+    item_index, oov = item_vocab.index, F.OOV_ID
+    items = np.array([item_index.get(e[2], oov) if e[2] else F.PAD_ID for e in events],
+                     np.int64)
     queries = np.zeros((n, Q), np.int64)
     for k, e in enumerate(events):
-        if e.query:
-            ids = token_vocab.ids(e.query)[:Q]
+        if e[3]:
+            ids = token_vocab.ids(e[3])[:Q]
             queries[k, :len(ids)] = ids
-    sources = np.array([e.source for e in events], np.int64)
-    times = np.array([e.timestamp_ms for e in events], np.int64)
-    labels = np.array([e.label for e in events], np.float64)
+    times = np.fromiter((e[1] for e in events), np.int64, n)
+    labels = np.fromiter((e[4] for e in events), np.float64, n)
+    sources = np.fromiter((e[5] for e in events), np.int64, n)
     pos_idx = np.flatnonzero(labels > 0)
     pos_times = times[pos_idx]
     positives = set(items[pos_idx].tolist())
@@ -340,7 +350,7 @@ def plan_examples(user_id: int, plan: UserPlan, contract: F.FeatureContract):
         return contract.make_example_arrays(
             user_id=user_id, timestamp=e.timestamp_ms // 1000, target_item=t.item,
             target_query=plan.queries[t.k],
-            target_attrs=np.asarray(plan.attrs.get(t.item, plan.no_attrs), np.int64),
+            target_attrs=plan.attrs_of([t.item])[0],
             target_source=e.source, label=t.label, hist_items=p_items[lo:hi],
             hist_query=p_query[lo:hi], hist_attrs=p_attrs[lo:hi], hist_sources=p_sources[lo:hi],
             hist_time_gaps=((e.timestamp_ms - p_times[lo:hi]) / 1000.0).astype(np.float32),
@@ -351,9 +361,10 @@ def plan_examples(user_id: int, plan: UserPlan, contract: F.FeatureContract):
         if t.split == "candidate_lists":
             # the same group as one ranking record: the history once, N small candidates
             context = example(t._replace(label=1.0), t.group)
+            attrs = plan.attrs_of([i for i, _ in t.listed])
             yield "candidate_lists", contract.make_ranking_record(context, [
-                contract.make_candidate(i, plan.attrs.get(i, plan.no_attrs), label, t.group)
-                for i, label in t.listed]), t.hi - t.lo
+                contract.make_candidate(i, a, label, t.group)
+                for (i, label), a in zip(t.listed, attrs)]), t.hi - t.lo
         else:
             yield t.split, example(t, t.group), t.hi - t.lo
     for missing in plan.short:

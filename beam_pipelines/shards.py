@@ -52,13 +52,15 @@ def batch_by_shard(events: Iterable[R.Event], shards: int
             for k, v in sorted(out.items())]
 
 
-def users_of(batches: Iterable[Tuple[int, bytes]]) -> List[Tuple[str, List[R.Event]]]:
-    """A shard's packed event batches -> [(user, events)] sorted by raw user id."""
+def users_of(batches: Iterable[Tuple[int, bytes]], events: bool = True
+             ) -> List[Tuple[str, list]]:
+    """A shard's packed event batches -> [(user, events)] sorted by raw user id (`events`
+    False: plain field tuples, cheaper where only field indices are used)."""
     users: Dict[str, list] = collections.defaultdict(list)
     make = R.Event._make
     for _, packed in batches:
         for t in pickle.loads(packed):
-            users[t[0]].append(make(t))
+            users[t[0]].append(make(t) if events else t)
     return sorted(users.items())
 
 
@@ -67,14 +69,12 @@ def train_counts(shard_batches, options: BuildOptions):
     kind "items", "query_tokens" or "users"; vocabularies and popularity sum them by key."""
     _, batches = shard_batches
     counts: collections.Counter = collections.Counter()
-    for user, events in users_of(batches):
+    for user, events in users_of(batches, events=False):
         train = train_time_events(events, options)
         if train:
             counts[("users", user)] += len(train)
-        for e in train:
-            counts[("items", e.item)] += 1
-            for tok in e.query:
-                counts[("query_tokens", tok)] += 1
+        counts.update(("items", e[2]) for e in train)
+        counts.update(("query_tokens", tok) for e in train for tok in e[3])
     return counts.items()
 
 
@@ -145,7 +145,10 @@ class WriteShard(beam.DoFn):
     def _prepare(self, vocabs, item_side, sampler_data):
         key = (id(vocabs), id(item_side), id(sampler_data))
         if key != self._cache_key:
-            self._attrs = {k: v[0] for k, v in item_side.items()}
+            # a dense (V, A) table: one array lookup per item instead of a dict lookup
+            self._attrs = np.zeros((len(vocabs["items"]), self.options.num_attrs), np.int64)
+            for k, v in item_side.items():
+                self._attrs[k] = v[0]
             self._inverse_tokens = {i: k for k, i in vocabs["query_tokens"].index.items()}
             self._sampler = (Sampler(*sampler_data, mode=self.options.sampling)
                              if sampler_data[0] else None)

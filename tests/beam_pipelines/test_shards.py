@@ -43,3 +43,37 @@ def test_events_are_packed_per_shard_and_regrouped_per_user():
     users = users_of([b for _, b in packed])
     assert [u for u, _ in users] == sorted({e.user for e in events})
     assert sorted(e for _, evs in users for e in evs) == sorted(events)
+
+
+def test_byte_range_splits_read_every_line_once_with_file_line_numbers(tmp_path):
+    import raw_fixtures as fixtures
+    from beam_pipelines.reading import (ReadAndParse, _csv_header, absolute_dead_letters,
+                                        file_splits)
+    from beam_pipelines.sources import source_class
+    d = fixtures.write_kuaisar(str(tmp_path / "k"), bad=True)
+    spec = source_class("kuaisar").find(d)
+    reader = ReadAndParse("kuaisar", spec.encoding)
+    reader.setup()
+
+    def run(splits):
+        recs, dead, lines, rows = [], [], [], {}
+        for sp in splits:
+            for out in reader.process(sp):
+                tag = getattr(out, "tag", None)
+                if tag == "dead":
+                    dead.append(out.value)
+                elif tag == "lines":
+                    lines.append(out.value)
+                elif tag == "rows":
+                    rows[out.value[0]] = rows.get(out.value[0], 0) + out.value[1]
+                else:
+                    recs.append(out)
+        return (sorted(recs, key=repr), sorted(absolute_dead_letters(d, lines) for d in dead),
+                rows)
+
+    whole = run([(k, p, 0, None) for k, p in spec.files])
+    small = file_splits(spec.files, split_bytes=40)
+    assert len(small) > 2 * len(spec.files)
+    assert run(small) == whole
+    assert whole[1] and whole[0]
+    assert _csv_header(spec.files[0][1], spec.encoding)[0] == "user_id"
