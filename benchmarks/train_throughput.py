@@ -1,5 +1,10 @@
 """Training and evaluation throughput of every registry model.
 
+Training is measured in both input modes on the same targets: per-example batches (each
+example carries its L behaviours) and timeline batches (`train.input_mode: timelines`:
+batch / T windows of L + T behaviours, each encoded once and shared by T consecutive
+targets; `--targets-per-timeline`).
+
 Two configs: (L=100, K=50, d=64, H=4, batch 256) and (L=1000, K=200, d=64, H=4, batch 256).
 Inputs are random contract batches held in memory (the model is measured, not the input
 pipeline). Each step is a compiled `tf.function`; `--xla` also measures `jit_compile=True`
@@ -20,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                 "tests"))
 
-import seminar_tf  # noqa: E402,F401
+import seminar_tf  # noqa: E402,F401  (selects Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
@@ -53,11 +58,21 @@ def measure(name, L, K, batch, steps, xla):
     train_fn = model.make_train_function()
     ds = iter(tf.data.Dataset.from_tensors(data).repeat())
     train_s = median_seconds(lambda: train_fn(ds), steps)
+    tl_s = None
+    if TIMELINES[0]:  # the same targets' work from shared windows (train.input_mode)
+        tl_fn = model.make_train_function(force=True)
+        tl_ds = iter(tf.data.Dataset.from_tensors(
+            timeline_batch(cfg, batch, TIMELINES[0])).repeat())
+        tl_s = median_seconds(lambda: tl_fn(tl_ds), steps)
     eval_fn = tf.function(lambda b: model(b, training=False)["score"], jit_compile=xla)
     eval_s = median_seconds(lambda: eval_fn(data).numpy(), steps)
     row = {"model": name, "L": L, "K": K, "batch": batch, "xla": xla,
            "train_ex_per_s": batch / train_s, "eval_ex_per_s": batch / eval_s,
            "train_ms_per_step": 1000 * train_s, "eval_ms_per_batch": 1000 * eval_s}
+    if tl_s is not None:
+        row.update({"targets_per_timeline": TIMELINES[0],
+                    "train_ex_per_s_timelines": batch / tl_s,
+                    "timelines_speedup": train_s / tl_s})
     row.update(eval_users(model, cfg, steps, xla, users=EVAL_USERS[0]))
     if xla:
         plain = tf.function(lambda b: model(b, training=False)["score"])
@@ -67,6 +82,36 @@ def measure(name, L, K, batch, steps, xla):
 
 
 EVAL_USERS = [16]
+TIMELINES = [16]
+
+
+def timeline_batch(cfg, batch, T, seed=1):
+    """`batch` targets as batch // T full windows of W = L + T behaviours: T consecutive
+    targets per window, each with a full history of L (lifelong users)."""
+    rng = np.random.default_rng(seed)
+    d = cfg.data
+    L, Q, A, U = d.max_seq_len, d.max_query_tokens, d.num_attrs, batch // T
+    W = L + T
+    ends = np.broadcast_to(L + np.arange(T), (U, T))
+    times = np.sort(rng.integers(0, 10**9, size=(U, W)), 1)
+    c = tf.constant
+    return {
+        "tl_items": c(rng.integers(2, d.item_vocab_size, size=(U, W))),
+        "tl_query": c(rng.integers(0, d.query_vocab_size, size=(U, W, Q))
+                      * (rng.random((U, W, 1)) < 0.5)),
+        "tl_attrs": c(rng.integers(1, d.attr_vocab_size, size=(U, W, A))),
+        "tl_sources": c(rng.integers(1, 3, size=(U, W))),
+        "tl_time_ms": c(times.astype(np.int64)),
+        "user_id": c(np.repeat(rng.integers(2, d.user_vocab_size, size=(U, 1)), T, 1)),
+        "t_time_ms": c(np.take_along_axis(times, ends, 1) + 1),
+        "t_item": c(rng.integers(2, d.item_vocab_size, size=(U, T))),
+        "t_query": c(rng.integers(0, d.query_vocab_size, size=(U, T, Q))),
+        "t_attrs": c(rng.integers(1, d.attr_vocab_size, size=(U, T, A))),
+        "t_source": c(rng.integers(1, 3, size=(U, T))),
+        "t_label": c((rng.random((U, T)) < 0.5).astype(np.float32)),
+        "t_group": c(np.zeros((U, T), np.int64)),
+        "t_start": c((ends - L).astype(np.int64)), "t_end": c(ends.astype(np.int64)),
+        "t_mask": c(np.ones((U, T), bool))}
 CONTEXT = (F.USER_ID, F.TARGET_QUERY, F.TARGET_SOURCE) + F.HISTORY_FEATURES
 
 
@@ -108,10 +153,13 @@ def main():
     p.add_argument("--xla", action="store_true", help="also measure jit_compile=True")
     p.add_argument("--configs", default="100:50,1000:200", help="L:K pairs")
     p.add_argument("--eval-users", type=int, default=16, help="users per rank batch")
+    p.add_argument("--targets-per-timeline", type=int, default=16,
+                   help="T of the timeline input mode (0: examples only)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = p.parse_args()
     configs = [tuple(int(x) for x in c.split(":")) for c in args.configs.split(",")]
     EVAL_USERS[0] = args.eval_users
+    TIMELINES[0] = args.targets_per_timeline
     rows = []
     for L, K in configs:
         for name in args.models:
@@ -119,7 +167,8 @@ def main():
                 row = measure(name, L, K, args.batch, args.steps, xla)
                 print(row, flush=True)
                 rows.append(row)
-    cols = ["model", "L", "K", "batch", "xla", "train_ex_per_s", "eval_ex_per_s",
+    cols = ["model", "L", "K", "batch", "xla", "train_ex_per_s", "train_ex_per_s_timelines",
+            "timelines_speedup", "eval_ex_per_s",
             "train_ms_per_step", "eval_ms_per_batch", "eval_users_per_s",
             "eval_users_per_s_per_candidate"]
     write_results("train_throughput", {"machine": machine(), "rows": rows,

@@ -193,6 +193,10 @@ class TrainConfig:
         psu_sampled_negatives: random pairs shared by the batch for next-pair prediction.
         save_initial_weights: keep the step-0 weights as `weights/initial` (to check what
             training changed, e.g. across distributed workers).
+        input_mode: "examples" (one history per example) or "timelines" (sequence store
+            only: up to `targets_per_timeline` consecutive targets of a user share one
+            encoded window of behaviours, `seminar_tf.data.timelines`; same loss).
+        targets_per_timeline: T of timeline batches (batch_size // T windows per batch).
     """
     learning_rate: float = 1e-3
     batch_size: int = 256
@@ -209,10 +213,16 @@ class TrainConfig:
     freeze_psu: bool = False
     psu_positions: int = 8
     psu_sampled_negatives: int = 256
+    input_mode: str = "examples"
+    targets_per_timeline: int = 16
 
     def validate(self) -> None:
-        for name in ("batch_size", "epochs", "psu_positions", "psu_sampled_negatives"):
+        for name in ("batch_size", "epochs", "psu_positions", "psu_sampled_negatives",
+                     "targets_per_timeline"):
             _positive(self, "train", name)
+        if self.input_mode not in ("examples", "timelines"):
+            raise ConfigError(f"train.input_mode ({self.input_mode!r}) must be 'examples' or "
+                              "'timelines'")
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate ({self.learning_rate}) must be > 0")
         if self.temperature <= 0:
@@ -223,7 +233,6 @@ class TrainConfig:
                                   "number >= 0")
         if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
             raise ConfigError(f"train.steps_per_epoch ({self.steps_per_epoch}) must be > 0")
-
 
     def weights(self) -> Dict[str, float]:
         """Every PSU objective's weight (table defaults updated with objective_weights)."""

@@ -178,6 +178,12 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
         return ds
 
     def train_input(input_context=None):
+        if t.input_mode == "timelines":  # windows of behaviours shared by their targets
+            from seminar_tf.data.timelines import timeline_dataset
+            return shard_by_data(timeline_dataset(
+                train_pattern, contract, targets_per_timeline=t.targets_per_timeline,
+                batch_size=t.batch_size, shuffle_buffer=t.shuffle_buffer, seed=t.seed,
+                repeat=repeat))
         return shard_by_data(make_dataset(train_pattern, contract, batch_size=t.batch_size,
                                           shuffle_buffer=t.shuffle_buffer, seed=t.seed,
                                           repeat=repeat))
@@ -187,6 +193,9 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
         raise ValueError("backup_every_steps needs train.steps_per_epoch: a mid-epoch resume "
                          "must know where the data stream stopped")
     if strategy == "parameter_server":
+        if t.input_mode == "timelines":
+            raise ValueError("parameter_server training reads per-example batches: "
+                             "set train.input_mode to 'examples'")
         if t.steps_per_epoch is None:
             raise ValueError("parameter_server training needs train.steps_per_epoch")
         train_ds = tf.keras.utils.experimental.DatasetCreator(

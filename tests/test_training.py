@@ -149,3 +149,18 @@ def test_every_model_trains_one_epoch_and_beats_popularity(lifelong_dataset):
     for name, (model_auc, pop_auc) in results.items():
         assert np.isfinite(model_auc), name
         assert model_auc > pop_auc, (name, model_auc, pop_auc)
+
+
+def test_training_from_timeline_batches(tiny_dataset, tmp_path):
+    """input_mode=timelines trains on the store's windows (the loss equality itself is in
+    tests/models/test_timeline_training.py) and evaluates like any model."""
+    cfg = training.config_for("seminar", tiny_dataset, model=SMALL_MODEL,
+                              train=dict(batch_size=32, epochs=1, steps_per_epoch=4,
+                                         input_mode="timelines", targets_per_timeline=8))
+    out = str(tmp_path / "m")
+    result = training.train("seminar", tiny_dataset, out, cfg, verbose=0)
+    assert result["steps"] == 4
+    assert all(np.isfinite(v).all() for v in result["history"].values())
+    assert np.isfinite(training.evaluate(out, with_popularity=False, write=False)["test"]["auc"])
+    with pytest.raises(Exception, match="input_mode"):
+        cfg.replace(train=dict(input_mode="per_user")).validate()

@@ -13,6 +13,7 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from seminar_tf import features as F
+from seminar_tf.data import timelines
 from seminar_tf.config import SeminarConfig
 from seminar_tf.layers.attention import MultiHeadTargetAttention
 from seminar_tf.layers.encoders import QueryItemPairEncoder
@@ -130,12 +131,14 @@ class LifelongRanker(tfrs.models.Model):
         return self.pair_encoder(features[F.TARGET_ITEM], features[F.TARGET_ATTRS],
                                  features[F.TARGET_QUERY])
 
-    def encode_behaviours(self, features, positions=None):
+    def encode_behaviours(self, features, positions=None, encoded=None):
         """Keys (pair vectors), values (+ time gap and source) and mask of history positions.
 
         Args:
             features: parsed features.
             positions: optional (B, P) int positions to encode (default: all L).
+            encoded: optional pair-encoder outputs of the whole history (B, L, ...), already
+                computed (timeline batches encode each behaviour once per window).
 
         Returns:
             dict of encoded (pair encoder outputs), keys (B, P, d), values (B, P, d),
@@ -144,7 +147,9 @@ class LifelongRanker(tfrs.models.Model):
         take = (lambda x: x) if positions is None else (
             lambda x: tf.gather(x, positions, batch_dims=1))
         items = take(features[F.HIST_ITEMS])
-        enc = self.pair_encoder(items, take(features[F.HIST_ATTRS]), take(features[F.HIST_QUERY]))
+        enc = (self.pair_encoder(items, take(features[F.HIST_ATTRS]),
+                                 take(features[F.HIST_QUERY])) if encoded is None
+               else {k: take(v) for k, v in encoded.items()})
         mask = items != F.PAD_ID
         time_ids = time_gap_buckets(take(features[F.HIST_TIME_GAPS]),
                                     self.config.model.time_buckets)
@@ -171,13 +176,15 @@ class LifelongRanker(tfrs.models.Model):
             history = self.encode_behaviours(features)
         return self.gsu(self.retrieval_inputs(features, target_enc, history))
 
-    def call(self, features, training=False):
+    def call(self, features, training=False, encoded=None):
+        """Scores B examples (`encoded`: optional precomputed pair encodings of the
+        histories, see `encode_behaviours`)."""
         target_enc = self.encode_target(features)
         target = target_enc["pair"]
         S = self.config.model.short_term_len
         L = self.config.data.max_seq_len
         if self.gsu.needs_keys:
-            history = self.encode_behaviours(features)
+            history = self.encode_behaviours(features, encoded=encoded)
             retrieved = self.retrieve(features, target_enc, history)
             idx = retrieved["indices"]
             keys_k = tf.gather(history["keys"], idx, batch_dims=1)
@@ -186,11 +193,11 @@ class LifelongRanker(tfrs.models.Model):
         else:
             # Only the K retrieved behaviours (and the short-term window) are encoded.
             retrieved = self.retrieve(features, target_enc)
-            picked = self.encode_behaviours(features, retrieved["indices"])
+            picked = self.encode_behaviours(features, retrieved["indices"], encoded)
             keys_k, values_k = picked["keys"], picked["values"]
             recent = tf.broadcast_to(tf.range(L - S, L)[None, :],
                                      [tf.shape(target)[0], S])
-            short = self.encode_behaviours(features, recent)
+            short = self.encode_behaviours(features, recent, encoded)
             short_values, short_mask = short["values"], short["mask"]
         interest = self.esu(target, keys_k, retrieved["valid"], values_k)
         return self.head(target_enc, interest, short_term_of(short_values, short_mask),
@@ -281,16 +288,53 @@ class LifelongRanker(tfrs.models.Model):
         return {"ctr": tf.cast(source != F.SOURCE_SEARCH, tf.float32),
                 "search": tf.cast(source == F.SOURCE_SEARCH, tf.float32)}
 
+    def call_timelines(self, batch, training=False):
+        """Scores a timeline batch (`seminar_tf.data.timelines`): the W behaviours of each
+        window are pair-encoded once, and each of its T targets reads its own causal window
+        of the L most recent behaviours before it (target-dependent parts, time gaps and
+        everything after retrieval, per target). Equal to `call` on the per-example batch.
+
+        Returns:
+            (outputs of `call` over all U*T rows, (U*T,) float weights: 1 for real targets).
+        """
+        L = self.config.data.max_seq_len
+        features, valid, flat = timelines.expand(batch, L)
+        enc = self.pair_encoder(batch["tl_items"], batch["tl_attrs"], batch["tl_query"])
+        # a padding behaviour's encoding where a target's window is shorter than L, exactly
+        # what the per-example input encodes there
+        d = self.config.data
+        pad = self.pair_encoder(tf.zeros([1, 1], tf.int64),
+                                tf.zeros([1, 1, d.num_attrs], tf.int64),
+                                tf.zeros([1, 1, d.max_query_tokens], tf.int64))
+        def windows(v, p):
+            got = timelines.gather_windows(v, flat, L)
+            keep = tf.reshape(valid, tf.concat([tf.shape(valid), tf.ones(
+                [tf.rank(got) - 2], tf.int32)], 0))
+            return tf.where(keep, got, p[0, 0])
+
+        encoded = {k: windows(v, pad[k]) for k, v in enc.items()}
+        features[F.HIST_MASK] = features[F.HIST_ITEMS] != F.PAD_ID
+        features[F.TARGET_QUERY_MASK] = features[F.TARGET_QUERY] != F.PAD_ID
+        features[F.HIST_QUERY_MASK] = features[F.HIST_QUERY] != F.PAD_ID
+        weights = tf.cast(tf.reshape(batch["t_mask"], [-1]), tf.float32)
+        return self(features, training=training, encoded=encoded), features, weights
+
     def compute_loss(self, features, training=False):
-        out = self(features, training=training)
+        """Mean loss over the batch's targets: per-example batches, or timeline batches
+        (`t_mask` present; padding targets weigh 0)."""
+        if "t_mask" in features:
+            out, features, weights = self.call_timelines(features, training)
+        else:
+            out = self(features, training=training)
+            weights = tf.ones_like(features[F.LABEL], tf.float32)
         labels = tf.cast(features[F.LABEL], tf.float32)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        global_batch = tf.cast(tf.shape(labels)[0] * replicas, tf.float32)
+        global_batch = tf.reduce_sum(weights) * replicas
         loss = 0.0
         for t, w in self.task_weights(features[F.TARGET_SOURCE]).items():
             loss += self.ranking_tasks[t](labels=labels[:, None], predictions=out[t][:, None],
-                                          sample_weight=w, training=training)
-        self.auc.update_state(labels, out["logit"])
+                                          sample_weight=w * weights, training=training)
+        self.auc.update_state(labels, out["logit"], sample_weight=weights)
         return loss / global_batch
 
     def get_config(self):

@@ -1,0 +1,66 @@
+"""Timeline batches carry exactly the per-example targets and histories of the store."""
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from beam_pipelines import pipeline
+from seminar_tf import features as F
+from seminar_tf.data import synthetic, timelines
+from seminar_tf.data.dataset import make_dataset, split_pattern
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory):
+    raw = str(tmp_path_factory.mktemp("tl_raw"))
+    synthetic.generate(raw, synthetic.SyntheticConfig(num_users=20, num_items=150, seq_len=70,
+                                                      seed=4))
+    out = str(tmp_path_factory.mktemp("tl_store"))
+    pipeline.run("kuaisar", raw, out, max_seq_len=16, num_candidates=5, shards=2)
+    return out
+
+
+def _contract(d, L):
+    with open(os.path.join(d, "data_config.json")) as f:
+        dc = json.load(f)
+    return F.FeatureContract(L, dc["max_query_tokens"], dc["num_attrs"], dc["item_vocab_size"],
+                             dc["query_vocab_size"], dc["attr_vocab_size"],
+                             dc["user_vocab_size"])
+
+
+@pytest.mark.parametrize("L,T", [(16, 4), (5, 8)])
+def test_timeline_batches_hold_the_per_example_stream(store_dir, L, T):
+    contract = _contract(store_dir, L)
+    pattern = split_pattern(store_dir, "train")
+    per_example = list(make_dataset(
+        pattern, contract, batch_size=1000, deterministic=True))
+    ref = {k: np.concatenate([b[k].numpy() for b in per_example]) for k in per_example[0]}
+    got = [contract.finish(timelines.to_examples(b, L)) for b in timelines.timeline_dataset(
+        pattern, contract, targets_per_timeline=T, batch_size=3 * T, deterministic=True)]
+    got = {k: np.concatenate([b[k].numpy() for b in got]) for k in got[0]}
+    assert len(ref[F.LABEL]) > 100
+    for k in ref:
+        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
+
+
+def test_chunks_bound_count_and_span():
+    ends = tf.constant([0, 0, 1, 2, 2, 9, 9, 10, 30, 31], tf.int64)
+    cid = timelines.chunk_ids(ends, 4).numpy()
+    for c in np.unique(cid):
+        e = ends.numpy()[cid == c]
+        assert len(e) <= 4 and e.max() - e.min() < 4
+    assert list(cid) == sorted(cid)
+
+
+def test_timeline_batches_need_the_store(tmp_path):
+    from seminar_tf.data.dataset import write_tfrecords
+    path = str(tmp_path / "train-00000-of-00001.tfrecord.gz")
+    write_tfrecords(path, [b""])
+    with pytest.raises(ValueError, match="sequence store"):
+        timelines.timeline_dataset(path, _contract_stub())
+
+
+def _contract_stub():
+    return F.FeatureContract(4, 2, 2, 10, 10, 10, 10)
