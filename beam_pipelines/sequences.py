@@ -18,9 +18,9 @@ Sequence rules:
   the positive's history and query; "both" does both. Sampled negatives exclude the items the
   user interacted with up to the target's time (never the user's *future* clicks, which
   would leak them into training) and are drawn, in target order, from one generator per
-  user seeded by (seed, user), so any runner reproduces them. When observed non-clicks exist, sampled ones go
-  to train and validation only, so that the test split's impression AUC is measured on
-  logged impressions.
+  user seeded by (seed, user), so any runner reproduces them. When observed non-clicks
+  exist, sampled ones go to train and validation only, so that the test split's impression
+  AUC is measured on logged impressions.
 - Evaluation candidates (also written as `candidate_lists`: one ranking record per group,
   the context Example once plus N small candidate Examples, the `rank` signature's format)
   for the test positive, 1 positive + `num_candidates - 1` sampled

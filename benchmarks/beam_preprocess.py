@@ -91,6 +91,8 @@ def main():
     p.add_argument("--events", type=int, nargs="*", default=[100_000, 1_000_000, 10_000_000])
     p.add_argument("--max-seq-len", type=int, nargs="*", default=[200])
     p.add_argument("--formats", nargs="*", default=["store", "examples"])
+    p.add_argument("--seq-len", type=int, default=200,
+                   help="generated events per user (histories grow with it)")
     p.add_argument("--shards", type=int, default=0,
                    help="output shards (default: 8 per million events, at least 8)")
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "beam_bench"))
@@ -101,11 +103,13 @@ def main():
     from seminar_tf.data import synthetic
     rows = []
     for target in args.events:
-        raw = os.path.join(args.work, f"raw-{target}")
+        raw = os.path.join(args.work, f"raw-{target}" + (
+            f"-seq{args.seq_len}" if args.seq_len != 200 else ""))
         if not os.path.exists(os.path.join(raw, "meta.json")):
-            users = max(10, int(target / (200 * EVENTS_PER_USER_EVENT)))
+            users = max(10, int(target / (args.seq_len * EVENTS_PER_USER_EVENT)))
             synthetic.generate(raw, synthetic.SyntheticConfig(
-                num_users=users, num_items=max(2000, target // 50), seq_len=200, seed=1))
+                num_users=users, num_items=max(2000, target // 50), seq_len=args.seq_len,
+                seed=1))
         shards = args.shards or max(8, 8 * target // 1_000_000)
         for mode in args.modes:
             for fmt in args.formats:
@@ -113,6 +117,7 @@ def main():
                     row = run_case(raw, os.path.join(args.work, f"out-{target}"), mode, L,
                                    fmt, shards)
                     row["target_events"] = target
+                    row["events_per_user"] = args.seq_len
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     for r in rows:  # growth against the smallest size of the same configuration

@@ -24,7 +24,8 @@ def generate(cfg: Dict, out: str) -> Dict:
 
 
 def preprocess(cfg: Dict, raw: str, out: str) -> Dict:
-    """The Beam preprocessing job: raw logs -> examples, vocabularies, item table."""
+    """The Beam preprocessing job: raw logs -> the sequence store (or `format: examples`),
+    vocabularies, item table."""
     from beam_pipelines import pipeline as beam_pipeline
     p = cfg["preprocess"]
     beam_args = (["--direct_running_mode=multi_processing",
@@ -32,7 +33,8 @@ def preprocess(cfg: Dict, raw: str, out: str) -> Dict:
                  if p.get("multiprocess") else [])
     stats = beam_pipeline.run(p.get("source", "kuaisar"), raw, out,
                               max_seq_len=p["max_seq_len"], num_candidates=p["num_candidates"],
-                              beam_args=beam_args, progress=True)
+                              beam_args=beam_args, progress=True,
+                              fmt=p.get("format", "store"), shards=p.get("shards", 8))
     return {"data": out, "examples": stats["examples"], "events": stats["events"],
             "dead_letters": stats["dead_letters_total"]}
 
