@@ -32,7 +32,7 @@ from beam_pipelines import fileio
 from beam_pipelines import records as R
 from beam_pipelines.item_table import build_item_table, load_vectors
 from beam_pipelines.reading import ReadAndParse, absolute_dead_letters, file_splits
-from beam_pipelines.sequences import BuildOptions, Vocab
+from beam_pipelines.sequences import BuildOptions, Sampler, Vocab
 from beam_pipelines.sources import source_class
 from beam_pipelines.shards import WriteShard, train_counts as train_counts_of
 from beam_pipelines.runner import default_runner, setup_log
@@ -56,12 +56,6 @@ def _item_side(item: R.ItemRecord, vocabs, num_attrs: int, title_tokens: int):
     attr_ids += [F.PAD_ID] * (num_attrs - len(attr_ids))
     title_ids = [t for t in vocabs["query_tokens"].ids(item.title) if t != F.OOV_ID]
     return vocabs["items"].id(item.item), (attr_ids, title_ids[:title_tokens])
-
-
-def _sampler_data(vocab_and_counts):
-    vocab, counts = vocab_and_counts
-    ids = [vocab.id(k) for k in vocab.keys]
-    return ids, [counts.get(k, 1) for k in vocab.keys]
 
 
 def _write_single(pcoll, path: str, label: str):
@@ -97,7 +91,6 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
             lambda kv: [(kv[0][1], kv[1])] if kv[0][0] == kind else [])
 
     item_keys = counts_of("items")
-    item_counts = item_keys | "PosDict" >> beam.combiners.ToDict()
     if options.vocab_from == "catalog":
         item_keys = ((item_keys, items | "CatalogKeys" >> beam.Map(lambda r: (r.item, 1)))
                      | "TrainAndCatalog" >> beam.Flatten()
@@ -141,9 +134,9 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
                   fileio.join(output, "items.jsonl"), "WriteItems")
 
     use_sampler = options.negatives != "observed" or options.num_candidates
+    # a bounded summary: the top items by count, the rest as one uniform tail
     sampler_data = vocab_items | "SamplerData" >> beam.Map(
-        lambda voc, counts: _sampler_data((voc, counts)) if use_sampler else ([], []),
-        beam.pvalue.AsSingleton(item_counts))
+        lambda voc: Sampler.summary(voc) if use_sampler else ([], [], None))
 
     built = by_shard | "WriteShards" >> beam.ParDo(
         WriteShard(output, shards, fmt, contract, options, spec.has_negatives, synth_queries),

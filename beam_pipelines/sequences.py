@@ -37,6 +37,7 @@ from typing import Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tupl
 import numpy as np
 
 from beam_pipelines.records import Event
+from beam_pipelines.vocab import Sampler, Vocab  # noqa: F401  (re-exported)
 from seminar_tf import features as F
 
 SPLITS = ("train", "valid", "test", "candidates", "candidate_lists")
@@ -57,89 +58,6 @@ class BuildOptions(NamedTuple):
     vocab_from: str = "train"  # "train" or "catalog" (train events + every item record)
     num_candidates: int = 100
     seed: int = 0
-
-
-class Vocab:
-    """Deterministic id assignment: 0 padding, 1 OOV, then by (-count, key)."""
-
-    def __init__(self, keys: Sequence[str]):
-        self.keys = list(keys)
-        self.index = {k: i + F.FIRST_ID for i, k in enumerate(self.keys)}
-
-    @classmethod
-    def from_counts(cls, counts: Iterable[Tuple[str, int]], min_count: int = 1) -> "Vocab":
-        kept = [(k, c) for k, c in counts if c >= min_count and k != ""]
-        kept.sort(key=lambda kc: (-kc[1], kc[0]))
-        return cls([k for k, _ in kept])
-
-    def __len__(self) -> int:
-        """Vocabulary size including padding and OOV."""
-        return len(self.keys) + F.FIRST_ID
-
-    def id(self, key: str) -> int:
-        if key == "":
-            return F.PAD_ID
-        return self.index.get(key, F.OOV_ID)
-
-    def ids(self, keys: Iterable[str]) -> List[int]:
-        return [self.id(k) for k in keys]
-
-    def lines(self) -> str:
-        return "".join(f"{k}\n" for k in self.keys)
-
-
-class Sampler:
-    """Draws negative items (vocabulary ids) uniformly or by popularity."""
-
-    def __init__(self, item_ids: Sequence[int], counts: Sequence[float], mode: str):
-        if mode not in ("uniform", "popularity"):
-            raise ValueError(f"sampling must be 'uniform' or 'popularity', got {mode!r}")
-        self.items = np.asarray(item_ids, np.int64)
-        weights = np.ones(len(self.items)) if mode == "uniform" else np.asarray(counts, float)
-        self.cum = np.cumsum(weights) / np.sum(weights)
-
-    def pool(self, rng: np.random.Generator, rows: int, width: int) -> List[List[int]]:
-        """`rows` x `width` weighted draws at once (with repeats; `pick` filters them)."""
-        idx = np.searchsorted(self.cum, rng.random((rows, width)))
-        return self.items[np.minimum(idx, len(self.items) - 1)].tolist()
-
-    @staticmethod
-    def pick(draws: Sequence[int], n: int, exclude: set) -> List[int]:
-        """The first `n` distinct draws not in `exclude`."""
-        out: List[int] = []
-        for i in draws:
-            if i not in exclude and i not in out:
-                out.append(i)
-                if len(out) == n:
-                    break
-        return out
-
-    def draw(self, rng: np.random.Generator, n: int, exclude: set) -> List[int]:
-        """Up to `n` distinct items not in `exclude`, by the sampling weights.
-
-        When weighted draws keep hitting excluded or repeated items (a small catalogue, a
-        heavy user), the remaining allowed items fill the list in a seeded random order, so
-        fewer than `n` come back only when fewer than `n` items are allowed at all; callers
-        report such short lists (`build_user_examples` yields "short_groups").
-        """
-        out: List[int] = []
-        chosen: set = set()
-        attempts = 0
-        while len(out) < n and attempts < 20:
-            idx = np.searchsorted(self.cum, rng.random(max(n - len(out), 1) * 2))
-            for i in self.items[np.minimum(idx, len(self.items) - 1)]:
-                i = int(i)
-                if i not in exclude and i not in chosen:
-                    out.append(i)
-                    chosen.add(i)
-                    if len(out) == n:
-                        break
-            attempts += 1
-        if len(out) < n:
-            rest = [int(i) for i in rng.permutation(self.items)
-                    if int(i) not in exclude and int(i) not in chosen]
-            out.extend(rest[:n - len(out)])
-        return out
 
 
 def _rng(seed: int, *keys) -> np.random.Generator:
