@@ -86,7 +86,6 @@ class ReadAndParse(beam.DoFn):
                                      f"unreadable from line {counts['read']} to the end", e)
                     break
                 counts["read"] += 1
-                self.rows.inc()
                 try:
                     line = raw.decode(self.encoding).rstrip("\r\n")
                 except UnicodeDecodeError as e:
@@ -120,6 +119,7 @@ class ReadAndParse(beam.DoFn):
                 else:
                     yield rec
         yield from self._flush(buf)
+        self.rows.inc(counts["read"])  # once per range: a counter call per row costs
         for count, n in counts.items():
             yield beam.pvalue.TaggedOutput("rows", (count, n))
         yield beam.pvalue.TaggedOutput("lines", (key, counts["read"]))

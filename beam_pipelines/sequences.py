@@ -117,7 +117,7 @@ class UserPlan(NamedTuple):
     """What one user contributes, before serialization (shared by both output formats).
 
     Attributes:
-        events: the user's events, sorted (`sort_events`).
+        events: the user's events (Events or plain field tuples), sorted (`sort_events`).
         items, queries (n, Q), sources, times: per-event arrays (vocabulary ids, ms).
         attrs: item id -> attribute ids (length A); `no_attrs` for unknown items.
         pos: indices of the positive events: the timeline histories are cut from.
@@ -263,7 +263,7 @@ def plan_examples(user_id: int, plan: UserPlan, contract: F.FeatureContract):
     p_attrs = plan.attrs_of(p_items)
 
     def example(t: Target, group: int = 0) -> bytes:
-        e = plan.events[t.k]
+        e = Event._make(plan.events[t.k])
         lo, hi = t.lo, t.hi
         return contract.make_example_arrays(
             user_id=user_id, timestamp=e.timestamp_ms // 1000, target_item=t.item,

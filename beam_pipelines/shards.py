@@ -46,8 +46,12 @@ def batch_by_shard(events: Iterable[R.Event], shards: int
     """Events of one input chunk -> [(shard, (count, packed events))]: one pickled list of
     plain tuples per shard, so that Beam encodes one bytes value, not one object per event."""
     out: Dict[int, list] = collections.defaultdict(list)
+    shard_cache: Dict[str, int] = {}
     for e in events:
-        out[shard_of(e.user, shards)].append(tuple(e))
+        shard = shard_cache.get(e[0])
+        if shard is None:
+            shard = shard_cache[e[0]] = shard_of(e[0], shards)
+        out[shard].append(tuple(e))
     return [(k, (len(v), pickle.dumps(v, protocol=pickle.HIGHEST_PROTOCOL)))
             for k, v in sorted(out.items())]
 
@@ -167,7 +171,8 @@ class WriteShard(beam.DoFn):
         timelines = self._open("timelines", shard, False) if is_store else None
         stats: collections.Counter = collections.Counter()
         item_vocab, token_vocab = vocabs["items"], vocabs["query_tokens"]
-        for user, events in users_of(batches):
+        # plain field tuples unless queries are synthesised (that code reads Event fields)
+        for user, events in users_of(batches, events=self.synth_queries):
             unique = list(dict.fromkeys(events))  # exact duplicate rows count once
             stats[("rows", "duplicate_events")] += len(events) - len(unique)
             if self.synth_queries:
