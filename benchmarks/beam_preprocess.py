@@ -81,6 +81,7 @@ def run_case(raw, out, mode, max_seq_len, fmt="store", shards=8):
             "events": stats["events"], "seconds": round(seconds, 1),
             "events_per_s": round(stats["events"] / seconds, 0),
             "examples": sum(v for k, v in stats["examples"].items() if k != "candidates"),
+            "examples_per_split": stats["examples"], "rows": stats["rows"],
             "peak_rss_mb": round(peak[0], 0), "beam_seconds": stats["seconds"],
             "output_mb": round(size / 2**20, 1),
             "bytes_per_event": round(size / max(stats["events"], 1), 1)}

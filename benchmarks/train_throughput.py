@@ -156,6 +156,7 @@ def main():
     p.add_argument("--targets-per-timeline", type=int, default=16,
                    help="T of the timeline input mode (0: examples only)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
+    p.add_argument("--name", default="train_throughput", help="results file name")
     args = p.parse_args()
     configs = [tuple(int(x) for x in c.split(":")) for c in args.configs.split(",")]
     EVAL_USERS[0] = args.eval_users
@@ -171,7 +172,7 @@ def main():
             "timelines_speedup", "eval_ex_per_s",
             "train_ms_per_step", "eval_ms_per_batch", "eval_users_per_s",
             "eval_users_per_s_per_candidate"]
-    write_results("train_throughput", {"machine": machine(), "rows": rows,
+    write_results(args.name, {"machine": machine(), "rows": rows,
                                        "steps_median_of": args.steps},
                   markdown_table(rows, cols), args.out)
 
