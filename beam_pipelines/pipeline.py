@@ -157,6 +157,7 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
          parsed.event_batches | "CountEvents" >> beam.Map(lambda sb: sb[1][0])
          | "SumEvents" >> beam.CombineGlobally(sum)
          | "EventParts" >> beam.Map(lambda n: ("events", None, n)),
+         by_shard | "ShardsWithEvents" >> beam.Map(lambda kv: ("rows", "shards_with_events", 1)),
          parsed.rows | "SumRows" >> beam.CombinePerKey(sum)
          | "RowParts" >> beam.Map(lambda kv: ("rows", kv[0], kv[1])),
          items | "CountItemRecords" >> beam.combiners.Count.Globally()

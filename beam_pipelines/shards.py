@@ -199,6 +199,7 @@ class WriteShard(beam.DoFn):
                         self._count(stats, split, [hist_len])
         for f in list(files.values()) + ([timelines] if timelines else []):
             f.close()
+        stats[("rows", "shards_written")] += 1
         for (kind, key), n in stats.items():
             yield kind, key, n
 

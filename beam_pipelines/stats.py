@@ -31,7 +31,8 @@ def summarize(parts):
 def row_accounting(rows: Dict[str, int], dead: int) -> Dict[str, int]:
     """Where every input row went: read = parsed + dead_letters + skipped_header +
     skipped_blank; parsed rows are events or item records, of which `duplicate_events` and
-    `duplicate_item_records` (exact repeats) were counted once.
+    `duplicate_item_records` (exact repeats) were counted once. Also checks that every
+    shard of users with events was written exactly once.
 
     Raises:
         RuntimeError: the counts do not add up (a row was lost: a bug, never data).
@@ -45,6 +46,9 @@ def row_accounting(rows: Dict[str, int], dead: int) -> Dict[str, int]:
     accounted = out["parsed"] + dead + out["skipped_header"] + out["skipped_blank"]
     if accounted != out["read"]:
         raise RuntimeError(f"row accounting does not add up: {out}")
+    written, expected = rows.get("shards_written", 0), rows.get("shards_with_events", 0)
+    if written != expected:  # a shard's output (or its statistics) went missing
+        raise RuntimeError(f"{written} shards written, {expected} shards have events")
     return out
 
 

@@ -77,3 +77,12 @@ def test_byte_range_splits_read_every_line_once_with_file_line_numbers(tmp_path)
     assert run(small) == whole
     assert whole[1] and whole[0]
     assert _csv_header(spec.files[0][1], spec.encoding)[0] == "user_id"
+
+
+def test_a_missing_shard_fails_the_accounting():
+    import pytest
+    from beam_pipelines.stats import row_accounting
+    rows = {"read": 3, "parsed": 3, "shards_with_events": 2, "shards_written": 2}
+    assert row_accounting(rows, 0)["read"] == 3
+    with pytest.raises(RuntimeError, match="1 shards written, 2 shards have events"):
+        row_accounting(dict(rows, shards_written=1), 0)
