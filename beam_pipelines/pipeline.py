@@ -179,7 +179,7 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         synth_queries: Optional[bool] = None, text_vectors: Optional[str] = None,
         text_ids: Optional[str] = None, image_vectors: Optional[str] = None,
         image_ids: Optional[str] = None, beam_args: Sequence[str] = (),
-        progress: bool = False, shards: int = 8, fmt: str = "store") -> Dict:
+        progress: bool = False, shards: Optional[int] = None, fmt: str = "store") -> Dict:
     """Runs the pipeline and writes stats.json / data_config.json; returns the stats.
 
     `min_target_time_ms` defaults to the `min_target_time` of a generator's `meta.json` in the
@@ -190,6 +190,8 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     `vocab_from`: "train" (items, query tokens, users and popularity from events before each
     user's first validation / test target; items first seen later map to OOV) or "catalog"
     (also every item of the item records, as a production catalogue given up front).
+    `shards`: shards of users in the output (default 8 per 100 MB of input, at least 8);
+    `fmt`: "store" (the sequence store) or "examples" (`beam_pipelines.shards`).
 
     Raises:
         ValueError: `negatives="observed"` for a source without non-clicks, or `neg_per_pos`
@@ -222,6 +224,10 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     t0 = time.time()
     LOG.info("preprocess %s: %d input files -> %s", source, len(spec.files), output)
     input_mb = sum(fileio.size(f) for _, f in spec.files) / 2**20
+    if shards is None:  # ~8 shards of users per 100 MB of input, at least 8
+        shards = max(8, int(input_mb / 12.5))
+    if shards < 1:
+        raise ValueError(f"--shards must be >= 1, got {shards}")
     with Heartbeat("preprocess", status=lambda: f"Beam job on {len(spec.files)} files, "
                    f"{input_mb:.1f} MB") if progress else contextlib.nullcontext():
         with beam.Pipeline(runner=default_runner(beam_args),

@@ -34,7 +34,7 @@ def preprocess(cfg: Dict, raw: str, out: str) -> Dict:
     stats = beam_pipeline.run(p.get("source", "kuaisar"), raw, out,
                               max_seq_len=p["max_seq_len"], num_candidates=p["num_candidates"],
                               beam_args=beam_args, progress=True,
-                              fmt=p.get("format", "store"), shards=p.get("shards", 8))
+                              fmt=p.get("format", "store"), shards=p.get("shards"))
     return {"data": out, "examples": stats["examples"], "events": stats["events"],
             "dead_letters": stats["dead_letters_total"]}
 
