@@ -197,11 +197,7 @@ class FeatureContract(ExampleWriter):
     def finish(self, dense: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
         """Maps OOV ids and adds the masks to dense, left-padded features (the last step of
         `densify`, shared with the sequence-store input `seminar_tf.data.store`)."""
-        vocab = {USER_ID: self.user_vocab_size, TARGET_ITEM: self.item_vocab_size,
-                 TARGET_QUERY: self.query_vocab_size, TARGET_ATTRS: self.attr_vocab_size,
-                 HIST_ITEMS: self.item_vocab_size, HIST_QUERY: self.query_vocab_size,
-                 HIST_ATTRS: self.attr_vocab_size}
-        out = {k: self._oov(v, vocab[k]) if k in vocab else v for k, v in dense.items()}
+        out = self.map_oov(dense)
         out[HIST_MASK] = out[HIST_ITEMS] != PAD_ID
         out[TARGET_QUERY_MASK] = out[TARGET_QUERY] != PAD_ID
         out[HIST_QUERY_MASK] = out[HIST_QUERY] != PAD_ID
@@ -213,15 +209,19 @@ class FeatureContract(ExampleWriter):
         Ids outside a vocabulary (negative or too large) become OOV, as in `densify`;
         non-finite time gaps fail with InvalidArgumentError naming the field.
         """
-        vocab = {USER_ID: self.user_vocab_size, TARGET_ITEM: self.item_vocab_size,
-                 TARGET_QUERY: self.query_vocab_size, TARGET_ATTRS: self.attr_vocab_size,
-                 HIST_ITEMS: self.item_vocab_size, HIST_QUERY: self.query_vocab_size,
-                 HIST_ATTRS: self.attr_vocab_size}
-        out = {k: self._oov(v, vocab[k]) if k in vocab else v for k, v in features.items()}
+        out = self.map_oov(features)
         if HIST_TIME_GAPS in out:
             out[HIST_TIME_GAPS] = tf.debugging.assert_all_finite(
                 out[HIST_TIME_GAPS], message=f"{HIST_TIME_GAPS} must hold finite values")
         return out
+
+    def map_oov(self, features: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+        """Id features outside their vocabulary (negative or too large) -> OOV_ID."""
+        vocab = {USER_ID: self.user_vocab_size, TARGET_ITEM: self.item_vocab_size,
+                 TARGET_QUERY: self.query_vocab_size, TARGET_ATTRS: self.attr_vocab_size,
+                 HIST_ITEMS: self.item_vocab_size, HIST_QUERY: self.query_vocab_size,
+                 HIST_ATTRS: self.attr_vocab_size}
+        return {k: self._oov(v, vocab[k]) if k in vocab else v for k, v in features.items()}
 
     @staticmethod
     def _oov(ids: tf.Tensor, vocab_size: int) -> tf.Tensor:

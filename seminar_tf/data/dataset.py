@@ -60,7 +60,8 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
         A `tf.data.Dataset` of what `parse` returns (dicts of `parse_examples`).
     """
     files = list_shards(pattern)
-    if store.is_store(files):
+    from_store = store.is_store(files)
+    if from_store:
         lists = os.path.basename(files[0]).startswith("candidate_lists-")
         if parse not in (None, contract.parse_examples, contract.parse_ranking_records):
             raise ValueError("a custom `parse` needs self-contained Examples "
@@ -72,7 +73,7 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
                              f"({len(list_shards(pattern))} shards in total)")
     parallel = 1 if deterministic else tf.data.AUTOTUNE
     cycle = 1 if deterministic else min(4, len(files))
-    if store.is_store(files):
+    if from_store:
         ds = tf.data.Dataset.from_tensor_slices(
             (files, [store.timeline_file(f) for f in files]))
         ds = ds.interleave(lambda f, tl: store.shard_targets(
@@ -89,7 +90,7 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    if store.is_store(files):
+    if from_store:
         if lists:
             ds = ds.padded_batch(batch_size, drop_remainder=drop_remainder)
             ds = ds.map(lambda b: store.finish_lists(contract, b), num_parallel_calls=parallel,
