@@ -48,8 +48,13 @@ def read_json(path: str):
     return json.loads(read_text(path))
 
 
+def create(path: str):
+    """A binary writer (not compressed)."""
+    return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
 def write_bytes(path: str, data: bytes) -> None:
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with create(path) as f:
         f.write(data)
 
 

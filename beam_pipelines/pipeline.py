@@ -23,18 +23,22 @@ import json
 import logging
 import os
 import time
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import fileio
 from beam_pipelines import records as R
-from beam_pipelines.item_table import build_item_table, load_vectors
+from beam_pipelines.item_table import (ItemBucket, ReadVectorIds, assemble_item_table,
+                                       item_bucket, vector_entries)
+from beam_pipelines.ranks import (KINDS, AssignIds, concat_vocab_parts, entries_by_bucket, lookup,
+                                  requests_by_bucket)
 from beam_pipelines.reading import ReadAndParse, absolute_dead_letters, file_splits
-from beam_pipelines.sequences import BuildOptions, Sampler, Vocab
+from beam_pipelines.sequences import BuildOptions
 from beam_pipelines.sources import source_class
-from beam_pipelines.shards import WriteShard, train_counts as train_counts_of
+from beam_pipelines.shards import WriteShard, scan_shard
 from beam_pipelines.runner import default_runner, setup_log
 from beam_pipelines.sources.base import SourceSpec
 from beam_pipelines.stats import row_accounting, summarize
@@ -44,31 +48,36 @@ LOG = logging.getLogger("beam_pipelines")
 
 
 # -------------------------------------------------------------------------------- helpers
-def _vocab(counts, label: str, min_count: int):
-    """(key, count) pairs (one per key) -> a Vocab (ids by (-count, key))."""
-    return (counts
-            | f"List{label}" >> beam.combiners.ToList()
-            | f"Vocab{label}" >> beam.Map(lambda kc: Vocab.from_counts(kc, min_count)))
-
-
-def _item_side(item: R.ItemRecord, vocabs, num_attrs: int, title_tokens: int):
-    attr_ids = vocabs["attrs"].ids(item.attrs)[:num_attrs]
-    attr_ids += [F.PAD_ID] * (num_attrs - len(attr_ids))
-    title_ids = [t for t in vocabs["query_tokens"].ids(item.title) if t != F.OOV_ID]
-    return vocabs["items"].id(item.item), (attr_ids, title_ids[:title_tokens])
-
-
 def _write_single(pcoll, path: str, label: str):
     return pcoll | label >> beam.io.WriteToText(path, shard_name_template="",
                                                 append_trailing_newlines=False)
 
 
+def _sampler_summary(rows, tail_mass, sizes, top: int, num_attrs: int) -> Dict:
+    """The sampler's bounded summary (`beam_pipelines.vocab.Sampler`) from the item join's
+    head and tail-sample rows (id, count, attribute ids)."""
+    rows = sorted(rows)
+    n_items = sizes["items"] - F.FIRST_ID
+    head = min(top, n_items)
+    return {"item_ids": [r[0] for r in rows], "counts": [r[1] for r in rows],
+            "attrs": np.array([r[2] for r in rows], np.int64).reshape(len(rows), num_attrs),
+            "head": head, "tail_size": n_items - head, "tail_mass": float(tail_mass)}
+
+
 def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
                    contract: F.FeatureContract, options: BuildOptions, *, min_count: int = 1,
                    title_tokens: int = 8, synth_queries: bool = False, shards: int = 8,
-                   fmt: str = "store") -> None:
-    """Adds the preprocessing transforms to pipeline `p` (`shards` output shards of users,
-    `fmt` "store" or "examples": `beam_pipelines.shards`)."""
+                   fmt: str = "store", buckets: int = 16,
+                   vectors: Sequence[Tuple[str, str, str]] = (),
+                   sampler_top: int = 1_000_000, tail_sample: int = 1_000_000) -> None:
+    """Adds the preprocessing transforms to pipeline `p`.
+
+    Args:
+        shards: output shards of users; fmt: "store" or "examples" (`beam_pipelines.shards`).
+        buckets: join buckets (`beam_pipelines.ranks`): each holds ~1/buckets of the keys.
+        vectors: (name "text" | "image", vectors .npy, raw ids .txt) to join by item key.
+        sampler_top, tail_sample: the negative sampler's bounded summary (`Sampler`).
+    """
     parsed = (p
               | "Files" >> beam.Create(file_splits(spec.files))
               | "Spread" >> beam.Reshuffle()
@@ -81,67 +90,81 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
     # Events travel in batches per shard of users; every shard is built by one worker.
     by_shard = parsed.event_batches | "GroupByShard" >> beam.GroupByKey()
     # No leakage: vocabularies and popularity come from each user's events before their
-    # first validation / test target (counted per key on the workers, `train_time_events`);
-    # with vocab_from="catalog" every item record is in the item vocabulary as well.
-    train_counts = (by_shard | "TrainCounts" >> beam.FlatMap(
-        lambda sb: train_counts_of(sb, options)) | "SumCounts" >> beam.CombinePerKey(sum))
+    # first validation / test target (counted per key on the workers, `scan_shard`); with
+    # vocab_from="catalog" every item record is in the item vocabulary as well. The same
+    # pass lists the keys each shard will look up.
+    scanned = by_shard | "ScanShards" >> beam.FlatMap(
+        scan_shard, options, buckets).with_outputs("requests", main="counts")
+    catalog = (items | "CatalogKeys" >> beam.Map(lambda r: (("items", r.item), 1))
+               if options.vocab_from == "catalog" else None)
+    item_keys = (items | "ItemRecordKeys" >> beam.FlatMap(
+        lambda r: [(("query_tokens", t), 1) for t in r.title]
+        + [(("attrs", a), 1) for a in r.attrs]))
+    counts = ((scanned.counts, item_keys) + ((catalog,) if catalog is not None else ())
+              | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum))
+    assign = AssignIds(output, {"items": min_count, "query_tokens": min_count,
+                                "attrs": min_count, "users": 1})
+    groups = counts | "Ids" >> assign
+    sizes = beam.pvalue.AsSingleton(assign.sizes)
 
-    def counts_of(kind):
-        return train_counts | f"Counts{kind}" >> beam.FlatMap(
-            lambda kv: [(kv[0][1], kv[1])] if kv[0][0] == kind else [])
+    def entries_of(kind):
+        value = (lambda first, i, c: (first + i, c)) if kind == "items" else (
+            lambda first, i, c: first + i)
+        return groups | f"Entries{kind}" >> beam.FlatMap(
+            lambda g: entries_by_bucket(kind, ((k, value(g[1], i, c))
+                                               for i, (k, c) in enumerate(g[2])), buckets)
+            if g[0] == kind else [])
 
-    item_keys = counts_of("items")
-    if options.vocab_from == "catalog":
-        item_keys = ((item_keys, items | "CatalogKeys" >> beam.Map(lambda r: (r.item, 1)))
-                     | "TrainAndCatalog" >> beam.Flatten()
-                     | "SumCatalog" >> beam.CombinePerKey(sum))
-    vocab_items = _vocab(item_keys, "Items", min_count)
-    tokens = ((counts_of("query_tokens"),
-               items | "TitleTokens" >> beam.FlatMap(lambda r: [(t, 1) for t in r.title]))
-              | "AllTokens" >> beam.Flatten() | "SumTokens" >> beam.CombinePerKey(sum))
-    vocab_tokens = _vocab(tokens, "Tokens", min_count)
-    vocab_attrs = _vocab(items | "AttrKeys" >> beam.FlatMap(lambda r: [(a, 1) for a in r.attrs])
-                         | "SumAttrs" >> beam.CombinePerKey(sum), "Attrs", min_count)
-    vocab_users = _vocab(counts_of("users"), "Users", 1)
-    vocabs = ((vocab_items | "KItems" >> beam.Map(lambda v: ("items", v)),
-               vocab_tokens | "KTokens" >> beam.Map(lambda v: ("query_tokens", v)),
-               vocab_attrs | "KAttrs" >> beam.Map(lambda v: ("attrs", v)),
-               vocab_users | "KUsers" >> beam.Map(lambda v: ("users", v)))
-              | "Vocabs" >> beam.Flatten() | "VocabDict" >> beam.combiners.ToDict())
-    vocabs_si = beam.pvalue.AsSingleton(vocabs)
+    id_entries = {kind: entries_of(kind) for kind in KINDS}
 
-    for name, v in (("items", vocab_items), ("query_tokens", vocab_tokens),
-                    ("attrs", vocab_attrs), ("users", vocab_users)):
-        _write_single(v | f"Lines{name}" >> beam.Map(lambda voc: voc.lines()),
-                      fileio.join(output, "vocab", f"{name}.txt"), f"WriteVocab{name}")
-
-    item_side = (items
-                 | "DedupItems" >> beam.Map(lambda r: (r.item, r))
-                 | "OneRecordPerItem" >> beam.CombinePerKey(
-                     lambda recs: min(recs, key=lambda r: repr(r)))
-                 | "ItemSide" >> beam.Map(lambda kv, voc: (kv[1], _item_side(
-                     kv[1], voc, contract.num_attrs, title_tokens)), vocabs_si))
-    item_side_dict = (item_side | "SideOnly" >> beam.Map(lambda r_s: r_s[1])
-                      | "KnownItems" >> beam.Filter(lambda kv: kv[0] >= F.FIRST_ID)
-                      | "ItemSideDict" >> beam.combiners.ToDict())
-    _write_single(item_side
-                  | "ItemJson" >> beam.Map(lambda r_s: json.dumps({
-                      "id": r_s[1][0], "attrs": r_s[1][1][0], "title": r_s[1][1][1],
-                      "text_vector": r_s[0].text_vector, "image_vector": r_s[0].image_vector
-                  }, sort_keys=True))
-                  | "SortItems" >> beam.combiners.ToList()
-                  | "ItemLines" >> beam.Map(lambda ls: "".join(f"{x}\n" for x in sorted(ls))),
-                  fileio.join(output, "items.jsonl"), "WriteItems")
+    # the item join, by item key bucket: ids, records, attribute / title ids, vectors
+    unique_items = (items | "DedupItems" >> beam.Map(lambda r: (r.item, r))
+                    | "OneRecordPerItem" >> beam.CombinePerKey(
+                        lambda recs: min(recs, key=lambda r: repr(r))))
+    item_requests = (unique_items
+                     | "ItemWants" >> beam.Map(lambda kv: (item_bucket(kv[0], buckets), set(
+                         [("attrs", a) for a in kv[1].attrs if a]
+                         + [("query_tokens", t) for t in kv[1].title])))
+                     | "ItemWantsPerBucket" >> beam.CombinePerKey(
+                         lambda sets: set().union(*sets))
+                     | "ItemRequests" >> beam.FlatMap(
+                         lambda kv: requests_by_bucket(kv[0], kv[1], buckets)))
+    item_lookup = lookup(item_requests, (id_entries["attrs"], id_entries["query_tokens"])
+                         | "ItemEntries" >> beam.Flatten(), "ItemLookup")
+    vector_batches = (p | "VectorFiles" >> beam.Create(list(vectors))
+                      | "VectorIds" >> beam.ParDo(ReadVectorIds())
+                      | "Vectors" >> beam.FlatMap(vector_entries, buckets))
+    joined_items = ({"ids": id_entries["items"],
+                     "recs": unique_items | "RecsByBucket" >> beam.Map(
+                         lambda kv: (item_bucket(kv[0], buckets), kv)),
+                     "lookup": item_lookup, "vectors": vector_batches}
+                    | "JoinItems" >> beam.CoGroupByKey()
+                    | "ItemBuckets" >> beam.ParDo(
+                        ItemBucket(output, contract.num_attrs, title_tokens, buckets,
+                                   sampler_top, tail_sample), sizes).with_outputs(
+                        "sampler", "tail_mass", main="info"))
 
     use_sampler = options.negatives != "observed" or options.num_candidates
-    # a bounded summary: the top items by count, the rest as one uniform tail
-    sampler_data = vocab_items | "SamplerData" >> beam.Map(
-        lambda voc: Sampler.summary(voc) if use_sampler else ([], [], None))
+    summary = None
+    if use_sampler:
+        tail_mass = joined_items.tail_mass | "TailMass" >> beam.CombineGlobally(sum)
+        summary = (joined_items.sampler | "SamplerRows" >> beam.combiners.ToList()
+                   | "SamplerSummary" >> beam.Map(
+                       _sampler_summary, beam.pvalue.AsSingleton(tail_mass), sizes,
+                       sampler_top, contract.num_attrs))
+    else:
+        summary = p | "NoSampler" >> beam.Create([None])
 
-    built = by_shard | "WriteShards" >> beam.ParDo(
-        WriteShard(output, shards, fmt, contract, options, spec.has_negatives, synth_queries),
-        vocabs_si, beam.pvalue.AsSingleton(item_side_dict),
-        beam.pvalue.AsSingleton(sampler_data))
+    # each shard's keys, answered by key: item info, query tokens, users
+    shard_lookup = lookup(scanned.requests,
+                          (joined_items.info, id_entries["users"],
+                           id_entries["query_tokens"]) | "ShardEntries" >> beam.Flatten(),
+                          "ShardLookup")
+    built = ({"events": parsed.event_batches, "lookup": shard_lookup}
+             | "JoinShards" >> beam.CoGroupByKey()
+             | "WriteShards" >> beam.ParDo(
+                 WriteShard(output, shards, fmt, contract, options, spec.has_negatives,
+                            synth_queries), beam.pvalue.AsSingleton(summary)))
 
     dead = parsed.dead | "LineInFile" >> beam.Map(
         absolute_dead_letters, beam.pvalue.AsList(parsed.lines))
@@ -162,7 +185,9 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
          | "RowParts" >> beam.Map(lambda kv: ("rows", kv[0], kv[1])),
          items | "CountItemRecords" >> beam.combiners.Count.Globally()
          | "ItemRecParts" >> beam.Map(lambda n: ("rows", "item_records", n)),
-         item_side | "CountUniqueItems" >> beam.combiners.Count.Globally()
+         assign.sizes | "SizeParts" >> beam.FlatMap(
+             lambda sz: [("sizes", k, n) for k, n in sz.items()]),
+         unique_items | "CountUniqueItems" >> beam.combiners.Count.Globally()
          | "UniqueItemParts" >> beam.Map(lambda n: ("rows", "unique_item_records", n)))
         | "SummaryParts" >> beam.Flatten() | "SummaryList" >> beam.combiners.ToList()
         | "Summarize" >> beam.Map(summarize))
@@ -179,7 +204,8 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         synth_queries: Optional[bool] = None, text_vectors: Optional[str] = None,
         text_ids: Optional[str] = None, image_vectors: Optional[str] = None,
         image_ids: Optional[str] = None, beam_args: Sequence[str] = (),
-        progress: bool = False, shards: Optional[int] = None, fmt: str = "store") -> Dict:
+        progress: bool = False, shards: Optional[int] = None, fmt: str = "store",
+        sampler_top: int = 1_000_000, tail_sample: int = 1_000_000) -> Dict:
     """Runs the pipeline and writes stats.json / data_config.json; returns the stats.
 
     `min_target_time_ms` defaults to the `min_target_time` of a generator's `meta.json` in the
@@ -192,6 +218,8 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     (also every item of the item records, as a production catalogue given up front).
     `shards`: shards of users in the output (default 8 per 100 MB of input, at least 8);
     `fmt`: "store" (the sequence store) or "examples" (`beam_pipelines.shards`).
+    `sampler_top`, `tail_sample`: the negative sampler's summary, every one of the top items
+    and a uniform sample of the rest (`beam_pipelines.vocab.Sampler`).
 
     Raises:
         ValueError: `negatives="observed"` for a source without non-clicks, or `neg_per_pos`
@@ -228,32 +256,31 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         shards = max(8, int(input_mb / 12.5))
     if shards < 1:
         raise ValueError(f"--shards must be >= 1, got {shards}")
+    # join buckets of at most ~50k keys: distinct keys <= events, ~10^4 events per MB of
+    # raw input; at least 16
+    buckets = max(16, int(input_mb / 5))
+    vectors = []
+    for name, vec, ids in (("text", text_vectors, text_ids), ("image", image_vectors,
+                                                                 image_ids)):
+        vec = vec or _default(input_dir, f"{name}_vectors.npy")
+        if vec:
+            vectors.append((name, vec, ids or vec.replace(f"{name}_vectors.npy",
+                                                          f"{name}_item_ids.txt")))
     with Heartbeat("preprocess", status=lambda: f"Beam job on {len(spec.files)} files, "
                    f"{input_mb:.1f} MB") if progress else contextlib.nullcontext():
         with beam.Pipeline(runner=default_runner(beam_args),
                            options=PipelineOptions(list(beam_args))) as p:
             build_pipeline(p, spec, output, contract, options, min_count=min_count,
                            title_tokens=title_tokens, synth_queries=synth_queries,
-                           shards=shards, fmt=fmt)
+                           shards=shards, fmt=fmt, buckets=buckets, vectors=vectors,
+                           sampler_top=sampler_top, tail_sample=tail_sample)
     seconds = time.time() - t0
     LOG.info("beam pipeline finished in %.1f s", seconds)
 
-    text = image = None
-    text_vectors = text_vectors or _default(input_dir, "text_vectors.npy")
-    image_vectors = image_vectors or _default(input_dir, "image_vectors.npy")
-    if text_vectors:
-        text = load_vectors(text_vectors, text_ids or text_vectors.replace(
-            "text_vectors.npy", "text_item_ids.txt"))
-    if image_vectors:
-        image = load_vectors(image_vectors, image_ids or image_vectors.replace(
-            "image_vectors.npy", "image_item_ids.txt"))
-    table_stats = build_item_table(output, num_attrs, title_tokens, text, image)
-
+    concat_vocab_parts(output)
     summary = fileio.read_json(fileio.join(output, "beam_summary.json"))
-    sizes = {}
-    for name in ("items", "query_tokens", "attrs", "users"):
-        text = fileio.read_text(fileio.join(output, "vocab", f"{name}.txt"))
-        sizes[name] = text.count("\n") + F.FIRST_ID
+    sizes = {k: summary["sizes"].get(k, F.FIRST_ID) for k in KINDS}
+    table_stats = assemble_item_table(output, sizes["items"], num_attrs, title_tokens)
     stats = {
         "source": source,
         "input": os.path.abspath(input_dir) if fileio.is_local(input_dir) else input_dir,

@@ -136,7 +136,10 @@ class UserPlan(NamedTuple):
     short: List[int]
 
     def attrs_of(self, items: Sequence[int]) -> np.ndarray:
-        """(n, A) attribute ids of item ids (`attrs` a mapping or a dense (V, A) table)."""
+        """(n, A) attribute ids of item ids (`attrs` an `IdRows`, a mapping or a dense
+        (V, A) table)."""
+        if hasattr(self.attrs, "of"):
+            return self.attrs.of(items).reshape(len(items), len(self.no_attrs))
         if isinstance(self.attrs, np.ndarray):
             ids = np.asarray(items, np.int64)
             known = ids < len(self.attrs)

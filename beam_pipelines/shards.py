@@ -18,7 +18,7 @@ import collections
 import pickle
 import struct
 import zlib
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 import apache_beam as beam
 import google_crc32c
@@ -27,8 +27,10 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines import records as R
+from beam_pipelines.ranks import requests_by_bucket
 from beam_pipelines.sequences import (BuildOptions, Sampler, UserPlan, plan_examples,
                                       plan_user, train_time_events)
+from beam_pipelines.vocab import IdRows, KeyIds
 from seminar_tf import features as F
 from seminar_tf.data import store
 
@@ -68,18 +70,53 @@ def users_of(batches: Iterable[Tuple[int, bytes]], events: bool = True
     return sorted(users.items())
 
 
-def train_counts(shard_batches, options: BuildOptions):
-    """((kind, key), count) of one shard's training-time events (`train_time_events`):
-    kind "items", "query_tokens" or "users"; vocabularies and popularity sum them by key."""
-    _, batches = shard_batches
+def scan_shard(shard_batches, options: BuildOptions, buckets: int):
+    """One pass over a shard's events: ((kind, key), count) of the training-time events
+    (`train_time_events`; kind "items", "query_tokens" or "users": vocabularies and
+    popularity sum them by key), and, as tagged output "requests", the keys the shard will
+    look up (`beam_pipelines.ranks.requests_by_bucket`): its items' info, query tokens and
+    users."""
+    shard, batches = shard_batches
     counts: collections.Counter = collections.Counter()
+    wanted = set()
     for user, events in users_of(batches, events=False):
+        wanted.add(("users", user))
+        wanted.update(("item_info", e[2]) for e in events if e[2])
+        wanted.update(("query_tokens", tok) for e in events for tok in e[3])
         train = train_time_events(events, options)
         if train:
             counts[("users", user)] += len(train)
         counts.update(("items", e[2]) for e in train)
         counts.update(("query_tokens", tok) for e in train for tok in e[3])
-    return counts.items()
+    yield from counts.items()
+    for request in requests_by_bucket(shard, wanted, buckets):
+        yield beam.pvalue.TaggedOutput("requests", request)
+
+
+class ShardLookups:
+    """What a shard's users need by key, from the join's answers: item ids, attributes and
+    titles, query token ids and user ids, plus the sampler's items' attributes."""
+
+    def __init__(self, found, sampler_attrs: Optional[IdRows], num_attrs: int):
+        items, tokens, self.users, attrs = {}, {}, {}, {}
+        self.titles = {}
+        for batch in found:
+            for kind, key, value in batch:
+                if kind == "item_info":
+                    item_id, item_attrs, pairs = value
+                    items[key] = item_id
+                    attrs[item_id] = item_attrs
+                    self.titles[key] = tuple(t for t, _ in pairs)
+                    tokens.update(pairs)
+                elif kind == "query_tokens":
+                    tokens[key] = value
+                else:
+                    self.users[key] = value
+        self.items, self.tokens = KeyIds(items), KeyIds(tokens)
+        self.attrs = IdRows(attrs, num_attrs, fallback=sampler_attrs)
+
+    def user(self, key: str) -> int:
+        return self.users.get(key, F.OOV_ID)
 
 
 # ------------------------------------------------------------------------ record files
@@ -135,7 +172,9 @@ def store_records(user_id: int, plan: UserPlan, tl_row: int
 
 
 class WriteShard(beam.DoFn):
-    """Builds and writes one shard's users; yields ("rows" | "len" | "cands", key, n)."""
+    """Builds and writes one shard's users from (shard, {"events": packed event batches,
+    "lookup": the join's answers}) and the bounded sampler summary; yields
+    ("rows" | "len" | "cands", key, n)."""
 
     def __init__(self, output: str, shards: int, fmt: str, contract: F.FeatureContract,
                  options: BuildOptions, has_negatives: bool, synth_queries: bool):
@@ -146,41 +185,43 @@ class WriteShard(beam.DoFn):
         self.has_negatives, self.synth_queries = has_negatives, synth_queries
         self._cache_key = None
 
-    def _prepare(self, vocabs, item_side, sampler_data):
-        key = (id(vocabs), id(item_side), id(sampler_data))
-        if key != self._cache_key:
-            # a dense (V, A) table: one array lookup per item instead of a dict lookup
-            self._attrs = np.zeros((len(vocabs["items"]), self.options.num_attrs), np.int64)
-            for k, v in item_side.items():
-                self._attrs[k] = v[0]
-            self._inverse_tokens = {i: k for k, i in vocabs["query_tokens"].index.items()}
-            self._sampler = (Sampler(*sampler_data, mode=self.options.sampling)
-                             if sampler_data[0] else None)
-            self._cache_key = key
+    def _prepare(self, summary):
+        if id(summary) != self._cache_key:
+            self._sampler = self._sampler_attrs = None
+            if summary is not None:
+                self._sampler_attrs = IdRows.from_arrays(np.asarray(summary["item_ids"]),
+                                                         summary["attrs"])
+                self._sampler = Sampler(summary["item_ids"], summary["counts"],
+                                        mode=self.options.sampling, head=summary["head"],
+                                        tail_size=summary["tail_size"],
+                                        tail_mass=summary["tail_mass"])
+            self._cache_key = id(summary)
 
     def _open(self, prefix: str, shard: int, targets: bool) -> RecordFile:
         name = store.shard_name(prefix, shard, self.shards, targets)
         return RecordFile(FileSystems.join(self.output, name))
 
-    def process(self, shard_batches, vocabs, item_side, sampler_data):
+    def process(self, shard_joined, summary):
         from beam_pipelines.examples import synthesize_queries
-        shard, batches = shard_batches
-        self._prepare(vocabs, item_side, sampler_data)
+        shard, joined = shard_joined
+        batches = list(joined["events"])
+        if not batches:
+            return
+        self._prepare(summary)
+        look = ShardLookups(joined["lookup"], self._sampler_attrs, self.options.num_attrs)
         is_store = self.fmt == "store"
         files = {s: self._open(s, shard, is_store) for s in OUTPUT_SPLITS}
         timelines = self._open("timelines", shard, False) if is_store else None
         stats: collections.Counter = collections.Counter()
-        item_vocab, token_vocab = vocabs["items"], vocabs["query_tokens"]
         # plain field tuples unless queries are synthesised (that code reads Event fields)
         for user, events in users_of(batches, events=self.synth_queries):
             unique = list(dict.fromkeys(events))  # exact duplicate rows count once
             stats[("rows", "duplicate_events")] += len(events) - len(unique)
             if self.synth_queries:
-                unique = synthesize_queries(unique, item_vocab, self._inverse_tokens,
-                                            item_side)
-            user_id = vocabs["users"].id(user)
-            plan = plan_user(user_id, unique, item_vocab=item_vocab, token_vocab=token_vocab,
-                             item_attrs=self._attrs, sampler=self._sampler,
+                unique = synthesize_queries(unique, look.titles)
+            user_id = look.user(user)
+            plan = plan_user(user_id, unique, item_vocab=look.items, token_vocab=look.tokens,
+                             item_attrs=look.attrs, sampler=self._sampler,
                              options=self.options, has_negatives=self.has_negatives)
             for missing in plan.short:
                 stats[("rows", "short_candidate_groups")] += 1

@@ -9,7 +9,7 @@ from beam_pipelines.sequences import SPLITS
 
 def summarize(parts):
     out = {"dead_letters": {}, "examples": {s: 0 for s in SPLITS}, "length_hist": {},
-           "events": 0, "labels": {}, "rows": {}}
+           "events": 0, "labels": {}, "rows": {}, "sizes": {}}
     for kind, key, value in parts:
         if kind == "rows":
             out["rows"][key] = out["rows"].get(key, 0) + value
@@ -20,6 +20,8 @@ def summarize(parts):
             out["examples"][split] += value
             b = bucket(length)
             out["length_hist"][b] = out["length_hist"].get(b, 0) + value
+        elif kind == "sizes":
+            out["sizes"][key] = value
         elif kind == "events":
             out["events"] += value
         elif kind == "cands":

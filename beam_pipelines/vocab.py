@@ -1,30 +1,37 @@
-"""Vocabularies (deterministic ids by count) and the negative sampler over item ids."""
+"""Vocabularies (deterministic ids by count), per-shard key lookups and the negative sampler
+over item ids.
+
+Id scheme (the in-process `Vocab.from_counts` and the Beam job's sharded rank,
+`beam_pipelines.ranks.AssignIds`, give the same ids): 0 padding, 1 OOV, then keys ordered by
+(-count, fingerprint(key), key), where `fingerprint` is a 64-bit hash of the key. The
+fingerprint spreads the keys of one count evenly over the hash range, so a count's keys can
+be split into contiguous fingerprint ranges of bounded size and numbered in parallel.
+"""
 from __future__ import annotations
 
-from typing import Iterable, List, Optional, Sequence, Tuple
+import hashlib
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 from seminar_tf import features as F
 
 
-class Vocab:
-    """Deterministic id assignment: 0 padding, 1 OOV, then by (-count, key)."""
+def fingerprint(key: str) -> int:
+    """A 64-bit hash of a key (stable across processes, runners and Python versions)."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big")
 
-    def __init__(self, keys: Sequence[str], counts: Optional[Sequence[int]] = None):
-        self.keys = list(keys)
-        self.counts = list(counts) if counts is not None else None
-        self.index = {k: i + F.FIRST_ID for i, k in enumerate(self.keys)}
 
-    @classmethod
-    def from_counts(cls, counts: Iterable[Tuple[str, int]], min_count: int = 1) -> "Vocab":
-        kept = [(k, c) for k, c in counts if c >= min_count and k != ""]
-        kept.sort(key=lambda kc: (-kc[1], kc[0]))
-        return cls([k for k, _ in kept], [c for _, c in kept])
+def rank_order(key: str, count: int) -> Tuple[int, int, str]:
+    """The sort key of the id scheme: (-count, fingerprint, key)."""
+    return -count, fingerprint(key), key
 
-    def __len__(self) -> int:
-        """Vocabulary size including padding and OOV."""
-        return len(self.keys) + F.FIRST_ID
+
+class KeyIds:
+    """Key -> id lookups over a mapping (0 for "", 1 OOV for an unknown key)."""
+
+    def __init__(self, index: Mapping[str, int]):
+        self.index = index
 
     def id(self, key: str) -> int:
         if key == "":
@@ -34,56 +41,133 @@ class Vocab:
     def ids(self, keys: Iterable[str]) -> List[int]:
         return [self.id(k) for k in keys]
 
+
+class Vocab(KeyIds):
+    """A whole vocabulary in memory (tests, tools): keys in id order from id 2."""
+
+    def __init__(self, keys: Sequence[str], counts: Optional[Sequence[int]] = None):
+        self.keys = list(keys)
+        self.counts = list(counts) if counts is not None else None
+        super().__init__({k: i + F.FIRST_ID for i, k in enumerate(self.keys)})
+
+    @classmethod
+    def from_counts(cls, counts: Iterable[Tuple[str, int]], min_count: int = 1) -> "Vocab":
+        kept = [(k, c) for k, c in counts if c >= min_count and k != ""]
+        kept.sort(key=lambda kc: rank_order(*kc))
+        return cls([k for k, _ in kept], [c for _, c in kept])
+
+    def __len__(self) -> int:
+        """Vocabulary size including padding and OOV."""
+        return len(self.keys) + F.FIRST_ID
+
     def lines(self) -> str:
         return "".join(f"{k}\n" for k in self.keys)
+
+
+class IdRows:
+    """Rows (e.g. attribute ids) of a subset of item ids; unknown ids give `fallback`'s rows
+    (zero rows without one).
+
+    Args:
+        rows: item id -> row of at most `width` ints.
+    """
+
+    def __init__(self, rows: Mapping[int, Sequence[int]], width: int,
+                 fallback: Optional["IdRows"] = None):
+        ids = sorted(rows)
+        table = np.zeros((len(ids), width), np.int64)
+        for j, i in enumerate(ids):
+            table[j, :len(rows[i])] = rows[i]
+        self._set(np.array(ids, np.int64), table, fallback)
+
+    @classmethod
+    def from_arrays(cls, ids: np.ndarray, rows: np.ndarray,
+                    fallback: Optional["IdRows"] = None) -> "IdRows":
+        out = cls.__new__(cls)
+        order = np.argsort(ids, kind="stable")
+        out._set(np.asarray(ids, np.int64)[order], np.asarray(rows, np.int64)[order], fallback)
+        return out
+
+    def _set(self, ids, table, fallback):
+        self.ids, self.fallback = ids, fallback
+        # one extra zero row for unknown ids
+        self.rows = np.concatenate([table, np.zeros((1, table.shape[1]), np.int64)])
+
+    def of(self, items: Sequence[int]) -> np.ndarray:
+        """(n, width) rows of item ids."""
+        items = np.asarray(items, np.int64).reshape(-1)
+        n = len(self.ids)
+        j = np.minimum(np.searchsorted(self.ids, items), max(n - 1, 0))
+        known = (self.ids[j] == items) if n else np.zeros(len(items), bool)
+        out = self.rows[np.where(known, j, n)]
+        if self.fallback is not None and not known.all():
+            out[~known] = self.fallback.of(items[~known])
+        return out
+
+
+# ---------------------------------------------------------------------------- the sampler
+def tail_rate(tail_size: int, tail_sample: int) -> float:
+    """The share of tail items kept in the sampler's uniform sample of the tail."""
+    return 1.0 if tail_size <= tail_sample else tail_sample / tail_size
+
+
+def in_tail_sample(item_id: int, rate: float) -> bool:
+    """Whether a tail item id is in the sampler's tail sample (by a hash of the id)."""
+    return rate >= 1.0 or fingerprint(f"tail:{item_id}") < rate * 2.0**64
 
 
 class Sampler:
     """Draws negative items (vocabulary ids) uniformly or by popularity.
 
-    Built from a bounded summary (`summary`): explicit ids and counts for the most popular
-    items and, optionally, a tail of contiguous ids drawn uniformly with their total count
-    (item ids are assigned by descending count, so the tail is the id range after the head).
-    What each worker holds is then O(top), not O(catalogue).
+    Built from a bounded summary: every one of the `head` most popular items with its count,
+    then a uniform random sample of the remaining `tail_size` items (`in_tail_sample`) that
+    stands for all of them: in popularity mode the sample's counts are scaled to the tail's
+    total count `tail_mass`, in uniform mode each sampled item weighs tail_size / sample
+    size. What each worker holds is then O(head + tail sample), not O(catalogue); exact
+    (every item, its own count) when the catalogue fits (`head` None).
+
+    Args:
+        item_ids, counts: the head items, then the tail sample.
+        head: how many of `item_ids` are the head (None: all).
     """
 
-    def __init__(self, item_ids: Sequence[int], counts: Sequence[float],
-                 tail: Optional[Tuple[int, int, float]] = None, *, mode: str = "popularity"):
+    def __init__(self, item_ids: Sequence[int], counts: Sequence[float], *,
+                 mode: str = "popularity", head: Optional[int] = None, tail_size: int = 0,
+                 tail_mass: float = 0.0):
         if mode not in ("uniform", "popularity"):
             raise ValueError(f"sampling must be 'uniform' or 'popularity', got {mode!r}")
         self.items = np.asarray(item_ids, np.int64)
-        weights = np.ones(len(self.items)) if mode == "uniform" else np.asarray(counts, float)
+        counts = np.asarray(counts, float)
+        head = len(self.items) if head is None else head
+        weights = np.ones(len(self.items)) if mode == "uniform" else counts.copy()
+        n_tail = len(self.items) - head
+        if n_tail:
+            if mode == "uniform":
+                weights[head:] = tail_size / n_tail
+            else:
+                weights[head:] *= tail_mass / max(counts[head:].sum(), 1e-12)
         self.cum = np.cumsum(weights) / np.sum(weights)
-        # the tail: ids [lo, hi), drawn uniformly with total weight `mass` (`summary`)
-        self.tail = tail if tail and tail[1] > tail[0] else None
-        self.head_share = 1.0
-        if self.tail:
-            lo, hi, mass = self.tail
-            mass = float(hi - lo) if mode == "uniform" else float(mass)
-            self.head_share = float(np.sum(weights)) / (float(np.sum(weights)) + mass)
 
     @staticmethod
-    def summary(vocab: "Vocab", top: int = 1_000_000):
-        """A bounded sampler summary of an item vocabulary (ids by descending count): the
-        top `top` ids with their counts, and the rest as one uniform tail (lo, hi, total
-        count). Arguments for `Sampler(*summary, mode=...)`; exact when V <= top."""
+    def summary(vocab: "Vocab", top: int = 1_000_000, tail_sample: int = 1_000_000) -> Dict:
+        """The bounded summary of an in-memory vocabulary (ids by descending count), as the
+        Beam job builds it by key: keyword arguments of `Sampler(**summary, mode=...)`."""
         counts = vocab.counts or [1] * len(vocab.keys)
         n = min(top, len(vocab.keys))
-        head = list(range(F.FIRST_ID, F.FIRST_ID + n))
-        return head, counts[:n], (F.FIRST_ID + n, F.FIRST_ID + len(vocab.keys),
-                                  float(sum(counts[n:])))
+        rate = tail_rate(len(vocab.keys) - n, tail_sample)
+        tail = [j for j in range(n, len(vocab.keys)) if in_tail_sample(j + F.FIRST_ID, rate)]
+        keep = list(range(n)) + tail
+        return {"item_ids": [j + F.FIRST_ID for j in keep], "counts": [counts[j] for j in keep],
+                "head": n, "tail_size": len(vocab.keys) - n,
+                "tail_mass": float(sum(counts[n:]))}
 
-    def _sample(self, u: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        idx = np.searchsorted(self.cum, np.minimum(u / self.head_share, 1.0))
-        head = self.items[np.minimum(idx, len(self.items) - 1)]
-        if self.tail is None:
-            return head
-        lo, hi, _ = self.tail
-        return np.where(u < self.head_share, head, rng.integers(lo, hi, size=u.shape))
+    def _sample(self, u: np.ndarray) -> np.ndarray:
+        idx = np.searchsorted(self.cum, u)
+        return self.items[np.minimum(idx, len(self.items) - 1)]
 
     def pool(self, rng: np.random.Generator, rows: int, width: int) -> List[List[int]]:
         """`rows` x `width` weighted draws at once (with repeats; `pick` filters them)."""
-        return self._sample(rng.random((rows, width)), rng).tolist()
+        return self._sample(rng.random((rows, width))).tolist()
 
     @staticmethod
     def pick(draws: Sequence[int], n: int, exclude: set) -> List[int]:
@@ -108,7 +192,7 @@ class Sampler:
         chosen: set = set()
         attempts = 0
         while len(out) < n and attempts < 20:
-            for i in self._sample(rng.random(max(n - len(out), 1) * 2), rng):
+            for i in self._sample(rng.random(max(n - len(out), 1) * 2)):
                 i = int(i)
                 if i not in exclude and i not in chosen:
                     out.append(i)
@@ -117,9 +201,7 @@ class Sampler:
                         break
             attempts += 1
         if len(out) < n:
-            everything = self.items if self.tail is None else np.concatenate(
-                [self.items, np.arange(self.tail[0], self.tail[1])])
-            rest = [int(i) for i in rng.permutation(everything)
+            rest = [int(i) for i in rng.permutation(self.items)
                     if int(i) not in exclude and int(i) not in chosen]
             out.extend(rest[:n - len(out)])
         return out

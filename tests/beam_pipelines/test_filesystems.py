@@ -136,10 +136,12 @@ def test_preprocess_reads_and_writes_only_through_beam_filesystems(memfs, tmp_pa
                          max_seq_len=10, num_candidates=8, shards=2)
     assert stats["events"] > 0 and stats["item_table"]["items_with_text"] > 0
     names = {p.rsplit("/", 1)[1] for p in memfs if p.startswith("memtest://bucket/out/")}
-    for name in ("stats.json", "data_config.json", "item_table.npz", "items.jsonl",
+    for name in ("stats.json", "data_config.json", "item_table.npz", "items.txt",
                  "timelines-00000-of-00002.tfrecord.gz",
                  "train-00001-of-00002.targets.tfrecord.gz"):
         assert name in names, sorted(names)
+    # the job's parts (vocabulary slices, item table buckets) were joined and removed
+    assert not [p for p in memfs if ".parts/" in p]
     # nothing leaked to the local working directory
     assert not os.path.exists("memtest:")
     table = np.load(io.BytesIO(memfs["memtest://bucket/out/item_table.npz"]))

@@ -86,3 +86,31 @@ def test_a_missing_shard_fails_the_accounting():
     assert row_accounting(rows, 0)["read"] == 3
     with pytest.raises(RuntimeError, match="1 shards written, 2 shards have events"):
         row_accounting(dict(rows, shards_written=1), 0)
+
+
+def test_bounded_sampler_draws_from_head_and_tail_sample_with_their_attributes(tmp_path):
+    """With a summary smaller than the catalogue, every sampled candidate is a head item or
+    in the tail sample, and carries its own attributes (joined by key, not a whole table)."""
+    import numpy as np
+    from beam_pipelines.vocab import in_tail_sample, tail_rate
+    from seminar_tf import features as F
+    from seminar_tf.data.dataset import serialized_examples
+    import tensorflow as tf
+    raw, out = str(tmp_path / "raw"), str(tmp_path / "out")
+    synthetic.generate(raw, synthetic.SyntheticConfig(num_users=16, num_items=120,
+                                                      seq_len=40, seed=3))
+    stats = pipeline.run("kuaisar", raw, out, max_seq_len=10, num_candidates=20, shards=3,
+                         sampler_top=5, tail_sample=15)
+    n_items = stats["vocab_sizes"]["items"] - F.FIRST_ID
+    rate = tail_rate(n_items - 5, 15)
+    allowed = set(range(2, 7)) | {i for i in range(7, n_items + 2) if in_tail_sample(i, rate)}
+    assert len(allowed) < n_items / 2  # the summary really is smaller than the catalogue
+    table = np.load(os.path.join(out, "item_table.npz"))
+    negatives = set()
+    for raw_ex in serialized_examples(out, "candidates"):
+        f = tf.train.Example.FromString(raw_ex).features.feature
+        item = f[F.TARGET_ITEM].int64_list.value[0]
+        assert list(f[F.TARGET_ATTRS].int64_list.value) == table["attrs"][item].tolist()
+        if f[F.LABEL].float_list.value[0] == 0.0:
+            negatives.add(item)
+    assert negatives <= allowed and negatives & (allowed - set(range(2, 7)))
