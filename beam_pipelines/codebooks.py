@@ -1,17 +1,23 @@
 """PQ codebooks at scale: train on a sample of item key vectors, encode every item in
-parallel.
+parallel, with the key vectors computed where they are used.
 
-Input: the item key parts of a trained model, `(V, P, d)` float32 in a `.npy` file (written by
-`seminar build-codebooks --beam`, or by any batch-inference job). The sample of items the
-codebooks are trained on is drawn exactly as in-process (`seminar_tf.pq.build`: the same seed,
-the same ids), k-means is `seminar_tf.pq.quantizer.ProductQuantizer`, and encoding is the same
-`encode_with` routine, so both paths give identical codes. Items are encoded in chunks by
-parallel workers, each writing `codes-<start>.npy` (idempotent on retries); the driver joins
-them into `item_codes.npy`.
+Key parts come from a `KeyParts` source: `ModelKeyParts` (a trained model directory and its
+dataset: each worker loads the model once and computes the key parts of its own items;
+`seminar build-codebooks --beam`) or `NpyKeyParts` (a `(V, P, d)` float32 `.npy` written by
+any batch-inference job, read by row range). The sample of items the codebooks are trained on
+is drawn exactly as in-process (`seminar_tf.pq.build`: the same seed, the same ids) and its
+key parts are computed by the worker that trains; k-means is
+`seminar_tf.pq.quantizer.ProductQuantizer`, and encoding is the same `encode_with` routine, so
+both paths give identical codes. Items are encoded in chunks by parallel workers, each
+writing `codes-<start>.npy` (idempotent on retries) and its share of the quantization
+statistics; the driver joins the codes into `item_codes.npy` and writes
+`encode_stats.json`.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import io
+import json
+from typing import Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
@@ -23,60 +29,134 @@ from seminar_tf.pq.build import sample_ids
 from seminar_tf.pq.quantizer import ProductQuantizer, encode_with
 
 
+class NpyKeyParts:
+    """Key parts stored in a `.npy` (V, P, d), read by row range (any Beam filesystem)."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def num_items(self) -> int:
+        return fileio.npy_shape(self.path)[0][0]
+
+    def rows(self, start: int, end: int) -> np.ndarray:
+        return fileio.load_npy_rows(self.path, start, end)
+
+    def of(self, ids: np.ndarray) -> np.ndarray:
+        """Rows of sorted ids, read in contiguous runs rather than the whole file."""
+        runs = np.split(ids, np.flatnonzero(np.diff(ids) > 1) + 1)
+        return np.concatenate([self.rows(int(r[0]), int(r[-1]) + 1) for r in runs if len(r)])
+
+
+class ModelKeyParts:
+    """Key parts computed from a trained model directory by whichever worker asks (the model
+    and the item attributes load once per worker; only paths are pickled).
+
+    Args:
+        model_dir: a directory written by `seminar train`.
+        data_dir: its dataset (the item table's attributes feed the item encoder).
+        combine: sum the parts over modalities (the `combine_parts` PQ option).
+    """
+
+    def __init__(self, model_dir: str, data_dir: str, combine: bool = False):
+        self.model_dir, self.data_dir, self.combine = model_dir, data_dir, combine
+        self._model = self._attrs = None
+
+    def __getstate__(self):
+        return {**self.__dict__, "_model": None, "_attrs": None}
+
+    def _item_attrs(self) -> np.ndarray:
+        if self._attrs is None:
+            data = fileio.read_bytes(fileio.join(self.data_dir, "item_table.npz"))
+            with np.load(io.BytesIO(data)) as z:
+                self._attrs = z["attrs"]
+        return self._attrs
+
+    def num_items(self) -> int:
+        return len(self._item_attrs())
+
+    def of(self, ids: np.ndarray) -> np.ndarray:
+        from seminar_tf.model_dir import load_model
+        from seminar_tf.pq.build import item_key_parts_of
+        if self._model is None:
+            self._model = load_model(self.model_dir, gsu="exact")
+        ids = np.asarray(ids, np.int64)
+        return item_key_parts_of(self._model, ids, self._item_attrs()[ids],
+                                 combine=self.combine)
+
+    def rows(self, start: int, end: int) -> np.ndarray:
+        return self.of(np.arange(start, end))
+
+
+KeyParts = Union[NpyKeyParts, ModelKeyParts]
+
+
 class EncodeChunk(beam.DoFn):
-    def __init__(self, parts_path: str, out_dir: str):
-        self.parts_path, self.out_dir = parts_path, out_dir
+    """Encodes items [start, end): writes their codes, yields (squared error, squared norm,
+    part vectors) over the real items (ids >= 2) of the chunk."""
+
+    def __init__(self, parts: KeyParts, out_dir: str):
+        self.parts, self.out_dir = parts, out_dir
 
     def process(self, start_end, codebooks):
         start, end = start_end
-        # only this chunk's rows are read (any Beam filesystem)
-        parts = fileio.load_npy_rows(self.parts_path, start, end).astype(np.float64)
+        parts = self.parts.rows(start, end).astype(np.float64)
         P, S = codebooks.shape[:2]
         codes = encode_with(codebooks, parts.reshape(len(parts), P, S, -1))
-        path = fileio.join(self.out_dir, f"codes-{start:012d}.npy")
-        fileio.save_npy(path, codes)
+        fileio.save_npy(fileio.join(self.out_dir, f"codes-{start:012d}.npy"), codes)
         beam.metrics.Metrics.counter("codebooks", "items_encoded").inc(len(codes))
-        yield path
+        real = parts[max(0, 2 - start):]
+        rec = ProductQuantizer(S, codebooks.shape[2], codebooks=codebooks).decode(
+            codes[max(0, 2 - start):])
+        yield (float(np.sum((real - rec) ** 2)), float(np.sum(real ** 2)),
+               int(real.shape[0] * real.shape[1]))
 
 
-def _train(ids, parts_path, pq_kwargs):
-    ids = np.sort(ids)
-    # the sample's rows, read in contiguous runs rather than the whole file
-    runs = np.split(ids, np.flatnonzero(np.diff(ids) > 1) + 1)
-    sample = np.concatenate([fileio.load_npy_rows(parts_path, int(r[0]), int(r[-1]) + 1)
-                             for r in runs if len(r)])
-    return ProductQuantizer(**pq_kwargs).fit(sample).codebooks
+def _train(ids, parts: KeyParts, pq_kwargs):
+    return ProductQuantizer(**pq_kwargs).fit(parts.of(np.sort(ids))).codebooks
 
 
-def run(parts_path: str, out_dir: str, *, num_subspaces: int, num_codewords: int = 256,
-        iters: int = 25, seed: int = 0, sample_size: int = 100_000, chunk: int = 4096,
-        codebooks: Optional[np.ndarray] = None, beam_args: Sequence[str] = ()):
+def _sum3(triples):
+    triples = list(triples)
+    return tuple(sum(t[i] for t in triples) for i in range(3)) if triples else (0.0, 0.0, 0)
+
+
+def run(parts: Union[str, KeyParts], out_dir: str, *, num_subspaces: int,
+        num_codewords: int = 256, iters: int = 25, seed: int = 0, sample_size: int = 100_000,
+        chunk: int = 4096, codebooks: Optional[np.ndarray] = None,
+        beam_args: Sequence[str] = ()):
     """Runs the job; returns (codebooks (P, S, C, w), codes (V, P, S) uint8).
 
     Args:
-        parts_path: `.npy` of item key parts (V, P, d).
-        out_dir: where chunk files, `codebooks.npy` and `item_codes.npy` go.
+        parts: a `KeyParts` source, or the path of a `.npy` of item key parts (V, P, d).
+        out_dir: where chunk files, `codebooks.npy`, `item_codes.npy` and
+            `encode_stats.json` (quantization_mse, mean_part_sq_norm per part vector) go.
         codebooks: skip training and encode with these.
     """
     from beam_pipelines.runner import default_runner as _default_runner
-    V = fileio.npy_shape(parts_path)[0][0]
+    source = NpyKeyParts(parts) if isinstance(parts, str) else parts
+    V = source.num_items()
     fileio.makedirs(out_dir)
     fileio.delete(fileio.glob(fileio.join(out_dir, "codes-*.npy")))
     pq_kwargs = dict(num_subspaces=num_subspaces, num_codewords=num_codewords, iters=iters,
                      seed=seed)
     # the in-process builder samples among ids 2..V-1 with the same generator
     ids = sample_ids(V, sample_size, seed)
+    stats_path = fileio.join(out_dir, "encode_stats.json")
     with beam.Pipeline(runner=_default_runner(beam_args),
                        options=PipelineOptions(list(beam_args))) as p:
         if codebooks is None:
             books = (p | "SampleIds" >> beam.Create([ids])
-                     | "TrainCodebooks" >> beam.Map(_train, parts_path, pq_kwargs))
+                     | "TrainCodebooks" >> beam.Map(_train, source, pq_kwargs))
         else:
             books = p | "GivenCodebooks" >> beam.Create([np.asarray(codebooks)])
         _ = (p | "Chunks" >> beam.Create([(s, min(V, s + chunk)) for s in range(0, V, chunk)])
-             | "Encode" >> beam.ParDo(EncodeChunk(parts_path, out_dir),
+             | "Reshard" >> beam.Reshuffle()
+             | "Encode" >> beam.ParDo(EncodeChunk(source, out_dir),
                                       beam.pvalue.AsSingleton(books))
-             | "Reshard" >> beam.Reshuffle())
+             | "SumErrors" >> beam.CombineGlobally(_sum3)
+             | "WriteStats" >> beam.Map(lambda t: fileio.write_json(stats_path, {
+                 "quantization_mse": t[0] / max(t[2], 1),
+                 "mean_part_sq_norm": t[1] / max(t[2], 1), "part_vectors": t[2]})))
         _ = books | "SaveCodebooks" >> beam.Map(
             lambda b: fileio.save_npy(fileio.join(out_dir, "codebooks.npy"), b))
     files = fileio.glob(fileio.join(out_dir, "codes-*.npy"))
@@ -86,3 +166,8 @@ def run(parts_path: str, out_dir: str, *, num_subspaces: int, num_codewords: int
     fileio.save_npy(fileio.join(out_dir, "item_codes.npy"), codes)
     fileio.delete(files)
     return fileio.load_npy(fileio.join(out_dir, "codebooks.npy")), codes
+
+
+def encode_stats(out_dir: str) -> dict:
+    """The quantization statistics the last `run` into `out_dir` wrote."""
+    return json.loads(fileio.read_text(fileio.join(out_dir, "encode_stats.json")))

@@ -188,7 +188,7 @@ class WriteShard(beam.DoFn):
     def _prepare(self, summary):
         if id(summary) != self._cache_key:
             self._sampler = self._sampler_attrs = None
-            if summary is not None:
+            if summary is not None and summary["item_ids"]:
                 self._sampler_attrs = IdRows.from_arrays(np.asarray(summary["item_ids"]),
                                                          summary["attrs"])
                 self._sampler = Sampler(summary["item_ids"], summary["counts"],

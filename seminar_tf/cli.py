@@ -69,11 +69,13 @@ def _beam_encoder(beam_args):
     """Codebook training and item encoding by the Beam job (`--beam`)."""
     from beam_pipelines import codebooks as beam_codebooks
 
-    def encoder(parts_path, out, pq):
-        return beam_codebooks.run(parts_path, out, num_subspaces=pq.num_subspaces,
-                                  num_codewords=pq.num_codewords, iters=pq.kmeans_iters,
-                                  seed=pq.seed, sample_size=pq.sample_size,
-                                  beam_args=beam_args)
+    def encoder(model_dir, data_dir, out, pq):
+        parts = beam_codebooks.ModelKeyParts(model_dir, data_dir, pq.combine_parts)
+        books, codes = beam_codebooks.run(parts, out, num_subspaces=pq.num_subspaces,
+                                          num_codewords=pq.num_codewords,
+                                          iters=pq.kmeans_iters, seed=pq.seed,
+                                          sample_size=pq.sample_size, beam_args=beam_args)
+        return books, codes, beam_codebooks.encode_stats(out)
     return encoder
 
 

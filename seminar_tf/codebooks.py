@@ -31,36 +31,38 @@ def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
     Args:
         model_dir: a trained model directory.
         data_dir: its dataset (default: the one it was trained on).
-        encoder: optional `f(key_parts_path, out_dir, pq_cfg) -> (codebooks, codes)` that
-            trains and encodes elsewhere, e.g. the Beam job of `beam_pipelines.codebooks`
-            for vocabularies that do not fit one process (`seminar build-codebooks --beam`
-            passes it); by default the in-process builder (same result).
+        encoder: optional `f(model_dir, data_dir, out_dir, pq_cfg) -> (codebooks, codes,
+            stats)` that computes key parts, trains and encodes elsewhere, e.g. the Beam job
+            of `beam_pipelines.codebooks` for vocabularies that do not fit one process
+            (`seminar build-codebooks --beam` passes it; `stats`: quantization_mse and
+            mean_part_sq_norm); by default the in-process builder (same result).
         **pq_overrides: changes to the model's `pq` config section.
     """
     from seminar_tf import training
     data_dir = _data_dir(model_dir, data_dir)
     model = training.load_model(model_dir, gsu="exact")
     pq_cfg = model.config.replace(pq=pq_overrides).pq if pq_overrides else model.config.pq
-    table = training.load_item_table(data_dir)
     t0 = time.time()
-    all_parts = item_key_parts(model, table["attrs"], combine=pq_cfg.combine_parts)
     if encoder is None:
+        table = training.load_item_table(data_dir)
+        all_parts = item_key_parts(model, table["attrs"], combine=pq_cfg.combine_parts)
         pq, codes = build_codebooks(model, table["attrs"], pq_cfg)
-    else:
+        parts = all_parts[2:]
+        stats = {"quantization_mse": pq.quantization_error(parts),
+                 "mean_part_sq_norm": float(np.mean(np.sum(parts.astype(np.float64) ** 2,
+                                                           -1)))}
+    else:  # no key part leaves the workers
         out = os.path.join(model_dir, "pq")
         os.makedirs(out, exist_ok=True)
-        parts_path = os.path.join(out, "key_parts.npy")
-        np.save(parts_path, all_parts)
-        books, codes = encoder(parts_path, out, pq_cfg)
+        books, codes, stats = encoder(model_dir, data_dir, out, pq_cfg)
         pq = ProductQuantizer(pq_cfg.num_subspaces, pq_cfg.num_codewords, codebooks=books)
-    parts = all_parts[2:]
     P, S = codes.shape[1:]
     info = {"pq_config": dataclasses.asdict(pq_cfg), "num_items": int(codes.shape[0]),
             "parts": int(P), "lookups_per_behaviour": int(P * S),
             "bytes_per_behaviour": int(P * S),
-            "float_key_bytes_per_behaviour": int(4 * parts.shape[-1]),
-            "quantization_mse": pq.quantization_error(parts),
-            "mean_part_sq_norm": float(np.mean(np.sum(parts.astype(np.float64) ** 2, -1))),
+            "float_key_bytes_per_behaviour": int(4 * S * pq.codebooks.shape[-1]),
+            "quantization_mse": float(stats["quantization_mse"]),
+            "mean_part_sq_norm": float(stats["mean_part_sq_norm"]),
             "seconds": round(time.time() - t0, 2)}
     save_codebooks(model_dir, pq, codes, info)
     return info

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -15,6 +16,9 @@ import numpy as np
 import tensorflow as tf
 
 from seminar_tf.pq.quantizer import ProductQuantizer
+
+
+_KEY_PARTS_FNS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def sample_ids(num_items: int, sample_size: int, seed: int) -> np.ndarray:
@@ -30,20 +34,28 @@ def item_key_parts(model, item_attrs: np.ndarray, batch: int = 8192,
                    combine: bool = False) -> np.ndarray:
     """The GSU key parts `(1-a) g_m G_m e_m(item)` of every item id: (V, M, d) float32
     (or (V, 1, d) summed over modalities when `combine`)."""
-    V = item_attrs.shape[0]
+    return item_key_parts_of(model, np.arange(item_attrs.shape[0]), item_attrs, batch,
+                             combine)
+
+
+def item_key_parts_of(model, ids: np.ndarray, attrs: np.ndarray, batch: int = 8192,
+                      combine: bool = False) -> np.ndarray:
+    """The key parts of the item ids `ids` (N,) with their attribute rows `attrs` (N, A):
+    (N, M, d) float32, or (N, 1, d) when `combine` (a slice of `item_key_parts`)."""
     enc = model.pair_encoder
-    out = []
-
-    @tf.function(reduce_retracing=True)
-    def parts(ids, attrs):
-        encoded = enc.item_encoder(ids, attrs)
-        item_parts, _ = enc.key_parts({**encoded, "query": tf.zeros_like(encoded["fused"])})
-        return item_parts
-
-    for start in range(0, V, batch):
-        ids = tf.range(start, min(V, start + batch), dtype=tf.int64)
-        out.append(parts(ids, tf.constant(item_attrs[start:start + batch], tf.int64)).numpy())
-    allp = np.concatenate(out)
+    fn = _KEY_PARTS_FNS.get(model)
+    if fn is None:
+        @tf.function(reduce_retracing=True)
+        def fn(ids, attrs):
+            encoded = enc.item_encoder(ids, attrs)
+            item_parts, _ = enc.key_parts({**encoded,
+                                           "query": tf.zeros_like(encoded["fused"])})
+            return item_parts
+        _KEY_PARTS_FNS[model] = fn
+    out = [fn(tf.constant(ids[s:s + batch], tf.int64),
+              tf.constant(attrs[s:s + batch], tf.int64)).numpy()
+           for s in range(0, len(ids), batch)]
+    allp = np.concatenate(out) if out else np.zeros((0, 0, 0), np.float32)
     return allp.sum(1, keepdims=True) if combine else allp
 
 
