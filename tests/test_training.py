@@ -120,15 +120,15 @@ def test_killed_training_resumes_without_repeating_or_losing_examples(tiny_datas
 
 @pytest.fixture(scope="module")
 def lifelong_dataset(tmp_path_factory):
-    """L=200 histories; only the last ~25% of each timeline are targets."""
+    """L=100 histories; only the last ~25% of each timeline are targets."""
     from beam_pipelines import pipeline
     from seminar_tf.data import synthetic
     raw = str(tmp_path_factory.mktemp("ll_raw"))
     out = str(tmp_path_factory.mktemp("ll_data"))
-    cfg = synthetic.SyntheticConfig(num_users=240, num_items=2000, seq_len=230, seed=11)
+    cfg = synthetic.SyntheticConfig(num_users=160, num_items=1500, seq_len=130, seed=11)
     synthetic.generate(raw, cfg)
     start = synthetic.START_MS + int(0.75 * cfg.days * 86_400_000)
-    pipeline.run("kuaisar", raw, out, max_seq_len=200, num_candidates=50,
+    pipeline.run("kuaisar", raw, out, max_seq_len=100, num_candidates=50,
                  min_target_time_ms=start)
     return out
 
@@ -137,7 +137,7 @@ def test_every_model_trains_one_epoch_and_beats_popularity(lifelong_dataset):
     results = {}
     for name in sorted(MODELS):
         cfg = training.config_for(
-            name, lifelong_dataset, model=dict(embedding_dim=32, num_heads=2, top_k=50, short_term_len=20,
+            name, lifelong_dataset, model=dict(embedding_dim=32, num_heads=2, top_k=30, short_term_len=20,
                        mlp_units=[64], tower_units=[32]),
             train=dict(batch_size=256, epochs=1))
         model_dir = os.path.join(lifelong_dataset, "models", name)
