@@ -5,13 +5,18 @@ Runs on the DirectRunner by default; every other Beam option (``--runner=Dataflo
 ``--direct_num_workers=2 --direct_running_mode=multi_processing``, ...) is passed through
 unchanged, so the same code runs on Dataflow, Flink or Spark.
 
+No whole table reaches a worker: vocabulary ids come from a sorted, sharded rank, and item
+records, attribute / title-token ids, text / image vectors and each shard's keys are joined
+by key in bounded buckets (`beam_pipelines.ranks`, `beam_pipelines.item_table`); the
+negative sampler is a bounded summary (`beam_pipelines.vocab.Sampler`). The driver only
+concatenates the workers' vocabulary slices and item-table parts into the files below.
+
 Output directory (S-of-N shards of users, `beam_pipelines.shards`):
     timelines-S-of-N.tfrecord.gz                         --format store (default): timelines
     {split}-S-of-N.targets.tfrecord.gz                   ... and target records
     {split}-S-of-N.tfrecord.gz                           --format examples: one Example each
       (split: train, valid, test, candidates, candidate_lists; `seminar_tf.data.store`)
     vocab/{items,query_tokens,attrs,users}.txt          one key per line; line i has id i+2
-    items.jsonl                                          per item: id, attribute and title ids
     item_table.npz                                       attrs, title, text/image vectors+masks
     dead_letters-*.jsonl                                 malformed rows: file, line, reason, row
     stats.json, data_config.json, beam.log

@@ -98,22 +98,26 @@ class ShardLookups:
     titles, query token ids and user ids, plus the sampler's items' attributes."""
 
     def __init__(self, found, sampler_attrs: Optional[IdRows], num_attrs: int):
-        items, tokens, self.users, attrs = {}, {}, {}, {}
-        self.titles = {}
+        items, tokens, self.users, self.titles = {}, {}, {}, {}
+        ids, rows = [], []
         for batch in found:
             for kind, key, value in batch:
                 if kind == "item_info":
                     item_id, item_attrs, pairs = value
                     items[key] = item_id
-                    attrs[item_id] = item_attrs
-                    self.titles[key] = tuple(t for t, _ in pairs)
-                    tokens.update(pairs)
+                    ids.append(item_id)
+                    rows.append(item_attrs)
+                    if pairs:
+                        self.titles[key] = tuple(t for t, _ in pairs)
+                        tokens.update(pairs)
                 elif kind == "query_tokens":
                     tokens[key] = value
                 else:
                     self.users[key] = value
         self.items, self.tokens = KeyIds(items), KeyIds(tokens)
-        self.attrs = IdRows(attrs, num_attrs, fallback=sampler_attrs)
+        self.attrs = IdRows.from_arrays(np.array(ids, np.int64),
+                                        np.array(rows, np.int64).reshape(len(ids), num_attrs),
+                                        fallback=sampler_attrs)
 
     def user(self, key: str) -> int:
         return self.users.get(key, F.OOV_ID)
