@@ -15,7 +15,7 @@ import apache_beam as beam
 import numpy as np
 
 from beam_pipelines import fileio
-from beam_pipelines.ranks import bucket_of, entries_by_bucket
+from beam_pipelines.ranks import bucket_of, entries_by_bucket, merged
 from beam_pipelines.vocab import in_tail_sample, tail_rate
 from seminar_tf import features as F
 
@@ -53,8 +53,7 @@ def vector_entries(chunk, buckets: int):
     """A chunk of ids -> its vector rows (read from the `.npy` by range) by join bucket."""
     name, vectors, start, keys = chunk
     rows = fileio.load_npy_rows(vectors, start, start + len(keys)).astype(np.float32)
-    return [(b, [(name, key, vec) for _, key, vec in batch]) for b, batch in
-            entries_by_bucket("items", zip(keys, rows), buckets)]
+    return entries_by_bucket(name, keys, {"vec": rows}, buckets, bucket_kind="items")
 
 
 class ItemBucket(beam.DoFn):
@@ -62,64 +61,65 @@ class ItemBucket(beam.DoFn):
     counts ("ids"), item records ("recs"), attribute / title-token ids ("lookup") and vectors
     ("vectors"); writes the bucket's rows of the item table and yields
 
-    - main: ("info" entries for the shards' join, bucket, [("item_info", key,
-      (id, attr ids, title (token, id) pairs))]),
+    - main: the bucket's "item_info" entries for the shards' join (`entries_by_bucket`:
+      columns id, attrs (n, A) and, with `titles`, title (token, id) pairs),
     - "sampler": (id, count, attr ids) of head items and of the tail sample,
     - "tail_mass": the total count of the bucket's tail items.
     """
 
     def __init__(self, output: str, num_attrs: int, title_tokens: int, buckets: int,
-                 sampler_top: int, tail_sample: int):
+                 sampler_top: int, tail_sample: int, titles: bool):
         self.output, self.A, self.T = output, num_attrs, title_tokens
         self.buckets, self.top, self.tail_sample = buckets, sampler_top, tail_sample
+        self.titles = titles
 
     def process(self, bucket_joined, sizes):
         bucket, j = bucket_joined
-        ids = {key: v for batch in j["ids"] for _, key, v in batch}
-        if not ids:
+        ids = merged(j["ids"]).get("items")
+        if ids is None:
             return
-        look = {(kind, key): v for found in j["lookup"] for kind, key, v in found}
-        recs = {key: rec for key, rec in j["recs"]}
-        vecs: Dict[str, Dict[str, np.ndarray]] = {"text": {}, "image": {}}
-        for batch in j["vectors"]:
-            for name, key, vec in batch:
-                vecs[name][key] = vec
+        keys, cols = ids
+        look = {kind: dict(zip(ks, cs["id"].tolist()))
+                for kind, (ks, cs) in merged(j["lookup"]).items()}
+        attr_ids, token_ids = look.get("attrs", {}), look.get("query_tokens", {})
+        recs = dict(j["recs"])
+        vecs = {name: dict(zip(ks, cs["vec"])) for name, (ks, cs) in
+                merged(j["vectors"]).items()}
         n_items = sizes["items"] - F.FIRST_ID
         head_end = F.FIRST_ID + min(self.top, n_items)
         rate = tail_rate(n_items - (head_end - F.FIRST_ID), self.tail_sample)
-        keys = sorted(ids, key=lambda k: ids[k][0])
+        item_ids, counts = cols["id"], cols["count"]
         n = len(keys)
         attrs = np.zeros((n, self.A), np.int64)
         title = np.zeros((n, self.T), np.int64)
-        found: Dict[str, List[Tuple[str, np.ndarray]]] = {"text": [], "image": []}
-        info, mass = [], 0.0
+        found: Dict[str, List[Tuple[int, np.ndarray]]] = {"text": [], "image": []}
+        titles = []
         for r, key in enumerate(keys):
-            item_id, count = ids[key]
             rec = recs.get(key)
             pairs: Sequence[Tuple[str, int]] = ()
             if rec is not None:
-                a = [F.PAD_ID if x == "" else look.get(("attrs", x), F.OOV_ID)
+                a = [F.PAD_ID if x == "" else attr_ids.get(x, F.OOV_ID)
                      for x in rec.attrs][:self.A]
                 attrs[r, :len(a)] = a
-                pairs = [(t, i) for t in rec.title
-                         for i in [look.get(("query_tokens", t), F.OOV_ID)]
+                pairs = [(t, i) for t in rec.title for i in [token_ids.get(t, F.OOV_ID)]
                          if i != F.OOV_ID][:self.T]
                 title[r, :len(pairs)] = [i for _, i in pairs]
+            titles.append(tuple(pairs) if self.titles else ())
             for name, inline in (("text", rec and rec.text_vector),
                                  ("image", rec and rec.image_vector)):
-                vec = vecs[name].get(key)
+                vec = vecs.get(name, {}).get(key)
                 if vec is None and inline:
                     vec = np.asarray(inline, np.float32)
                 if vec is not None:
                     found[name].append((r, vec))
-            info.append(("item_info", key, (item_id, attrs[r].tolist(), tuple(pairs))))
-            if item_id < head_end or in_tail_sample(item_id, rate):
-                yield beam.pvalue.TaggedOutput("sampler", (item_id, count, attrs[r].tolist()))
-            if item_id >= head_end:
-                mass += count
-        yield beam.pvalue.TaggedOutput("tail_mass", mass)
-        arrays = {"ids": np.array([ids[k][0] for k in keys], np.int64), "attrs": attrs,
-                  "title": title}
+        tail = item_ids >= head_end
+        yield beam.pvalue.TaggedOutput("tail_mass", float(counts[tail].sum()))
+        for r in np.flatnonzero(~tail | np.array(
+                [bool(t) and in_tail_sample(int(i), rate) for t, i in zip(tail, item_ids)],
+                bool)):
+            yield beam.pvalue.TaggedOutput(
+                "sampler", (int(item_ids[r]), int(counts[r]), attrs[r].tolist()))
+        arrays = {"ids": np.asarray(item_ids, np.int64), "attrs": attrs, "title": title}
         for name, rows in found.items():
             dim = len(rows[0][1]) if rows else 0
             mat = np.zeros((n, dim), np.float32)
@@ -129,9 +129,9 @@ class ItemBucket(beam.DoFn):
                 mask[r] = True
             arrays[name], arrays[f"{name}_mask"] = mat, mask
         fileio.save_npz(fileio.join(self.output, PARTS, f"part-{bucket:06d}.npz"), **arrays)
-        for b, batch in entries_by_bucket("item_info", ((k, v) for _, k, v in info),
-                                          self.buckets):
-            yield b, batch
+        yield from entries_by_bucket("item_info", keys, {
+            "id": np.asarray(item_ids, np.int64), "attrs": attrs, "title": titles},
+            self.buckets)
 
 
 def item_bucket(key: str, buckets: int) -> int:

@@ -58,6 +58,13 @@ def _write_single(pcoll, path: str, label: str):
                                                 append_trailing_newlines=False)
 
 
+def _by_kind(pairs) -> Dict[str, list]:
+    out: Dict[str, list] = {}
+    for kind, key in pairs:
+        out.setdefault(kind, []).append(key)
+    return out
+
+
 def _sampler_summary(rows, tail_mass, sizes, top: int, num_attrs: int) -> Dict:
     """The sampler's bounded summary (`beam_pipelines.vocab.Sampler`) from the item join's
     head and tail-sample rows (id, count, attribute ids)."""
@@ -113,12 +120,15 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
     sizes = beam.pvalue.AsSingleton(assign.sizes)
 
     def entries_of(kind):
-        value = (lambda first, i, c: (first + i, c)) if kind == "items" else (
-            lambda first, i, c: first + i)
-        return groups | f"Entries{kind}" >> beam.FlatMap(
-            lambda g: entries_by_bucket(kind, ((k, value(g[1], i, c))
-                                               for i, (k, c) in enumerate(g[2])), buckets)
-            if g[0] == kind else [])
+        def entries(group):
+            if group[0] != kind:
+                return []
+            _, first, members = group
+            cols = {"id": np.arange(first, first + len(members), dtype=np.int64)}
+            if kind == "items":
+                cols["count"] = np.array([c for _, c in members], np.int64)
+            return entries_by_bucket(kind, [k for k, _ in members], cols, buckets)
+        return groups | f"Entries{kind}" >> beam.FlatMap(entries)
 
     id_entries = {kind: entries_of(kind) for kind in KINDS}
 
@@ -133,7 +143,7 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
                      | "ItemWantsPerBucket" >> beam.CombinePerKey(
                          lambda sets: set().union(*sets))
                      | "ItemRequests" >> beam.FlatMap(
-                         lambda kv: requests_by_bucket(kv[0], kv[1], buckets)))
+                         lambda kv: requests_by_bucket(kv[0], _by_kind(kv[1]), buckets)))
     item_lookup = lookup(item_requests, (id_entries["attrs"], id_entries["query_tokens"])
                          | "ItemEntries" >> beam.Flatten(), "ItemLookup")
     vector_batches = (p | "VectorFiles" >> beam.Create(list(vectors))
@@ -146,7 +156,8 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
                     | "JoinItems" >> beam.CoGroupByKey()
                     | "ItemBuckets" >> beam.ParDo(
                         ItemBucket(output, contract.num_attrs, title_tokens, buckets,
-                                   sampler_top, tail_sample), sizes).with_outputs(
+                                   sampler_top, tail_sample, synth_queries),
+                        sizes).with_outputs(
                         "sampler", "tail_mass", main="info"))
 
     use_sampler = options.negatives != "observed" or options.num_candidates

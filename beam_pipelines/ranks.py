@@ -23,10 +23,12 @@ the table), and the answers are grouped back by requester with `CoGroupByKey`.
 from __future__ import annotations
 
 import collections
+import pickle
 import zlib
-from typing import Dict, Iterable, List, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
+import numpy as np
 
 from beam_pipelines import fileio
 from beam_pipelines.vocab import fingerprint
@@ -126,37 +128,88 @@ def concat_vocab_parts(output: str) -> None:
 
 
 # --------------------------------------------------------------------------------- joins
-def entries_by_bucket(kind: str, pairs: Iterable[Tuple[str, object]], buckets: int
-                      ) -> List[Tuple[int, List[Tuple[str, str, object]]]]:
-    """(key, value) pairs of one kind -> [(bucket, [(kind, key, value)])], one element per
-    bucket touched."""
-    out: Dict[int, list] = collections.defaultdict(list)
-    for key, value in pairs:
-        out[bucket_of(kind, key, buckets)].append((kind, key, value))
-    return sorted(out.items())
+# Join payloads are columnar and pickled: one Beam element carries a list of batches
+# (kind, keys, {column: numpy array or list}), so the per-key cost is numpy / pickle work,
+# not a Beam element.
+Batch = Tuple[str, List[str], Dict[str, Sequence]]
 
 
-def requests_by_bucket(requester, wanted: Iterable[Tuple[str, str]], buckets: int
-                       ) -> List[Tuple[int, Tuple[object, List[Tuple[str, str]]]]]:
-    """The (kind, key)s a requester needs -> [(bucket, (requester, [(kind, key)]))]."""
-    out: Dict[int, list] = collections.defaultdict(list)
-    for kind, key in set(wanted):
-        out[bucket_of(kind, key, buckets)].append((kind, key))
-    return [(b, (requester, keys)) for b, keys in sorted(out.items())]
+def _take(col, idx):
+    return col[idx] if isinstance(col, np.ndarray) else [col[i] for i in idx]
+
+
+def entries_by_bucket(kind: str, keys: Sequence[str], columns: Dict[str, Sequence],
+                      buckets: int, bucket_kind: Optional[str] = None
+                      ) -> List[Tuple[int, bytes]]:
+    """Entries of one kind (keys and aligned columns) -> [(bucket, packed [batch])], one
+    element per bucket touched; `bucket_kind` buckets by another kind's keys (default
+    `kind`)."""
+    if not len(keys):
+        return []
+    b = np.array([bucket_of(bucket_kind or kind, k, buckets) for k in keys], np.int64)
+    order = np.argsort(b, kind="stable")
+    bounds = np.flatnonzero(np.diff(b[order])) + 1
+    out = []
+    for idx in np.split(order, bounds):
+        batch = (kind, [keys[i] for i in idx], {c: _take(v, idx) for c, v in columns.items()})
+        out.append((int(b[idx[0]]), pickle.dumps([batch], protocol=pickle.HIGHEST_PROTOCOL)))
+    return out
+
+
+def requests_by_bucket(requester, wanted: Dict[str, Iterable[str]], buckets: int
+                       ) -> List[Tuple[int, Tuple[object, bytes]]]:
+    """The keys a requester needs ({kind: keys}) -> [(bucket, (requester, packed
+    {kind: [keys]}))]."""
+    out: Dict[int, Dict[str, list]] = collections.defaultdict(
+        lambda: collections.defaultdict(list))
+    for kind, keys in wanted.items():
+        for key in set(keys):
+            out[bucket_of(kind, key, buckets)][kind].append(key)
+    return [(b, (requester, pickle.dumps(dict(w), protocol=pickle.HIGHEST_PROTOCOL)))
+            for b, w in sorted(out.items())]
+
+
+def merged(blobs: Iterable[bytes]) -> Dict[str, Tuple[List[str], Dict[str, Sequence]]]:
+    """Packed batches -> {kind: (keys, columns)}, each kind's batches concatenated."""
+    parts: Dict[str, list] = collections.defaultdict(list)
+    for blob in blobs:
+        for kind, keys, cols in pickle.loads(blob):
+            parts[kind].append((keys, cols))
+    out = {}
+    for kind, batches in parts.items():
+        keys = [k for ks, _ in batches for k in ks]
+        cols = {}
+        for c, first in batches[0][1].items():
+            if isinstance(first, np.ndarray):
+                cols[c] = np.concatenate([cs[c] for _, cs in batches])
+            else:
+                cols[c] = [x for _, cs in batches for x in cs[c]]
+        out[kind] = (keys, cols)
+    return out
 
 
 def _answer(bucket_joined):
     _, joined = bucket_joined
-    table = {(kind, key): value for batch in joined["entries"] for kind, key, value in batch}
-    for requester, keys in joined["requests"]:
-        found = [(kind, key, table[(kind, key)]) for kind, key in keys if (kind, key) in table]
+    table = {kind: (dict(zip(keys, range(len(keys)))), cols)
+             for kind, (keys, cols) in merged(joined["entries"]).items()}
+    for requester, blob in joined["requests"]:
+        found = []
+        for kind, keys in pickle.loads(blob).items():
+            if kind not in table:
+                continue
+            index, cols = table[kind]
+            hits = [(k, index[k]) for k in keys if k in index]
+            if hits:
+                idx = np.array([i for _, i in hits], np.int64)
+                found.append((kind, [k for k, _ in hits],
+                              {c: _take(v, idx) for c, v in cols.items()}))
         if found:
-            yield requester, found
+            yield requester, pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def lookup(requests, entries, label: str):
     """Answers requests (`requests_by_bucket`) from entries (`entries_by_bucket`), bucket by
-    bucket: -> (requester, [(kind, key, value)]) for the keys that have an entry."""
+    bucket: -> (requester, packed batches of the keys that have an entry; `merged`)."""
     return ({"requests": requests, "entries": entries}
             | f"{label}Join" >> beam.CoGroupByKey()
             | f"{label}Answer" >> beam.FlatMap(_answer))

@@ -27,7 +27,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines import records as R
-from beam_pipelines.ranks import requests_by_bucket
+from beam_pipelines.ranks import merged, requests_by_bucket
 from beam_pipelines.sequences import (BuildOptions, Sampler, UserPlan, plan_examples,
                                       plan_user, train_time_events)
 from beam_pipelines.vocab import IdRows, KeyIds
@@ -78,17 +78,18 @@ def scan_shard(shard_batches, options: BuildOptions, buckets: int):
     users."""
     shard, batches = shard_batches
     counts: collections.Counter = collections.Counter()
-    wanted = set()
+    users, items, tokens = [], set(), set()
     for user, events in users_of(batches, events=False):
-        wanted.add(("users", user))
-        wanted.update(("item_info", e[2]) for e in events if e[2])
-        wanted.update(("query_tokens", tok) for e in events for tok in e[3])
+        users.append(user)
+        items.update(e[2] for e in events if e[2])
+        tokens.update(tok for e in events for tok in e[3])
         train = train_time_events(events, options)
         if train:
             counts[("users", user)] += len(train)
         counts.update(("items", e[2]) for e in train)
         counts.update(("query_tokens", tok) for e in train for tok in e[3])
     yield from counts.items()
+    wanted = {"users": users, "item_info": items, "query_tokens": tokens}
     for request in requests_by_bucket(shard, wanted, buckets):
         yield beam.pvalue.TaggedOutput("requests", request)
 
@@ -97,26 +98,25 @@ class ShardLookups:
     """What a shard's users need by key, from the join's answers: item ids, attributes and
     titles, query token ids and user ids, plus the sampler's items' attributes."""
 
-    def __init__(self, found, sampler_attrs: Optional[IdRows], num_attrs: int):
-        items, tokens, self.users, self.titles = {}, {}, {}, {}
-        ids, rows = [], []
-        for batch in found:
-            for kind, key, value in batch:
-                if kind == "item_info":
-                    item_id, item_attrs, pairs = value
-                    items[key] = item_id
-                    ids.append(item_id)
-                    rows.append(item_attrs)
-                    if pairs:
-                        self.titles[key] = tuple(t for t, _ in pairs)
-                        tokens.update(pairs)
-                elif kind == "query_tokens":
-                    tokens[key] = value
-                else:
-                    self.users[key] = value
-        self.items, self.tokens = KeyIds(items), KeyIds(tokens)
-        self.attrs = IdRows.from_arrays(np.array(ids, np.int64),
-                                        np.array(rows, np.int64).reshape(len(ids), num_attrs),
+    def __init__(self, answers, sampler_attrs: Optional[IdRows], num_attrs: int):
+        found = merged(answers)
+        keys, cols = found.get("item_info", ([], {"id": np.zeros(0, np.int64),
+                                                 "attrs": np.zeros((0, num_attrs), np.int64),
+                                                 "title": []}))
+        tokens = {}
+        if "query_tokens" in found:
+            t_keys, t_cols = found["query_tokens"]
+            tokens = dict(zip(t_keys, t_cols["id"].tolist()))
+        self.titles = {}
+        for key, pairs in zip(keys, cols["title"]):
+            if pairs:
+                self.titles[key] = tuple(t for t, _ in pairs)
+                tokens.update(pairs)
+        u_keys, u_cols = found.get("users", ([], {"id": np.zeros(0, np.int64)}))
+        self.users = dict(zip(u_keys, u_cols["id"].tolist()))
+        self.items = KeyIds(dict(zip(keys, cols["id"].tolist())))
+        self.tokens = KeyIds(tokens)
+        self.attrs = IdRows.from_arrays(cols["id"], cols["attrs"].reshape(-1, num_attrs),
                                         fallback=sampler_attrs)
 
     def user(self, key: str) -> int:

@@ -6,7 +6,7 @@ import numpy as np
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines.ranks import (AssignIds, concat_vocab_parts, entries_by_bucket, lookup,
-                                  requests_by_bucket)
+                                  merged, requests_by_bucket)
 from beam_pipelines.vocab import Vocab
 
 
@@ -40,15 +40,21 @@ def test_sharded_rank_equals_the_in_memory_vocabulary(tmp_path):
 
 
 def test_lookup_answers_each_requester_with_its_keys_only():
-    table = {("a", f"k{i}"): i for i in range(50)}
-    wanted = {"r1": [("a", "k1"), ("a", "k7"), ("a", "missing")],
-              "r2": [("a", "k7"), ("a", "k49")]}
+    keys = [f"k{i}" for i in range(50)]
+    wanted = {"r1": {"a": ["k1", "k7", "missing"], "b": ["k1"]},
+              "r2": {"a": ["k7", "k49", "k7"]}}
+
+    def found(kv):
+        who, blobs = kv
+        return who, sorted((kind, k, int(i), t) for kind, (ks, cols) in merged(blobs).items()
+                           for k, i, t in zip(ks, cols["id"], cols["tag"]))
+
     with beam.Pipeline() as p:
         entries = p | "E" >> beam.Create(entries_by_bucket(
-            "a", [(k, v) for (_, k), v in table.items()], 4))
+            "a", keys, {"id": np.arange(50), "tag": [k.upper() for k in keys]}, 4))
         requests = p | "R" >> beam.Create(
-            [r for who, keys in wanted.items() for r in requests_by_bucket(who, keys, 4)])
-        answers = (lookup(requests, entries, "L")
-                   | beam.CombinePerKey(lambda lists: sorted(x for l in lists for x in l)))
-        assert_that(answers, equal_to([("r1", [("a", "k1", 1), ("a", "k7", 7)]),
-                                       ("r2", [("a", "k49", 49), ("a", "k7", 7)])]))
+            [r for who, w in wanted.items() for r in requests_by_bucket(who, w, 4)])
+        answers = (lookup(requests, entries, "L") | beam.GroupByKey() | beam.Map(found))
+        assert_that(answers, equal_to([("r1", [("a", "k1", 1, "K1"), ("a", "k7", 7, "K7")]),
+                                       ("r2", [("a", "k49", 49, "K49"),
+                                               ("a", "k7", 7, "K7")])]))
