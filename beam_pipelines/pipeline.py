@@ -23,6 +23,7 @@ Output directory (S-of-N shards of users, `beam_pipelines.shards`):
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -43,7 +44,8 @@ from beam_pipelines.ranks import (KINDS, AssignIds, concat_vocab_parts, entries_
 from beam_pipelines.reading import ReadAndParse, absolute_dead_letters, file_splits
 from beam_pipelines.sequences import BuildOptions
 from beam_pipelines.sources import source_class
-from beam_pipelines.shards import WriteShard, scan_shard
+from beam_pipelines.shards import (WriteShard, counts_by_bucket, scan_shard,
+                                   sum_bucket_counts)
 from beam_pipelines.runner import default_runner, setup_log
 from beam_pipelines.sources.base import SourceSpec
 from beam_pipelines.stats import row_accounting, summarize
@@ -107,13 +109,24 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
     # pass lists the keys each shard will look up.
     scanned = by_shard | "ScanShards" >> beam.FlatMap(
         scan_shard, options, buckets).with_outputs("requests", main="counts")
-    catalog = (items | "CatalogKeys" >> beam.Map(lambda r: (("items", r.item), 1))
-               if options.vocab_from == "catalog" else None)
-    item_keys = (items | "ItemRecordKeys" >> beam.FlatMap(
-        lambda r: [(("query_tokens", t), 1) for t in r.title]
-        + [(("attrs", a), 1) for a in r.attrs]))
-    counts = ((scanned.counts, item_keys) + ((catalog,) if catalog is not None else ())
-              | "AllCounts" >> beam.Flatten() | "SumCounts" >> beam.CombinePerKey(sum))
+    catalog = options.vocab_from == "catalog"
+
+    def record_counts(records):  # title tokens, attributes (and catalogue items) of records
+        c: collections.Counter = collections.Counter()
+        for r in records:
+            c.update(("query_tokens", t) for t in r.title)
+            c.update(("attrs", a) for a in r.attrs)
+            if catalog:
+                c[("items", r.item)] += 1
+        return counts_by_bucket(c, buckets)
+
+    item_counts = (items | "BatchItemRecords" >> beam.BatchElements(min_batch_size=256,
+                                                                     max_batch_size=4096)
+                   | "ItemRecordCounts" >> beam.FlatMap(record_counts))
+    # one element per (shard or batch of records, bucket), summed per bucket
+    counts = ((scanned.counts, item_counts) | "AllCounts" >> beam.Flatten()
+              | "CountsByBucket" >> beam.GroupByKey()
+              | "SumBucketCounts" >> beam.FlatMap(sum_bucket_counts))
     assign = AssignIds(output, {"items": min_count, "query_tokens": min_count,
                                 "attrs": min_count, "users": 1})
     groups = counts | "Ids" >> assign

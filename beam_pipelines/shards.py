@@ -27,7 +27,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from beam_pipelines import records as R
-from beam_pipelines.ranks import merged, requests_by_bucket
+from beam_pipelines.ranks import bucket_of, merged, requests_by_bucket
 from beam_pipelines.sequences import (BuildOptions, Sampler, UserPlan, plan_examples,
                                       plan_user, train_time_events)
 from beam_pipelines.vocab import IdRows, KeyIds
@@ -70,10 +70,30 @@ def users_of(batches: Iterable[Tuple[int, bytes]], events: bool = True
     return sorted(users.items())
 
 
+def counts_by_bucket(counts: Dict[Tuple[str, str], int], buckets: int
+                     ) -> List[Tuple[int, bytes]]:
+    """{(kind, key): count} -> [(bucket, packed {(kind, key): count})]: one element per
+    bucket rather than one per key (`sum_bucket_counts` adds them up per key)."""
+    out: Dict[int, dict] = collections.defaultdict(dict)
+    for (kind, key), n in counts.items():
+        out[bucket_of(kind, key, buckets)][(kind, key)] = n
+    return [(b, pickle.dumps(c, protocol=pickle.HIGHEST_PROTOCOL))
+            for b, c in sorted(out.items())]
+
+
+def sum_bucket_counts(bucket_blobs) -> List[Tuple[Tuple[str, str], int]]:
+    """(bucket, [packed counts]) -> ((kind, key), total count) of the bucket's keys."""
+    total: collections.Counter = collections.Counter()
+    for blob in bucket_blobs[1]:
+        total.update(pickle.loads(blob))
+    return list(total.items())
+
+
 def scan_shard(shard_batches, options: BuildOptions, buckets: int):
-    """One pass over a shard's events: ((kind, key), count) of the training-time events
-    (`train_time_events`; kind "items", "query_tokens" or "users": vocabularies and
-    popularity sum them by key), and, as tagged output "requests", the keys the shard will
+    """One pass over a shard's events: the counts of the training-time events per
+    (kind, key) (`train_time_events`; kind "items", "query_tokens" or "users": vocabularies
+    and popularity sum them by key), packed per bucket (`counts_by_bucket`), and, as tagged
+    output "requests", the keys the shard will
     look up (`beam_pipelines.ranks.requests_by_bucket`): its items' info, query tokens and
     users."""
     shard, batches = shard_batches
@@ -88,7 +108,7 @@ def scan_shard(shard_batches, options: BuildOptions, buckets: int):
             counts[("users", user)] += len(train)
         counts.update(("items", e[2]) for e in train)
         counts.update(("query_tokens", tok) for e in train for tok in e[3])
-    yield from counts.items()
+    yield from counts_by_bucket(counts, buckets)
     wanted = {"users": users, "item_info": items, "query_tokens": tokens}
     for request in requests_by_bucket(shard, wanted, buckets):
         yield beam.pvalue.TaggedOutput("requests", request)
