@@ -130,7 +130,8 @@ class ItemBucket(beam.DoFn):
             arrays[name], arrays[f"{name}_mask"] = mat, mask
         fileio.save_npz(fileio.join(self.output, PARTS, f"part-{bucket:06d}.npz"), **arrays)
         yield from entries_by_bucket("item_info", keys, {
-            "id": np.asarray(item_ids, np.int64), "attrs": attrs, "title": titles},
+            "id": np.asarray(item_ids, np.int64), "attrs": attrs.astype(np.int32),
+            "title": titles},
             self.buckets)
 
 

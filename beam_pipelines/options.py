@@ -42,6 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "per target (bytes O(events x L))")
     parser.add_argument("--shards", type=int, default=None,
                         help="output shards; users are hashed to shards, each built and "
-                             "written by one worker (default: 8 per 100 MB of input, >= 8)")
+                             "written by one worker (default: 4 per 100 MB of input, >= 8)")
     parser.add_argument("--multiprocess", action="store_true",
                         help="DirectRunner with one process per core")

@@ -245,7 +245,7 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     `vocab_from`: "train" (items, query tokens, users and popularity from events before each
     user's first validation / test target; items first seen later map to OOV) or "catalog"
     (also every item of the item records, as a production catalogue given up front).
-    `shards`: shards of users in the output (default 8 per 100 MB of input, at least 8);
+    `shards`: shards of users in the output (default 4 per 100 MB of input, at least 8);
     `fmt`: "store" (the sequence store) or "examples" (`beam_pipelines.shards`).
     `sampler_top`, `tail_sample`: the negative sampler's summary, every one of the top items
     and a uniform sample of the rest (`beam_pipelines.vocab.Sampler`).
@@ -281,8 +281,8 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     t0 = time.time()
     LOG.info("preprocess %s: %d input files -> %s", source, len(spec.files), output)
     input_mb = sum(fileio.size(f) for _, f in spec.files) / 2**20
-    if shards is None:  # ~8 shards of users per 100 MB of input, at least 8
-        shards = max(8, int(input_mb / 12.5))
+    if shards is None:  # ~4 shards of users per 100 MB of input, at least 8: every shard
+        shards = max(8, int(input_mb / 25))  # looks its keys up once, so fewer is cheaper
     if shards < 1:
         raise ValueError(f"--shards must be >= 1, got {shards}")
     # join buckets of at most ~50k keys: distinct keys <= events, ~10^4 events per MB of

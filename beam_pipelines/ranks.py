@@ -38,8 +38,19 @@ KINDS = ("items", "query_tokens", "attrs", "users")
 
 
 def bucket_of(kind: str, key: str, buckets: int) -> int:
-    """The join bucket of a (kind, key) (stable across processes)."""
-    return zlib.crc32(f"{kind}\t{key}".encode("utf-8")) % buckets
+    """The join bucket of a (kind, key): crc32 of "kind<TAB>key" (stable across processes)."""
+    return zlib.crc32(key.encode("utf-8"), _salt(kind)) % buckets
+
+
+def _salt(kind: str) -> int:
+    """crc32 of "kind<TAB>": continuing it over the key gives crc32 of the whole string."""
+    salt = _SALTS.get(kind)
+    if salt is None:
+        salt = _SALTS[kind] = zlib.crc32(f"{kind}\t".encode("utf-8"))
+    return salt
+
+
+_SALTS: Dict[str, int] = {}
 
 
 def fingerprint_range(fp: int, n_keys: int, bucket_size: int) -> int:
@@ -146,7 +157,8 @@ def entries_by_bucket(kind: str, keys: Sequence[str], columns: Dict[str, Sequenc
     `kind`)."""
     if not len(keys):
         return []
-    b = np.array([bucket_of(bucket_kind or kind, k, buckets) for k in keys], np.int64)
+    salt, crc = _salt(bucket_kind or kind), zlib.crc32
+    b = np.array([crc(k.encode("utf-8"), salt) % buckets for k in keys], np.int64)
     order = np.argsort(b, kind="stable")
     bounds = np.flatnonzero(np.diff(b[order])) + 1
     out = []
@@ -162,9 +174,11 @@ def requests_by_bucket(requester, wanted: Dict[str, Iterable[str]], buckets: int
     {kind: [keys]}))]."""
     out: Dict[int, Dict[str, list]] = collections.defaultdict(
         lambda: collections.defaultdict(list))
+    crc = zlib.crc32
     for kind, keys in wanted.items():
+        salt = _salt(kind)
         for key in set(keys):
-            out[bucket_of(kind, key, buckets)][kind].append(key)
+            out[crc(key.encode("utf-8"), salt) % buckets][kind].append(key)
     return [(b, (requester, pickle.dumps(dict(w), protocol=pickle.HIGHEST_PROTOCOL)))
             for b, w in sorted(out.items())]
 
@@ -198,11 +212,12 @@ def _answer(bucket_joined):
             if kind not in table:
                 continue
             index, cols = table[kind]
-            hits = [(k, index[k]) for k in keys if k in index]
-            if hits:
-                idx = np.array([i for _, i in hits], np.int64)
-                found.append((kind, [k for k, _ in hits],
-                              {c: _take(v, idx) for c, v in cols.items()}))
+            get = index.get
+            idx = np.array([get(k, -1) for k in keys], np.int64)
+            hit = np.flatnonzero(idx >= 0)
+            if len(hit):
+                found.append((kind, [keys[i] for i in hit],
+                              {c: _take(v, idx[hit]) for c, v in cols.items()}))
         if found:
             yield requester, pickle.dumps(found, protocol=pickle.HIGHEST_PROTOCOL)
 

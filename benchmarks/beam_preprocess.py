@@ -48,11 +48,11 @@ def tree_rss_mb(pid: int) -> float:
     return total / 1024.0
 
 
-def run_case(raw, out, mode, max_seq_len, fmt="store", shards=8):
+def run_case(raw, out, mode, max_seq_len, fmt="store", shards=0):
     shutil.rmtree(out, ignore_errors=True)
     cmd = [sys.executable, "-m", "seminar_tf.cli", "preprocess", "--source", "kuaisar",
            "--input", raw, "--output", out, "--max-seq-len", str(max_seq_len),
-           "--format", fmt, "--shards", str(shards)]
+           "--format", fmt] + (["--shards", str(shards)] if shards else [])
     if mode == "multi_processing":
         cmd.append("--multiprocess")
     t0 = time.time()
@@ -77,7 +77,7 @@ def run_case(raw, out, mode, max_seq_len, fmt="store", shards=8):
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)
                if f.endswith(".tfrecord.gz"))
     shutil.rmtree(out, ignore_errors=True)  # 10M-event outputs are large
-    return {"mode": mode, "format": fmt, "L": max_seq_len, "shards": shards,
+    return {"mode": mode, "format": fmt, "L": max_seq_len, "shards": stats["shards"],
             "events": stats["events"], "seconds": round(seconds, 1),
             "events_per_s": round(stats["events"] / seconds, 0),
             "examples": sum(v for k, v in stats["examples"].items() if k != "candidates"),
@@ -95,7 +95,8 @@ def main():
     p.add_argument("--seq-len", type=int, default=200,
                    help="generated events per user (histories grow with it)")
     p.add_argument("--shards", type=int, default=0,
-                   help="output shards (default: 8 per million events, at least 8)")
+                   help="output shards (default: the preprocess default, 4 per 100 MB "
+                   "of input, at least 8)")
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "beam_bench"))
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     p.add_argument("--modes", nargs="*", default=["multi_processing"])
@@ -111,7 +112,7 @@ def main():
             synthetic.generate(raw, synthetic.SyntheticConfig(
                 num_users=users, num_items=max(2000, target // 50), seq_len=args.seq_len,
                 seed=1))
-        shards = args.shards or max(8, 8 * target // 1_000_000)
+        shards = args.shards
         for mode in args.modes:
             for fmt in args.formats:
                 for L in args.max_seq_len:
