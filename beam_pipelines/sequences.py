@@ -66,8 +66,9 @@ def _rng(seed: int, *keys) -> np.random.Generator:
 
 
 def train_time_events(events: Iterable[Event], options: BuildOptions) -> List[Event]:
-    """The user's events before their first validation / test target: what vocabularies and
-    popularity may be built from (the same split rules as `build_user_examples`).
+    """The user's events before their first validation / test target, in input order: what
+    vocabularies and popularity may be built from (the same split rules as
+    `build_user_examples`).
 
     Leave-one-out: events before the validation positive's timestamp (all events of users
     with fewer than 3 positive targets, who have no validation or test target). Time split:
@@ -75,15 +76,20 @@ def train_time_events(events: Iterable[Event], options: BuildOptions) -> List[Ev
     """
     # by index (Event fields user, timestamp_ms, item, query, label, source), so that plain
     # tuples of those fields work as well as Events
-    events = sort_events(events)
+    events = list(events)
+    boundary = train_boundary(events, options)
+    # the order does not matter to the counts: no sort (the most expensive step here)
+    return events if boundary is None else [e for e in events if e[1] < boundary]
+
+
+def train_boundary(events: Sequence[Event], options: BuildOptions) -> Optional[int]:
+    """The first timestamp outside the training period (None: every event is in it)."""
     if options.split == "time":
         bounds = [b for b in (options.valid_start_ms, options.test_start_ms) if b > 0]
-        boundary = min(bounds) if bounds else None
-    else:
-        start = options.min_target_time_ms
-        pos = [e[1] for e in events if e[1] >= start and e[4] > 0]
-        boundary = pos[-2] if len(pos) >= 3 else None
-    return events if boundary is None else [e for e in events if e[1] < boundary]
+        return min(bounds) if bounds else None
+    start = options.min_target_time_ms
+    pos = sorted(e[1] for e in events if e[1] >= start and e[4] > 0)
+    return pos[-2] if len(pos) >= 3 else None
 
 
 def group_id(user_id: int, timestamp_ms: int, item: int) -> int:
