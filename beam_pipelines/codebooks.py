@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
@@ -54,11 +54,15 @@ class ModelKeyParts:
     Args:
         model_dir: a directory written by `seminar train`.
         data_dir: its dataset (the item table's attributes feed the item encoder).
+        load_model: `f(model_dir) -> ranker` (a module-level function, pickled by name;
+            the workflow passes its own loader, so this Beam module imports no workflow).
         combine: sum the parts over modalities (the `combine_parts` PQ option).
     """
 
-    def __init__(self, model_dir: str, data_dir: str, combine: bool = False):
+    def __init__(self, model_dir: str, data_dir: str, load_model: Callable,
+                 combine: bool = False):
         self.model_dir, self.data_dir, self.combine = model_dir, data_dir, combine
+        self.load_model = load_model
         self._model = self._attrs = None
 
     def __getstate__(self):
@@ -75,10 +79,9 @@ class ModelKeyParts:
         return len(self._item_attrs())
 
     def of(self, ids: np.ndarray) -> np.ndarray:
-        from seminar_tf.model_dir import load_model
         from seminar_tf.pq.build import item_key_parts_of
         if self._model is None:
-            self._model = load_model(self.model_dir, gsu="exact")
+            self._model = self.load_model(self.model_dir)
         ids = np.asarray(ids, np.int64)
         return item_key_parts_of(self._model, ids, self._item_attrs()[ids],
                                  combine=self.combine)

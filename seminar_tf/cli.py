@@ -65,12 +65,19 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def exact_model(model_dir: str):
+    """A trained ranker with exact (float-key) retrieval: what codebooks quantize."""
+    from seminar_tf.model_dir import load_model
+    return load_model(model_dir, gsu="exact")
+
+
 def _beam_encoder(beam_args):
     """Codebook training and item encoding by the Beam job (`--beam`)."""
     from beam_pipelines import codebooks as beam_codebooks
 
     def encoder(model_dir, data_dir, out, pq):
-        parts = beam_codebooks.ModelKeyParts(model_dir, data_dir, pq.combine_parts)
+        parts = beam_codebooks.ModelKeyParts(model_dir, data_dir, exact_model,
+                                             pq.combine_parts)
         books, codes = beam_codebooks.run(parts, out, num_subspaces=pq.num_subspaces,
                                           num_codewords=pq.num_codewords,
                                           iters=pq.kmeans_iters, seed=pq.seed,
