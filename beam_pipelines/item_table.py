@@ -16,7 +16,7 @@ import numpy as np
 
 from beam_pipelines import fileio
 from beam_pipelines.ranks import bucket_of, entries_by_bucket, merged
-from beam_pipelines.vocab import in_tail_sample, tail_rate
+from beam_pipelines.vocab import SummaryRule
 from seminar_tf import features as F
 
 PARTS = "item_table.parts"
@@ -85,9 +85,7 @@ class ItemBucket(beam.DoFn):
         recs = dict(j["recs"])
         vecs = {name: dict(zip(ks, cs["vec"])) for name, (ks, cs) in
                 merged(j["vectors"]).items()}
-        n_items = sizes["items"] - F.FIRST_ID
-        head_end = F.FIRST_ID + min(self.top, n_items)
-        rate = tail_rate(n_items - (head_end - F.FIRST_ID), self.tail_sample)
+        rule = SummaryRule(sizes["items"] - F.FIRST_ID, self.top, self.tail_sample)
         item_ids, counts = cols["id"], cols["count"]
         n = len(keys)
         attrs = np.zeros((n, self.A), np.int64)
@@ -112,11 +110,9 @@ class ItemBucket(beam.DoFn):
                     vec = np.asarray(inline, np.float32)
                 if vec is not None:
                     found[name].append((r, vec))
-        tail = item_ids >= head_end
+        tail = item_ids >= rule.head_end
         yield beam.pvalue.TaggedOutput("tail_mass", float(counts[tail].sum()))
-        for r in np.flatnonzero(~tail | np.array(
-                [bool(t) and in_tail_sample(int(i), rate) for t, i in zip(tail, item_ids)],
-                bool)):
+        for r in (r for r, i in enumerate(item_ids.tolist()) if rule.keeps(i)):
             yield beam.pvalue.TaggedOutput(
                 "sampler", (int(item_ids[r]), int(counts[r]), attrs[r].tolist()))
         arrays = {"ids": np.asarray(item_ids, np.int64), "attrs": attrs, "title": title}

@@ -49,6 +49,7 @@ from beam_pipelines.shards import (WriteShard, counts_by_bucket, scan_shard,
 from beam_pipelines.runner import default_runner, setup_log
 from beam_pipelines.sources.base import SourceSpec
 from beam_pipelines.stats import row_accounting, summarize
+from beam_pipelines.vocab import SummaryRule
 from seminar_tf import features as F
 from seminar_tf.progress import Heartbeat
 LOG = logging.getLogger("beam_pipelines")
@@ -67,15 +68,15 @@ def _by_kind(pairs) -> Dict[str, list]:
     return out
 
 
-def _sampler_summary(rows, tail_mass, sizes, top: int, num_attrs: int) -> Dict:
-    """The sampler's bounded summary (`beam_pipelines.vocab.Sampler`) from the item join's
-    head and tail-sample rows (id, count, attribute ids)."""
+def _sampler_summary(rows, tail_mass, sizes, top: int, tail_sample: int,
+                     num_attrs: int) -> Dict:
+    """The sampler's bounded summary (`beam_pipelines.vocab.SummaryRule`) from the item
+    join's kept rows (id, count, attribute ids), with the kept items' attributes."""
     rows = sorted(rows)
-    n_items = sizes["items"] - F.FIRST_ID
-    head = min(top, n_items)
-    return {"item_ids": [r[0] for r in rows], "counts": [r[1] for r in rows],
-            "attrs": np.array([r[2] for r in rows], np.int64).reshape(len(rows), num_attrs),
-            "head": head, "tail_size": n_items - head, "tail_mass": float(tail_mass)}
+    summary = SummaryRule(sizes["items"] - F.FIRST_ID, top, tail_sample).summary(
+        [r[:2] for r in rows], tail_mass)
+    summary["attrs"] = np.array([r[2] for r in rows], np.int64).reshape(len(rows), num_attrs)
+    return summary
 
 
 def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
@@ -180,7 +181,7 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
         summary = (joined_items.sampler | "SamplerRows" >> beam.combiners.ToList()
                    | "SamplerSummary" >> beam.Map(
                        _sampler_summary, beam.pvalue.AsSingleton(tail_mass), sizes,
-                       sampler_top, contract.num_attrs))
+                       sampler_top, tail_sample, contract.num_attrs))
     else:
         summary = p | "NoSampler" >> beam.Create([None])
 

@@ -125,7 +125,8 @@ class UserPlan(NamedTuple):
     Attributes:
         events: the user's events (Events or plain field tuples), sorted (`sort_events`).
         items, queries (n, Q), sources, times: per-event arrays (vocabulary ids, ms).
-        attrs: item id -> attribute ids (length A); `no_attrs` for unknown items.
+        attrs: an `IdRows` or item id -> attribute ids (length A); `no_attrs` for unknown
+            items.
         pos: indices of the positive events: the timeline histories are cut from.
         targets: the records in output order.
         short: missing candidates of each group the catalogue could not fill.
@@ -142,14 +143,9 @@ class UserPlan(NamedTuple):
     short: List[int]
 
     def attrs_of(self, items: Sequence[int]) -> np.ndarray:
-        """(n, A) attribute ids of item ids (`attrs` an `IdRows`, a mapping or a dense
-        (V, A) table)."""
+        """(n, A) attribute ids of item ids (`attrs` an `IdRows` or a mapping)."""
         if hasattr(self.attrs, "of"):
             return self.attrs.of(items).reshape(len(items), len(self.no_attrs))
-        if isinstance(self.attrs, np.ndarray):
-            ids = np.asarray(items, np.int64)
-            known = ids < len(self.attrs)
-            return np.where(known[:, None], self.attrs[np.where(known, ids, 0)], 0)
         return np.array([self.attrs.get(int(i), self.no_attrs) for i in items],
                         np.int64).reshape(len(items), len(self.no_attrs))
 

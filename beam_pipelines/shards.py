@@ -136,7 +136,7 @@ class ShardLookups:
         self.users = dict(zip(u_keys, u_cols["id"].tolist()))
         self.items = KeyIds(dict(zip(keys, cols["id"].tolist())))
         self.tokens = KeyIds(tokens)
-        self.attrs = IdRows.from_arrays(cols["id"], cols["attrs"].reshape(-1, num_attrs),
+        self.attrs = IdRows(cols["id"], cols["attrs"].reshape(-1, num_attrs),
                                         fallback=sampler_attrs)
 
     def user(self, key: str) -> int:
@@ -222,7 +222,7 @@ class WriteShard(beam.DoFn):
         if id(summary) != self._cache_key:
             self._sampler = self._sampler_attrs = None
             if summary is not None and summary["item_ids"]:
-                self._sampler_attrs = IdRows.from_arrays(np.asarray(summary["item_ids"]),
+                self._sampler_attrs = IdRows(np.asarray(summary["item_ids"]),
                                                          summary["attrs"])
                 self._sampler = Sampler(summary["item_ids"], summary["counts"],
                                         mode=self.options.sampling, head=summary["head"],

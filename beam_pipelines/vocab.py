@@ -69,27 +69,14 @@ class IdRows:
     (zero rows without one).
 
     Args:
-        rows: item id -> row of at most `width` ints.
+        ids: (n,) item ids; rows: (n, width) their rows.
     """
 
-    def __init__(self, rows: Mapping[int, Sequence[int]], width: int,
+    def __init__(self, ids: np.ndarray, rows: np.ndarray,
                  fallback: Optional["IdRows"] = None):
-        ids = sorted(rows)
-        table = np.zeros((len(ids), width), np.int64)
-        for j, i in enumerate(ids):
-            table[j, :len(rows[i])] = rows[i]
-        self._set(np.array(ids, np.int64), table, fallback)
-
-    @classmethod
-    def from_arrays(cls, ids: np.ndarray, rows: np.ndarray,
-                    fallback: Optional["IdRows"] = None) -> "IdRows":
-        out = cls.__new__(cls)
         order = np.argsort(ids, kind="stable")
-        out._set(np.asarray(ids, np.int64)[order], np.asarray(rows, np.int64)[order], fallback)
-        return out
-
-    def _set(self, ids, table, fallback):
-        self.ids, self.fallback = ids, fallback
+        self.ids, self.fallback = np.asarray(ids, np.int64)[order], fallback
+        table = np.asarray(rows, np.int64)[order]
         # one extra zero row for unknown ids
         self.rows = np.concatenate([table, np.zeros((1, table.shape[1]), np.int64)])
 
@@ -114,6 +101,27 @@ def tail_rate(tail_size: int, tail_sample: int) -> float:
 def in_tail_sample(item_id: int, rate: float) -> bool:
     """Whether a tail item id is in the sampler's tail sample (by a hash of the id)."""
     return rate >= 1.0 or fingerprint(f"tail:{item_id}") < rate * 2.0**64
+
+
+class SummaryRule:
+    """Which item ids the sampler's bounded summary holds: ids by descending count, every
+    one of the first `top`, and the hash-selected sample of the rest (`in_tail_sample`)."""
+
+    def __init__(self, num_items: int, top: int, tail_sample: int):
+        self.num_items, self.head = num_items, min(top, num_items)
+        self.head_end = F.FIRST_ID + self.head
+        self.rate = tail_rate(num_items - self.head, tail_sample)
+
+    def keeps(self, item_id: int) -> bool:
+        return item_id < self.head_end or in_tail_sample(item_id, self.rate)
+
+    def summary(self, rows: Sequence[Tuple[int, float]], tail_mass: float) -> Dict:
+        """(id, count) of the kept items (any order) and the tail's total count -> keyword
+        arguments of `Sampler(**summary, mode=...)`."""
+        rows = sorted(rows)
+        return {"item_ids": [r[0] for r in rows], "counts": [r[1] for r in rows],
+                "head": self.head, "tail_size": self.num_items - self.head,
+                "tail_mass": float(tail_mass)}
 
 
 class Sampler:
@@ -151,15 +159,12 @@ class Sampler:
     @staticmethod
     def summary(vocab: "Vocab", top: int = 1_000_000, tail_sample: int = 1_000_000) -> Dict:
         """The bounded summary of an in-memory vocabulary (ids by descending count), as the
-        Beam job builds it by key: keyword arguments of `Sampler(**summary, mode=...)`."""
+        Beam job builds it by key (`SummaryRule`)."""
         counts = vocab.counts or [1] * len(vocab.keys)
-        n = min(top, len(vocab.keys))
-        rate = tail_rate(len(vocab.keys) - n, tail_sample)
-        tail = [j for j in range(n, len(vocab.keys)) if in_tail_sample(j + F.FIRST_ID, rate)]
-        keep = list(range(n)) + tail
-        return {"item_ids": [j + F.FIRST_ID for j in keep], "counts": [counts[j] for j in keep],
-                "head": n, "tail_size": len(vocab.keys) - n,
-                "tail_mass": float(sum(counts[n:]))}
+        rule = SummaryRule(len(vocab.keys), top, tail_sample)
+        ids = range(F.FIRST_ID, F.FIRST_ID + len(vocab.keys))
+        return rule.summary([(i, c) for i, c in zip(ids, counts) if rule.keeps(i)],
+                            float(sum(counts[rule.head:])))
 
     def _sample(self, u: np.ndarray) -> np.ndarray:
         idx = np.searchsorted(self.cum, u)

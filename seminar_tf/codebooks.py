@@ -13,7 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from seminar_tf.data.dataset import make_dataset, split_pattern
-from seminar_tf.pq.build import build_codebooks, item_key_parts, save_codebooks
+from seminar_tf.pq.build import item_key_parts, quantize_parts, save_codebooks
 from seminar_tf.pq.quantizer import ProductQuantizer
 
 
@@ -46,7 +46,7 @@ def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
     if encoder is None:
         table = training.load_item_table(data_dir)
         all_parts = item_key_parts(model, table["attrs"], combine=pq_cfg.combine_parts)
-        pq, codes = build_codebooks(model, table["attrs"], pq_cfg)
+        pq, codes = quantize_parts(all_parts, pq_cfg)  # the key parts computed once
         parts = all_parts[2:]
         stats = {"quantization_mse": pq.quantization_error(parts),
                  "mean_part_sq_norm": float(np.mean(np.sum(parts.astype(np.float64) ** 2,

@@ -67,7 +67,14 @@ def build_codebooks(model, item_attrs: np.ndarray, pq_cfg=None,
         (quantizer, item codes (V, P, S) uint8).
     """
     pq_cfg = pq_cfg or model.config.pq
-    parts = item_key_parts(model, item_attrs, combine=pq_cfg.combine_parts)
+    return quantize_parts(item_key_parts(model, item_attrs, combine=pq_cfg.combine_parts),
+                          pq_cfg, sample_size)
+
+
+def quantize_parts(parts: np.ndarray, pq_cfg, sample_size: Optional[int] = None
+                   ) -> Tuple[ProductQuantizer, np.ndarray]:
+    """Trains codebooks on a sample of key parts (V, P, d) and encodes every item: the
+    second half of `build_codebooks`, for callers that already hold the parts."""
     ids = sample_ids(len(parts), sample_size or pq_cfg.sample_size, pq_cfg.seed)
     pq = ProductQuantizer(pq_cfg.num_subspaces, pq_cfg.num_codewords, pq_cfg.kmeans_iters,
                           pq_cfg.seed).fit(parts[np.sort(ids)])

@@ -54,7 +54,7 @@ def test_exact_summary_draws_like_a_plain_weighted_sampler():
 
 
 def test_id_rows_with_fallback():
-    base = IdRows.from_arrays(np.array([9, 4]), np.array([[9, 9], [4, 4]]))
-    rows = IdRows({7: [7], 4: [1, 2]}, 2, fallback=base)
+    base = IdRows(np.array([9, 4]), np.array([[9, 9], [4, 4]]))
+    rows = IdRows(np.array([7, 4]), np.array([[7, 0], [1, 2]]), fallback=base)
     np.testing.assert_array_equal(rows.of([4, 7, 9, 3]), [[1, 2], [7, 0], [9, 9], [0, 0]])
-    np.testing.assert_array_equal(IdRows({}, 3).of([5]), [[0, 0, 0]])
+    np.testing.assert_array_equal(IdRows(np.zeros(0, np.int64), np.zeros((0, 3))).of([5]), [[0, 0, 0]])
