@@ -75,6 +75,12 @@ def delete(paths: List[str]) -> None:
         FileSystems.delete(paths)
 
 
+def delete_tree(path: str) -> None:
+    """Deletes a directory (or, on filesystems without directories, a prefix) if present."""
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+
+
 def load_npy(path: str) -> np.ndarray:
     return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
 

@@ -167,6 +167,6 @@ def assemble_item_table(output: str, num_items: int, num_attrs: int, title_token
     image = np.zeros((V, 0), np.float32) if image is None else image
     fileio.save_npz(fileio.join(output, "item_table.npz"), attrs=attrs, title=title,
                     text=text, text_mask=text_mask, image=image, image_mask=image_mask)
-    fileio.delete(parts)
+    fileio.delete_tree(fileio.join(output, PARTS))
     return {"items": V, "text_dim": text.shape[1], "image_dim": image.shape[1],
             "items_with_text": int(text_mask.sum()), "items_with_image": int(image_mask.sum())}

@@ -44,7 +44,7 @@ from beam_pipelines.ranks import (KINDS, AssignIds, concat_vocab_parts, entries_
 from beam_pipelines.reading import ReadAndParse, absolute_dead_letters, file_splits
 from beam_pipelines.sequences import BuildOptions
 from beam_pipelines.sources import source_class
-from beam_pipelines.shards import (WriteShard, counts_by_bucket, scan_shard,
+from beam_pipelines.shards import (SPILL_DIR, WriteShard, counts_by_bucket, scan_shard,
                                    sum_bucket_counts)
 from beam_pipelines.runner import default_runner, setup_log
 from beam_pipelines.sources.base import SourceSpec
@@ -109,7 +109,8 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
     # vocab_from="catalog" every item record is in the item vocabulary as well. The same
     # pass lists the keys each shard will look up.
     scanned = by_shard | "ScanShards" >> beam.FlatMap(
-        scan_shard, options, buckets).with_outputs("requests", main="counts")
+        scan_shard, options, buckets, output).with_outputs("requests", "spilled",
+                                                           main="counts")
     catalog = options.vocab_from == "catalog"
 
     def record_counts(records):  # title tokens, attributes (and catalogue items) of records
@@ -190,7 +191,7 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
                           (joined_items.info, id_entries["users"],
                            id_entries["query_tokens"]) | "ShardEntries" >> beam.Flatten(),
                           "ShardLookup")
-    built = ({"events": parsed.event_batches, "lookup": shard_lookup}
+    built = ({"spilled": scanned.spilled, "lookup": shard_lookup}
              | "JoinShards" >> beam.CoGroupByKey()
              | "WriteShards" >> beam.ParDo(
                  WriteShard(output, shards, fmt, contract, options, spec.has_negatives,
@@ -308,6 +309,7 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     LOG.info("beam pipeline finished in %.1f s", seconds)
 
     concat_vocab_parts(output)
+    fileio.delete_tree(fileio.join(output, SPILL_DIR))
     summary = fileio.read_json(fileio.join(output, "beam_summary.json"))
     sizes = {k: summary["sizes"].get(k, F.FIRST_ID) for k in KINDS}
     table_stats = assemble_item_table(output, sizes["items"], num_attrs, title_tokens)

@@ -135,7 +135,7 @@ def concat_vocab_parts(output: str) -> None:
                         if not block:
                             break
                         f.write(block)
-        fileio.delete(parts)
+        fileio.delete_tree(fileio.join(output, "vocab", f"{kind}.parts"))
 
 
 # --------------------------------------------------------------------------------- joins

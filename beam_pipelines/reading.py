@@ -64,11 +64,13 @@ class ReadAndParse(beam.DoFn):
 
     def setup(self):
         self.parsers = source_class(self.source).parsers
+        self.columns = source_class(self.source).columns
 
     def process(self, split):
         kind, path, start, end = split if len(split) == 4 else (*split, 0, None)
         parser, fmt = self.parsers[kind]
         header = _csv_header(path, self.encoding) if fmt == "csv" and start > 0 else None
+        keep = R.csv_keep(header, self.columns.get(kind)) if header else None
         name = os.path.basename(path)
         counts = {"read": 0, "parsed": 0, "skipped_header": 0, "skipped_blank": 0}
         buf = []
@@ -97,10 +99,11 @@ class ReadAndParse(beam.DoFn):
                     continue
                 if fmt == "csv" and header is None:
                     header = next(iter(csv.reader([line])))
+                    keep = R.csv_keep(header, self.columns.get(kind))
                     counts["skipped_header"] += 1
                     continue
                 try:
-                    rec = self._parse(parser, fmt, line, header)
+                    rec = self._parse(parser, fmt, line, header, keep)
                 except R.RecordError as e:
                     yield self._dead(key, name, line_no, e.reason, line, e)
                     continue
@@ -130,9 +133,9 @@ class ReadAndParse(beam.DoFn):
             yield beam.pvalue.TaggedOutput("event_batches", shard_batch)
 
     @staticmethod
-    def _parse(parser, fmt: str, line: str, header):
+    def _parse(parser, fmt: str, line: str, header, keep):
         if fmt == "csv":
-            return parser(R.csv_row(line, header))
+            return parser(R.csv_row(line, header, keep=keep))
         if fmt == "json":
             return parser(line)
         return parser(line.split({"tab": "\t", "pipe": "|", "colons": "::"}[fmt]))

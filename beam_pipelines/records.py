@@ -158,8 +158,11 @@ def words(text: str) -> Tuple[str, ...]:
     return tuple(_WORD_RE.findall((text or "").lower()))
 
 
-def csv_row(line: str, header: Sequence[str], delimiter: str = ",") -> Dict[str, str]:
-    """Splits one CSV line and maps it onto the header; wrong column counts are errors."""
+def csv_row(line: str, header: Sequence[str], delimiter: str = ",",
+            keep: Optional[Tuple[Sequence[str], Sequence[int]]] = None) -> Dict[str, str]:
+    """Splits one CSV line and maps it onto the header; wrong column counts are errors.
+
+    `keep` (`csv_keep`): (names, indices) of the only columns to return."""
     try:
         # a line without quotes, or with one quoted field free of quotes and delimiter
         # trouble, splits exactly as csv.reader splits it
@@ -177,7 +180,20 @@ def csv_row(line: str, header: Sequence[str], delimiter: str = ",") -> Dict[str,
     if len(fields) != len(header):
         raise RecordError("wrong_column_count",
                           f"{len(fields)} columns, header has {len(header)}")
+    if keep is not None:
+        return dict(zip(keep[0], [fields[i] for i in keep[1]]))
     return dict(zip(header, fields))
+
+
+def csv_keep(header: Sequence[str], columns: Optional[Sequence[str]]
+             ) -> Optional[Tuple[Tuple[str, ...], Tuple[int, ...]]]:
+    """`csv_row`'s `keep` for the wanted columns found in the header (a repeated name maps
+    to its last column, as in the full dict); None (every column) without `columns`."""
+    if columns is None:
+        return None
+    index = {name: i for i, name in enumerate(header)}
+    found = [c for c in columns if c in index]
+    return tuple(found), tuple(index[c] for c in found)
 
 
 def _one_quoted(line: str, delimiter: str) -> bool:

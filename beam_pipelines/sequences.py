@@ -162,11 +162,15 @@ def plan_user(user_id: int, events: Iterable[Event], *, item_vocab: Vocab, token
     item_index, oov = item_vocab.index, F.OOV_ID
     items = np.array([item_index.get(e[2], oov) if e[2] else F.PAD_ID for e in events],
                      np.int64)
-    queries = np.zeros((n, Q), np.int64)
-    for k, e in enumerate(events):
-        if e[3]:
+    padded = {(): (F.PAD_ID,) * Q}  # query -> its token ids, padded (a session repeats it)
+    rows = []
+    for e in events:
+        row = padded.get(e[3])
+        if row is None:
             ids = token_vocab.ids(e[3])[:Q]
-            queries[k, :len(ids)] = ids
+            row = padded[e[3]] = tuple(ids) + (F.PAD_ID,) * (Q - len(ids))
+        rows.append(row)
+    queries = np.array(rows, np.int64).reshape(n, Q)
     times = np.fromiter((e[1] for e in events), np.int64, n)
     labels = np.fromiter((e[4] for e in events), np.float64, n)
     sources = np.fromiter((e[5] for e in events), np.int64, n)

@@ -26,6 +26,7 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines import fileio
 from beam_pipelines import records as R
 from beam_pipelines.ranks import bucket_of, merged, requests_by_bucket
 from beam_pipelines.sequences import (BuildOptions, Sampler, UserPlan, plan_examples,
@@ -35,6 +36,7 @@ from seminar_tf import features as F
 from seminar_tf.data import store
 
 FORMATS = ("store", "examples")
+SPILL_DIR = "events.parts"
 OUTPUT_SPLITS = ("train", "valid", "test", "candidates", "candidate_lists")
 
 
@@ -58,13 +60,12 @@ def batch_by_shard(events: Iterable[R.Event], shards: int
             for k, v in sorted(out.items())]
 
 
-def users_of(batches: Iterable[Tuple[int, bytes]], events: bool = True
-             ) -> List[Tuple[str, list]]:
+def users_of(blobs: Iterable[bytes], events: bool = True) -> List[Tuple[str, list]]:
     """A shard's packed event batches -> [(user, events)] sorted by raw user id (`events`
     False: plain field tuples, cheaper where only field indices are used)."""
     users: Dict[str, list] = collections.defaultdict(list)
     make = R.Event._make
-    for _, packed in batches:
+    for packed in blobs:
         for t in pickle.loads(packed):
             users[t[0]].append(make(t) if events else t)
     return sorted(users.items())
@@ -89,17 +90,32 @@ def sum_bucket_counts(bucket_blobs) -> List[Tuple[Tuple[str, str], int]]:
     return list(total.items())
 
 
-def scan_shard(shard_batches, options: BuildOptions, buckets: int):
+def spill_path(output: str, shard: int) -> str:
+    """Where `scan_shard` leaves a shard's events for `WriteShard` (deleted after the job)."""
+    return FileSystems.join(output, SPILL_DIR, f"{shard:05d}.pkl")
+
+
+def scan_shard(shard_batches, options: BuildOptions, buckets: int, output: str):
     """One pass over a shard's events: the counts of the training-time events per
     (kind, key) (`train_time_events`; kind "items", "query_tokens" or "users": vocabularies
-    and popularity sum them by key), packed per bucket (`counts_by_bucket`), and, as tagged
-    output "requests", the keys the shard will
-    look up (`beam_pipelines.ranks.requests_by_bucket`): its items' info, query tokens and
-    users."""
-    shard, batches = shard_batches
+    and popularity sum them by key), packed per bucket (`counts_by_bucket`); as tagged
+    output "requests", the keys the shard will look up
+    (`beam_pipelines.ranks.requests_by_bucket`): its items' info, query tokens and users.
+
+    The shard's packed events are written once to `spill_path` (any Beam filesystem), and
+    tagged output "spilled" says (shard, events): `WriteShard` reads them from there, so the
+    events cross the shuffle once rather than twice (count, then join with the ids), and
+    nobody holds them in memory between the two passes. Rewriting the file on a retry gives
+    the same bytes.
+    """
+    shard, batches = shard_batches[0], list(shard_batches[1])
+    blobs = [packed for _, packed in batches]
+    fileio.write_bytes(spill_path(output, shard),
+                       pickle.dumps(blobs, protocol=pickle.HIGHEST_PROTOCOL))
+    yield beam.pvalue.TaggedOutput("spilled", (shard, sum(n for n, _ in batches)))
     counts: collections.Counter = collections.Counter()
     users, items, tokens = [], set(), set()
-    for user, events in users_of(batches, events=False):
+    for user, events in users_of(blobs, events=False):
         users.append(user)
         items.update(e[2] for e in events if e[2])
         tokens.update(tok for e in events for tok in e[3])
@@ -179,35 +195,38 @@ def store_records(user_id: int, plan: UserPlan, tl_row: int
                   ) -> Tuple[bytes, Dict[str, bytes], Dict[str, List[int]]]:
     """One user's timeline record, target blocks per split and history lengths per split."""
     p = plan.pos
-    timeline = store.timeline_record(user_id, plan.items[p], plan.queries[p],
-                                     plan.attrs_of(plan.items[p]), plan.sources[p],
-                                     plan.times[p])
     by_split: Dict[str, list] = collections.defaultdict(list)
     for t in plan.targets:
         by_split[t.split].append(t)
+    # the attributes of every item the records name, in one lookup
+    t_items = {split: [t.item for t in ts] for split, ts in by_split.items()}
+    listed = [i for t in by_split.get("candidate_lists", ()) for i, _ in t.listed]
+    wanted = [plan.items[p]] + [np.asarray(t_items[s], np.int64) for s in by_split] + [
+        np.asarray(listed, np.int64)]
+    attrs = np.split(plan.attrs_of(np.concatenate(wanted)),
+                     np.cumsum([len(w) for w in wanted])[:-1])
+    timeline = store.timeline_record(user_id, plan.items[p], plan.queries[p], attrs[0],
+                                     plan.sources[p], plan.times[p])
     blocks, lengths = {}, {}
-    for split, ts in by_split.items():
+    for (split, ts), t_attrs in zip(by_split.items(), attrs[1:]):
         k = np.array([t.k for t in ts])
-        cols = {"t_time_ms": plan.times[k], "t_item": [t.item for t in ts],
-                "t_query": plan.queries[k], "t_attrs": plan.attrs_of([t.item for t in ts]),
+        cols = {"t_time_ms": plan.times[k], "t_item": t_items[split],
+                "t_query": plan.queries[k], "t_attrs": t_attrs,
                 "t_source": plan.sources[k], "t_label": [t.label for t in ts],
                 "t_group": [t.group for t in ts], "t_hist_end": [t.hi for t in ts]}
         lists = None
         if split == "candidate_lists":
-            flat = [c for t in ts for c in t.listed]
-            lists = {"c_count": [len(t.listed) for t in ts],
-                     "c_items": [i for i, _ in flat],
-                     "c_attrs": plan.attrs_of([i for i, _ in flat]),
-                     "c_labels": [label for _, label in flat]}
+            lists = {"c_count": [len(t.listed) for t in ts], "c_items": listed,
+                     "c_attrs": attrs[-1], "c_labels": [lb for t in ts for _, lb in t.listed]}
         blocks[split] = store.target_block(tl_row, user_id, cols, lists)
         lengths[split] = [t.hi - t.lo for t in ts]
     return timeline, blocks, lengths
 
 
 class WriteShard(beam.DoFn):
-    """Builds and writes one shard's users from (shard, {"events": packed event batches,
-    "lookup": the join's answers}) and the bounded sampler summary; yields
-    ("rows" | "len" | "cands", key, n)."""
+    """Builds and writes one shard's users from (shard, {"spilled": [events] if the shard has
+    events (they are read from `spill_path`), "lookup": the join's answers}) and the bounded
+    sampler summary; yields ("rows" | "len" | "cands", key, n)."""
 
     def __init__(self, output: str, shards: int, fmt: str, contract: F.FeatureContract,
                  options: BuildOptions, has_negatives: bool, synth_queries: bool):
@@ -237,9 +256,9 @@ class WriteShard(beam.DoFn):
     def process(self, shard_joined, summary):
         from beam_pipelines.examples import synthesize_queries
         shard, joined = shard_joined
-        batches = list(joined["events"])
-        if not batches:
+        if not list(joined["spilled"]):
             return
+        blobs = pickle.loads(fileio.read_bytes(spill_path(self.output, shard)))
         self._prepare(summary)
         look = ShardLookups(joined["lookup"], self._sampler_attrs, self.options.num_attrs)
         is_store = self.fmt == "store"
@@ -247,7 +266,7 @@ class WriteShard(beam.DoFn):
         timelines = self._open("timelines", shard, False) if is_store else None
         stats: collections.Counter = collections.Counter()
         # plain field tuples unless queries are synthesised (that code reads Event fields)
-        for user, events in users_of(batches, events=self.synth_queries):
+        for user, events in users_of(blobs, events=self.synth_queries):
             unique = list(dict.fromkeys(events))  # exact duplicate rows count once
             stats[("rows", "duplicate_events")] += len(events) - len(unique)
             if self.synth_queries:

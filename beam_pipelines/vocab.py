@@ -65,18 +65,23 @@ class Vocab(KeyIds):
 
 
 class IdRows:
-    """Rows (e.g. attribute ids) of a subset of item ids; unknown ids give `fallback`'s rows
-    (zero rows without one).
+    """Rows (e.g. attribute ids) of a subset of item ids; unknown ids give zero rows.
 
     Args:
         ids: (n,) item ids; rows: (n, width) their rows.
+        fallback: rows for the ids that `ids` lacks (folded in here, so that a lookup is
+            one search).
     """
 
     def __init__(self, ids: np.ndarray, rows: np.ndarray,
                  fallback: Optional["IdRows"] = None):
+        ids, rows = np.asarray(ids, np.int64), np.asarray(rows, np.int64)
+        if fallback is not None and len(fallback.ids):
+            extra = ~np.isin(fallback.ids, ids)
+            ids = np.concatenate([ids, fallback.ids[extra]])
+            rows = np.concatenate([rows, fallback.rows[:-1][extra]])
         order = np.argsort(ids, kind="stable")
-        self.ids, self.fallback = np.asarray(ids, np.int64)[order], fallback
-        table = np.asarray(rows, np.int64)[order]
+        self.ids, table = ids[order], rows[order]
         # one extra zero row for unknown ids
         self.rows = np.concatenate([table, np.zeros((1, table.shape[1]), np.int64)])
 
@@ -84,12 +89,10 @@ class IdRows:
         """(n, width) rows of item ids."""
         items = np.asarray(items, np.int64).reshape(-1)
         n = len(self.ids)
-        j = np.minimum(np.searchsorted(self.ids, items), max(n - 1, 0))
-        known = (self.ids[j] == items) if n else np.zeros(len(items), bool)
-        out = self.rows[np.where(known, j, n)]
-        if self.fallback is not None and not known.all():
-            out[~known] = self.fallback.of(items[~known])
-        return out
+        if not n:
+            return self.rows[np.zeros(len(items), np.int64)]
+        j = np.minimum(np.searchsorted(self.ids, items), n - 1)
+        return self.rows[np.where(self.ids[j] == items, j, n)]
 
 
 # ---------------------------------------------------------------------------- the sampler

@@ -33,11 +33,15 @@ class Source(abc.ABC):
             synthesises queries from the user's previous positive item (never the target's).
         parsers: row kind -> (parser, row format); a parser takes a row (dict, line or field
             list, by format) and returns an Event or an ItemRecord, or raises RecordError.
+        columns: row kind -> the columns its parser reads (csv rows): the row dicts hold
+            only these (those in the header), which saves building wide dicts per row;
+            kinds not listed get every column.
     """
     name: str = ""
     encoding: str = "utf-8"
     has_real_queries: bool = True
     parsers: Dict[str, Tuple[Callable, str]] = {}
+    columns: Dict[str, Tuple[str, ...]] = {}
 
     @classmethod
     @abc.abstractmethod

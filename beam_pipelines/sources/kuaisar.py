@@ -49,6 +49,10 @@ class KuaiSAR(Source):
     has_real_queries = True
     parsers = {"kuaisar_rec": (kuaisar_rec, "csv"), "kuaisar_src": (kuaisar_src, "csv"),
                "kuaisar_item": (kuaisar_item, "csv")}
+    columns = {"kuaisar_rec": ("user_id", "timestamp", "item_id", "click"),
+               "kuaisar_src": ("user_id", "search_session_timestamp", "item_id", "keyword",
+                               "click_cnt"),
+               "kuaisar_item": ("item_id", "caption") + KUAISAR_ATTR_FIELDS}
 
     @classmethod
     def find(cls, input_dir: str) -> SourceSpec:

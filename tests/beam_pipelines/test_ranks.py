@@ -35,7 +35,7 @@ def test_sharded_rank_equals_the_in_memory_vocabulary(tmp_path):
     vocab = Vocab.from_counts([(k, c) for (kd, k), c in counts.items() if kd == "items"], 2)
     with open(os.path.join(out, "vocab", "items.txt"), encoding="utf-8") as f:
         assert f.read() == vocab.lines()
-    assert not os.listdir(os.path.join(out, "vocab", "items.parts"))
+    assert not os.path.exists(os.path.join(out, "vocab", "items.parts"))
     assert open(os.path.join(out, "vocab", "attrs.txt")).read() == ""
 
 

@@ -46,6 +46,26 @@ def test_kuaisar_item_with_chinese_names_and_padding_author():
     assert rec.title == ()
     with pytest.raises(R.RecordError, match="wrong_column_count"):
         R.csv_row("1,2", header)
+    # the reader keeps only the columns the parser reads: the same record
+    keep = R.csv_keep(header, kuaisar.KuaiSAR.columns["kuaisar_item"])
+    narrow = R.csv_row('101,[],0,2,21,211,游戏', header, keep=keep)
+    assert set(narrow) == set(header) - {"first_level_category_name"}
+    assert kuaisar.kuaisar_item(narrow) == rec
+    with pytest.raises(R.RecordError, match="wrong_column_count"):
+        R.csv_row("1,2", header, keep=keep)
+
+
+def test_csv_keep_maps_wanted_columns_found_in_the_header():
+    header = ["a", "b", "a", "c"]
+    keep = R.csv_keep(header, ("a", "c", "missing"))
+    assert keep == (("a", "c"), (2, 3))  # a repeated name: its last column, as dict(zip())
+    assert R.csv_row("1,2,3,4", header, keep=keep) == {"a": "3", "c": "4"}
+    assert R.csv_row("1,2,3,4", header, keep=keep) == {
+        k: v for k, v in R.csv_row("1,2,3,4", header).items() if k in ("a", "c")}
+    assert R.csv_keep(header, None) is None
+    with pytest.raises(KeyError):  # a parser reading a column the file lacks: missing_column
+        kuaisar.kuaisar_rec(R.csv_row("1,2,3,4", header, keep=R.csv_keep(
+            header, kuaisar.KuaiSAR.columns["kuaisar_rec"])))
 
 
 def test_movielens_rows():

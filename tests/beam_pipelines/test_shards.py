@@ -31,6 +31,9 @@ def test_multi_processing_run_writes_the_same_files(tmp_path):
     a, b = _contents(one), _contents(two)
     assert len([k for k in a if k.startswith("timelines-")]) == 4
     assert a.keys() == b.keys() and a == b
+    # the job's temporary parts (spilled events, vocabulary slices, item table buckets) are gone
+    for d in (one, two):
+        assert not glob.glob(os.path.join(d, "**", "*.parts"), recursive=True)
 
 
 def test_events_are_packed_per_shard_and_regrouped_per_user():
@@ -39,8 +42,8 @@ def test_events_are_packed_per_shard_and_regrouped_per_user():
     packed = batch_by_shard(events, 3)
     assert sum(n for _, (n, _) in packed) == 40
     assert all(shard_of(e.user, 3) == s for s, (_, b) in packed
-               for _, evs in users_of([(0, b)]) for e in evs)
-    users = users_of([b for _, b in packed])
+               for _, evs in users_of([b]) for e in evs)
+    users = users_of([b for _, (_, b) in packed])
     assert [u for u, _ in users] == sorted({e.user for e in events})
     assert sorted(e for _, evs in users for e in evs) == sorted(events)
 
