@@ -180,18 +180,15 @@ def plan_user(user_id: int, events: Iterable[Event], *, item_vocab: Vocab, token
     targets = np.flatnonzero(times >= options.min_target_time_ms).tolist()
     target_pos = [k for k in targets if labels[k] > 0]
 
-    def split_of(ts: int) -> str:
-        if options.split == "time":
-            if ts >= options.test_start_ms:
-                return "test"
-            return "valid" if ts >= options.valid_start_ms else "train"
-        if len(target_pos) >= 3:
-            if ts >= times[target_pos[-1]]:
-                return "test"
-            if ts >= times[target_pos[-2]]:
-                return "valid"
-        return "train"
-
+    # each event's split (as an index into SPLITS), by its timestamp
+    if options.split == "time":
+        split_idx = np.where(times >= options.test_start_ms, 2,
+                             np.where(times >= options.valid_start_ms, 1, 0))
+    elif len(target_pos) >= 3:
+        split_idx = np.where(times >= times[target_pos[-1]], 2,
+                             np.where(times >= times[target_pos[-2]], 1, 0))
+    else:
+        split_idx = np.zeros(n, np.int64)
     test_positive = target_pos[-1] if (options.split == "loo" and len(target_pos) >= 3) else None
     observed = has_negatives and options.negatives in ("observed", "both")
     sampled = options.negatives in ("sampled", "both")
@@ -201,16 +198,20 @@ def plan_user(user_id: int, events: Iterable[Event], *, item_vocab: Vocab, token
     neg_rng, pool, drawn = None, [], 0  # one generator per user, drawn in target order
     upto = 0
     his = np.searchsorted(pos_times, times, side="left")  # strictly earlier positives
+    # the loop reads Python lists: indexing numpy arrays per element costs more
+    times_l, items_l, labels_l = times.tolist(), items.tolist(), labels.tolist()
+    his_l, split_l = his.tolist(), [SPLITS[i] for i in split_idx.tolist()]
+    L = options.max_seq_len
     for k in targets:
-        ts = int(times[k])
-        while upto < n and times[upto] <= ts:
-            seen.add(int(items[upto]))
+        ts = times_l[k]
+        while upto < n and times_l[upto] <= ts:
+            seen.add(items_l[upto])
             upto += 1
-        hi = int(his[k])
-        lo = max(0, hi - options.max_seq_len)
-        split = split_of(ts)
-        item = int(items[k])
-        label = float(labels[k])
+        hi = his_l[k]
+        lo = hi - L if hi > L else 0
+        split = split_l[k]
+        item = items_l[k]
+        label = labels_l[k]
         if label > 0 or observed:
             out.append(Target(split, k, item, label, lo, hi))
         if (label > 0 and sampler is not None and sampled and options.neg_per_pos > 0

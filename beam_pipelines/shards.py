@@ -301,5 +301,5 @@ class WriteShard(beam.DoFn):
         if split == "candidates":
             stats[("cands", None)] += len(lengths)
         elif split != "candidate_lists":
-            for n in lengths:
-                stats[("len", (split, n))] += 1
+            for n, c in collections.Counter(lengths).items():
+                stats[("len", (split, n))] += c

@@ -27,12 +27,8 @@ from benchmarks.common import machine, markdown_table, write_results  # noqa: E4
 
 
 def contract_for(data_dir, L):
-    from seminar_tf import features as F
-    with open(os.path.join(data_dir, "data_config.json")) as f:
-        dc = json.load(f)
-    return F.FeatureContract(L, dc["max_query_tokens"], dc["num_attrs"],
-                             dc["item_vocab_size"], dc["query_vocab_size"],
-                             dc["attr_vocab_size"], dc["user_vocab_size"])
+    from seminar_tf.data.dataset import dataset_contract
+    return dataset_contract(data_dir, L)
 
 
 def input_rate(data_dir, L, batch, batches, warmup, timelines_T=0):

@@ -16,15 +16,8 @@ import numpy as np
 
 from seminar_tf import features as F
 from seminar_tf.config import SeminarConfig
+from seminar_tf.data.dataset import load_data_config  # noqa: F401  (re-exported)
 from seminar_tf.models.registry import build_model
-
-
-def load_data_config(data_dir: str) -> Dict:
-    path = os.path.join(data_dir, "data_config.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path} not found: run `seminar preprocess` first")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def load_item_table(data_dir: str) -> Dict[str, np.ndarray]:

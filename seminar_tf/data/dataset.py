@@ -3,8 +3,9 @@ sequence store (`seminar_tf.data.store`), the same batches from either."""
 from __future__ import annotations
 
 import glob
+import json
 import os
-from typing import Callable, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import tensorflow as tf
 
@@ -24,6 +25,27 @@ def list_shards(pattern: Union[str, Sequence[str]]) -> List[str]:
     if not files:
         raise FileNotFoundError(f"no TFRecord shards match {patterns!r}")
     return files
+
+
+def load_data_config(data_dir: str) -> Dict:
+    """A preprocessed dataset's `data_config.json` (shapes and vocabulary sizes).
+
+    Raises:
+        FileNotFoundError: the dataset has none (not preprocessed).
+    """
+    path = os.path.join(data_dir, "data_config.json")
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `seminar preprocess` first")
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def dataset_contract(data_dir: str, max_seq_len: Optional[int] = None) -> FeatureContract:
+    """The feature contract of a preprocessed dataset (its own L unless `max_seq_len`)."""
+    dc = load_data_config(data_dir)
+    return FeatureContract(max_seq_len or dc["max_seq_len"], dc["max_query_tokens"],
+                           dc["num_attrs"], dc["item_vocab_size"], dc["query_vocab_size"],
+                           dc["attr_vocab_size"], dc["user_vocab_size"])
 
 
 def split_pattern(data_dir: str, split: str) -> str:
@@ -125,16 +147,12 @@ def serialized_examples(data_dir: str, split: str, limit: Optional[int] = None):
     (`data_config.json`) and serialized by the contract.
     """
     import itertools
-    import json
     files = list_shards(split_pattern(data_dir, split))
     if not store.is_store(files):
         ds = tf.data.TFRecordDataset(files, compression_type="GZIP")
         yield from (r.numpy() for r in (ds.take(limit) if limit is not None else ds))
         return
-    with tf.io.gfile.GFile(os.path.join(data_dir, "data_config.json")) as f:
-        dc = json.load(f)
-    contract = FeatureContract(dc["max_seq_len"], dc["max_query_tokens"], dc["num_attrs"],
-                               2**62, 2**62, 2**62, 2**62)
+    contract = dataset_contract(data_dir)
     lists = split == "candidate_lists"
     targets = itertools.chain.from_iterable(
         store.shard_targets(f, store.timeline_file(f), contract, lists) for f in files)

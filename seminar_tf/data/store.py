@@ -156,6 +156,40 @@ def _block_targets(serialized: tf.Tensor, contract: F.FeatureContract, lists: bo
     return out
 
 
+def contract_features(t: Mapping[str, tf.Tensor], hist, valid: tf.Tensor
+                      ) -> Dict[str, tf.Tensor]:
+    """The one definition of a target's contract features from the store's columns (both
+    the per-example and the timeline input use it).
+
+    Args:
+        t: per-target columns (n,): user_id, t_time_ms, t_item, t_query (n, Q), t_attrs
+            (n, A), t_source, t_label, t_group.
+        hist: timeline column name ("tl_items", "tl_query", ...) -> its values at each
+            target's history positions, (n, L, ...), zero where not `valid`.
+        valid: (n, L) bool, the real (not padding) history positions.
+
+    Returns:
+        Contract features before OOV mapping and masks (`FeatureContract.finish`):
+        timestamp `t_time_ms // 1000`, time gaps `(t_time_ms - tl_time_ms) / 1000` s.
+    """
+    gaps = tf.cast(tf.cast(t["t_time_ms"][:, None] - hist("tl_time_ms"), tf.float64)
+                   / 1000.0, tf.float32)
+    return {F.USER_ID: t["user_id"], F.TIMESTAMP: tf.math.floordiv(t["t_time_ms"], 1000),
+            F.TARGET_ITEM: t["t_item"], F.TARGET_QUERY: t["t_query"],
+            F.TARGET_ATTRS: t["t_attrs"], F.TARGET_SOURCE: t["t_source"],
+            F.LABEL: t["t_label"], F.GROUP_ID: t["t_group"],
+            F.HIST_ITEMS: hist("tl_items"), F.HIST_QUERY: hist("tl_query"),
+            F.HIST_ATTRS: hist("tl_attrs"), F.HIST_SOURCES: hist("tl_sources"),
+            F.HIST_TIME_GAPS: tf.where(valid, gaps, 0.0)}
+
+
+def masked(valid: tf.Tensor, got: tf.Tensor) -> tf.Tensor:
+    """`got` (n, L, ...) with zeros where `valid` (n, L) is False."""
+    keep = tf.reshape(valid, tf.concat([tf.shape(valid), tf.ones([tf.rank(got) - 2],
+                                                                   tf.int32)], 0))
+    return tf.where(keep, got, tf.zeros([], got.dtype))
+
+
 def expand(t: Mapping[str, tf.Tensor], tl: Mapping[str, tf.Tensor], L: int
            ) -> Dict[str, tf.Tensor]:
     """Targets (b,) + their shard's timelines -> dense, left-padded contract features
@@ -165,21 +199,7 @@ def expand(t: Mapping[str, tf.Tensor], tl: Mapping[str, tf.Tensor], L: int
     pos = end[:, None] - L + tf.range(L, dtype=end.dtype)[None]  # (b, L), last = end - 1
     valid = pos >= start[:, None]
     idx = tf.where(valid, tf.gather(tl["base"], t["tl_row"])[:, None] + pos, 0)
-
-    def take(col, inner=0):
-        got = tf.gather(col, idx)
-        keep = tf.reshape(valid, tf.concat([tf.shape(valid), [1] * inner], 0))
-        return tf.where(keep, got, tf.zeros([], got.dtype))
-
-    gaps = tf.cast(tf.cast(t["t_time_ms"][:, None] - take(tl["time_ms"]), tf.float64) / 1000.0,
-                   tf.float32)
-    out = {F.USER_ID: t["user_id"], F.TIMESTAMP: tf.math.floordiv(t["t_time_ms"], 1000),
-           F.TARGET_ITEM: t["t_item"], F.TARGET_QUERY: t["t_query"],
-           F.TARGET_ATTRS: t["t_attrs"], F.TARGET_SOURCE: t["t_source"],
-           F.LABEL: t["t_label"], F.GROUP_ID: t["t_group"],
-           F.HIST_ITEMS: take(tl["items"]), F.HIST_QUERY: take(tl["query"], 1),
-           F.HIST_ATTRS: take(tl["attrs"], 1), F.HIST_SOURCES: take(tl["sources"]),
-           F.HIST_TIME_GAPS: tf.where(valid, gaps, 0.0)}
+    out = contract_features(t, lambda k: masked(valid, tf.gather(tl[k[3:]], idx)), valid)
     for k in ("c_items", "c_attrs", "c_labels", "c_mask"):
         if k in t:
             out[k] = t[k]

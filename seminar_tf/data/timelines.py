@@ -151,22 +151,9 @@ def expand(batch: Mapping[str, tf.Tensor], L: int):
     def rows(x):  # (U, T, ...) -> (U*T, ...)
         return tf.reshape(x, tf.concat([[U * T], tf.shape(x)[2:]], 0))
 
-    def hist(col):
-        got = gather_windows(col, flat, L)
-        keep = tf.reshape(valid, tf.concat([tf.shape(valid), tf.ones(
-            [tf.rank(got) - 2], tf.int32)], 0))
-        return tf.where(keep, got, tf.zeros([], got.dtype))
-
-    t = {k: rows(batch[k]) for k in TARGET_KEYS}
-    gaps = tf.cast(tf.cast(t["t_time_ms"][:, None] - hist(batch["tl_time_ms"]), tf.float64)
-                   / 1000.0, tf.float32)
-    features = {
-        F.USER_ID: t["user_id"], F.TIMESTAMP: tf.math.floordiv(t["t_time_ms"], 1000),
-        F.TARGET_ITEM: t["t_item"], F.TARGET_QUERY: t["t_query"], F.TARGET_ATTRS: t["t_attrs"],
-        F.TARGET_SOURCE: t["t_source"], F.LABEL: t["t_label"], F.GROUP_ID: t["t_group"],
-        F.HIST_ITEMS: hist(batch["tl_items"]), F.HIST_QUERY: hist(batch["tl_query"]),
-        F.HIST_ATTRS: hist(batch["tl_attrs"]), F.HIST_SOURCES: hist(batch["tl_sources"]),
-        F.HIST_TIME_GAPS: tf.where(valid, gaps, 0.0)}
+    features = store.contract_features(
+        {k: rows(batch[k]) for k in TARGET_KEYS},
+        lambda k: store.masked(valid, gather_windows(batch[k], flat, L)), valid)
     return features, valid, flat
 
 
