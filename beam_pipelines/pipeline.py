@@ -9,7 +9,8 @@ No whole table reaches a worker: vocabulary ids come from a sorted, sharded rank
 records, attribute / title-token ids, text / image vectors and each shard's keys are joined
 by key in bounded buckets (`beam_pipelines.ranks`, `beam_pipelines.item_table`); the
 negative sampler is a bounded summary (`beam_pipelines.vocab.Sampler`). The driver only
-concatenates the workers' vocabulary slices and item-table parts into the files below.
+concatenates the workers' vocabulary slices and item-table parts into the files below, and
+deletes the shards' spilled events (`events.parts/`, `beam_pipelines.shards.scan_shard`).
 
 Output directory (S-of-N shards of users, `beam_pipelines.shards`):
     timelines-S-of-N.tfrecord.gz                         --format store (default): timelines
