@@ -271,29 +271,30 @@ def plan_examples(user_id: int, plan: UserPlan, contract: F.FeatureContract):
     p_items, p_query, p_sources, p_times = (plan.items[p], plan.queries[p], plan.sources[p],
                                             plan.times[p])
     p_attrs = plan.attrs_of(p_items)
+    t_attrs = plan.attrs_of([t.item for t in plan.targets])  # one lookup, not one per target
 
-    def example(t: Target, group: int = 0) -> bytes:
+    def example(t: Target, target_attrs: np.ndarray, group: int = 0) -> bytes:
         e = Event._make(plan.events[t.k])
         lo, hi = t.lo, t.hi
         return contract.make_example_arrays(
             user_id=user_id, timestamp=e.timestamp_ms // 1000, target_item=t.item,
             target_query=plan.queries[t.k],
-            target_attrs=plan.attrs_of([t.item])[0],
+            target_attrs=target_attrs,
             target_source=e.source, label=t.label, hist_items=p_items[lo:hi],
             hist_query=p_query[lo:hi], hist_attrs=p_attrs[lo:hi], hist_sources=p_sources[lo:hi],
             hist_time_gaps=((e.timestamp_ms - p_times[lo:hi]) / 1000.0).astype(np.float32),
             record=f"user {e.user}, timestamp_ms {e.timestamp_ms}, item {e.item}",
             group_id=group).SerializeToString(deterministic=True)
 
-    for t in plan.targets:
+    for t, attrs_t in zip(plan.targets, t_attrs):
         if t.split == "candidate_lists":
             # the same group as one ranking record: the history once, N small candidates
-            context = example(t._replace(label=1.0), t.group)
+            context = example(t._replace(label=1.0), attrs_t, t.group)
             attrs = plan.attrs_of([i for i, _ in t.listed])
             yield "candidate_lists", contract.make_ranking_record(context, [
                 contract.make_candidate(i, a, label, t.group)
                 for (i, label), a in zip(t.listed, attrs)]), t.hi - t.lo
         else:
-            yield t.split, example(t, t.group), t.hi - t.lo
+            yield t.split, example(t, attrs_t, t.group), t.hi - t.lo
     for missing in plan.short:
         yield "short_groups", None, missing
