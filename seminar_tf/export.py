@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from seminar_tf import features as F
+from seminar_tf.layers.retrieval import ties
 
 FORBIDDEN_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
 
@@ -247,38 +248,65 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
             "signatures": sorted(sigs), "xla": xla, "max_abs_diff_vs_keras": max_diff}
 
 
+def _rank_as_examples(context, candidates):
+    """`rank` inputs (B rows, N candidates) as the B*N per-candidate feature rows."""
+    n = tf.shape(candidates[F.TARGET_ITEM])[1]
+    flat = {k: tf.repeat(v, n, axis=0) for k, v in context.items()}
+    for k in (F.TARGET_ITEM, F.TARGET_ATTRS):
+        v = candidates[k]
+        flat[k] = tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0))
+    return flat
+
+
+def _compare(diffs, got, expected, determined, label):
+    """Appends max |got - expected| over determined rows (compared to `atol` by the caller);
+    undetermined rows (a near-tie at the GSU's K-th place, `ties.determined_rows`) must stay
+    within `ties.UNDETERMINED_BOUND`."""
+    err = np.abs(np.asarray(got).reshape(-1) - np.asarray(expected).reshape(-1))
+    determined = np.asarray(determined).reshape(-1)
+    diffs.append(float(np.max(err[determined], initial=0.0)))
+    if np.any(err[~determined] > ties.UNDETERMINED_BOUND):
+        raise ExportError(f"{label}: rows with near-tied GSU selections differ from the Keras "
+                          f"model by {err[~determined].max()}")
+
+
 def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float) -> float:
-    """Every signature vs the Keras model on the same inputs; returns the max |diff|."""
+    """Every signature vs the Keras model on the same inputs; returns the max |diff| over
+    the rows whose GSU selection float noise cannot change (the others are bounded by
+    `ties.UNDETERMINED_BOUND`: the export's formulation may break a near-tie differently)."""
     loaded = tf.saved_model.load(saved_dir)
     contract = F.FeatureContract.from_config(model.config.data)
     batch = contract.parse_examples(tf.constant(list(examples)))
+    determined = model.selection_determined(batch, ties.GSU_NOISE)
     keras_out = model(batch, training=False)
     served = loaded.signatures["serving_default"](examples=tf.constant(list(examples)))
     dense = {k: batch[k] for k in contract.dense_input_signature()}
     predicted = loaded.signatures["predict"](**dense)
     diffs = []
-    for out in (served, predicted):
-        diffs.append(float(np.max(np.abs(out["score"].numpy() - keras_out["score"].numpy()))))
+    for label, out in (("serving_default", served), ("predict", predicted)):
+        _compare(diffs, out["score"], keras_out["score"], determined, label)
         for t in model.config.model.tasks:
-            diffs.append(float(np.max(np.abs(out[t].numpy()
-                                             - tf.sigmoid(keras_out[t]).numpy()))))
+            _compare(diffs, out[t], tf.sigmoid(keras_out[t]), determined, label)
     ret = loaded.signatures["retrieve"](examples=tf.constant(list(examples)))
     ref = model.retrieve(batch)
     valid = ref["valid"].numpy()
-    if not np.array_equal(ret["valid"].numpy(), valid) or not all(
-            set(a[v].tolist()) == set(b[v].tolist()) for a, b, v in zip(
-                ret["indices"].numpy(), ref["indices"].numpy(), valid)):
+    if not all(np.array_equal(rv, v) and set(a[v].tolist()) == set(b[v].tolist())
+               for a, b, rv, v, ok in zip(ret["indices"].numpy(), ref["indices"].numpy(),
+                                          ret["valid"].numpy(), valid, determined) if ok):
         raise ExportError("retrieve signature disagrees with the Keras model's GSU")
     context, candidates = rank_request(examples)
     ranked = loaded.signatures["rank"](context=tf.constant(context),
                                        candidates=tf.constant(candidates))
-    ref = model.rank(contract.parse_context(tf.constant(context)),
-                     contract.parse_candidates(tf.constant(candidates)))
+    ctx = contract.parse_context(tf.constant(context))
+    cands = contract.parse_candidates(tf.constant(candidates))
+    ref = model.rank(ctx, cands)
     mask = ranked["mask"].numpy()
     if not mask[:, :-1].all() or mask[:, -1].any():
         raise ExportError("rank signature: wrong candidate mask for a padded request")
-    diffs.append(float(np.max(np.abs(ranked["score"].numpy()[mask]
-                                     - ref["score"].numpy()[mask]))))
+    rank_determined = model.selection_determined(
+        _rank_as_examples(ctx, cands), ties.GSU_NOISE).reshape(mask.shape)
+    _compare(diffs, ranked["score"].numpy()[mask], ref["score"].numpy()[mask],
+             rank_determined[mask], "rank")
     max_diff = max(diffs)
     if not max_diff <= atol:
         raise ExportError(f"served outputs differ from the Keras model by {max_diff} > {atol}")

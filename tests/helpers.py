@@ -107,3 +107,26 @@ def random_batch(cfg: SeminarConfig, batch=8, seed=0, lengths=None):
         F.HIST_SOURCES: tf.constant(np.where(mask, rng.integers(1, 3, size=(batch, L)), 0)),
         F.HIST_TIME_GAPS: tf.constant((rng.random((batch, L)) * 1e5 * mask).astype(np.float32)),
     }
+
+
+# ---------------------------------------------------------------- GSU tie rule
+from seminar_tf.layers.retrieval.ties import (  # noqa: E402,F401
+    GSU_NOISE, UNDETERMINED_BOUND, determined_rows, reference_select)
+
+
+def gsu_determined(model, features, delta=GSU_NOISE):
+    """(R,) bool: rows of a per-candidate batch whose GSU selection no float noise can
+    change (`LifelongRanker.selection_determined`)."""
+    return model.selection_determined(features, delta)
+
+
+def assert_paths_agree(got, expected, determined, atol=1e-5, bound=UNDETERMINED_BOUND,
+                       err_msg=""):
+    """Equal to `atol` on determined rows, within `bound` elsewhere."""
+    got, expected = np.asarray(got).reshape(-1), np.asarray(expected).reshape(-1)
+    determined = np.asarray(determined).reshape(-1)
+    assert determined.any(), "no determined row: the comparison would be vacuous"
+    np.testing.assert_allclose(got[determined], expected[determined], atol=atol,
+                               err_msg=err_msg)
+    np.testing.assert_allclose(got[~determined], expected[~determined], atol=bound,
+                               err_msg=err_msg + " (undetermined rows)")

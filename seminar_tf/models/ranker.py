@@ -176,6 +176,15 @@ class LifelongRanker(tfrs.models.Model):
             history = self.encode_behaviours(features)
         return self.gsu(self.retrieval_inputs(features, target_enc, history))
 
+    def selection_determined(self, features, delta: float) -> np.ndarray:
+        """(B,) bool, eagerly: examples whose GSU selection no relative float noise of
+        `delta` in the GSU scores can change (`Retrieval.determined`); where it can, two
+        formulations of the model (per-candidate and `rank`, XLA and not) may retrieve
+        different near-tied behaviours."""
+        history = self.encode_behaviours(features) if self.gsu.needs_keys else None
+        return self.gsu.determined(
+            self.retrieval_inputs(features, self.encode_target(features), history), delta)
+
     def call(self, features, training=False, encoded=None):
         """Scores B examples (`encoded`: optional precomputed pair encodings of the
         histories, see `encode_behaviours`)."""

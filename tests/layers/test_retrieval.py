@@ -4,8 +4,9 @@ import tensorflow as tf
 
 from seminar_tf.layers import retrieval as R
 from seminar_tf.layers.attention import MultiHeadTargetAttention
+from seminar_tf.layers.retrieval import ties
 
-from helpers import assert_round_trip
+from helpers import assert_round_trip, determined_rows, reference_select
 
 B, L, D, K, A = 6, 12, 8, 4, 2
 
@@ -29,12 +30,9 @@ def _inputs(seed=0):
 
 
 def _reference_top_k(scores, eligible, k):
-    """float64 reference: per row, the set of the k best eligible positions."""
-    out = []
-    for s, m in zip(scores, eligible):
-        idx = np.flatnonzero(m)
-        out.append(set(idx[np.argsort(-s[idx], kind="stable")[:k]].tolist()))
-    return out
+    """float64 reference: per row, the set of the k best eligible positions under the tie
+    rule (scores on the grid of `selection_keys`, ties to the later position)."""
+    return reference_select(scores, eligible, k)
 
 
 def _check(out, ref_sets, mask):
@@ -62,6 +60,60 @@ def test_masked_top_k_never_selects_padding_when_enough_real():
     assert sorted(out["indices"].numpy()[0].tolist()) == [2, 3]
     assert sorted(out["indices"].numpy()[1].tolist()) == [1, 2]
     assert out["valid"].numpy().all()
+
+
+def test_masked_top_k_equals_the_float64_tie_rule_eager_and_xla():
+    """Random scores with exact ties (repeated values), near ties (1e-7 apart) and padding:
+    the selection equals the float64 reference, eagerly and under XLA."""
+    rng = np.random.default_rng(0)
+    R_, L_ = 64, 50
+    s = rng.normal(size=(R_, L_))
+    s[:, ::3] = s[:, 1::3][:, :s[:, ::3].shape[1]]  # exact copies
+    s[:, 2::5] += 1e-7
+    mask = rng.random((R_, L_)) < 0.8
+    x = tf.constant(s, tf.float32)
+    ref = reference_select(x.numpy(), mask, 10)
+    for fn in (R.masked_top_k, tf.function(R.masked_top_k, jit_compile=True)):
+        out = fn(x, tf.constant(mask), 10)
+        for r in range(R_):
+            got = set(out["indices"].numpy()[r][out["valid"].numpy()[r]].tolist())
+            assert got == ref[r], r
+        np.testing.assert_array_equal(  # raw scores of the picks, not grid values
+            out["scores"].numpy(), np.where(out["valid"].numpy(), np.take_along_axis(
+                x.numpy(), out["indices"].numpy(), 1), 0))
+
+
+def test_exact_ties_go_to_the_most_recent_position():
+    """Equal scores (one item repeated through the history): the latest K are kept, on every
+    GSU that scores. Before the tie rule, top_k kept the *oldest* copies."""
+    x = _inputs()
+    same = lambda v: tf.broadcast_to(v[:, -1:], tf.shape(v))  # noqa: E731
+    x = dict(x, keys=same(x["keys"]), hist_items=tf.where(x["mask"], same(
+        x["hist_items"]), 0), hist_attrs=same(x["hist_attrs"]))
+    x["target_attrs"] = x["hist_attrs"][:, -1]
+    att = MultiHeadTargetAttention(2, D, D)
+    gsus = [R.ExactTargetRetrieval(K, att), R.SimSoftRetrieval(K, num_items=30, dim=D),
+            R.SimHardRetrieval(K, attr_index=1), R.EtaRetrieval(K, D, bits=16),
+            R.QinRetrieval(K, first_k=6, attention=att)]
+    mask = x["mask"].numpy()
+    for gsu in gsus:
+        out = gsu(x)
+        for b in range(B):
+            n = min(K, mask[b].sum())
+            got = set(out["indices"].numpy()[b][out["valid"].numpy()[b]].tolist())
+            assert got == set(range(L - n, L)), (type(gsu).__name__, b, got)
+
+
+def test_determined_rows_flags_only_rows_noise_can_change():
+    s = np.array([[3.0, 2.0, 1.0, 0.5],       # clear gap at k=2
+                  [3.0, 2.0, 2.0 - 1e-9, 0.5],  # near tie across the boundary, same grid cell
+                  [3.0, 2.0, 2.0, 0.5]])      # exact tie: decided by position
+    mask = np.ones_like(s, bool)
+    assert determined_rows(s, mask, 2).tolist() == [True, True, True]
+    step = 2.0 ** 2 * 2.0 ** -ties.TIE_BITS  # row scale 4 (max |score| 3)
+    edge = 2.0 + step / 2  # a score on a rounding edge: noise decides its grid cell
+    s2 = np.array([[3.0, edge, edge - step / 4, 0.5]])
+    assert determined_rows(s2, mask[:1], 2).tolist() == [False]
 
 
 def test_exact_matches_reference(tmp_path):

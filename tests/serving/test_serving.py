@@ -15,6 +15,7 @@ import pytest
 import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
+from helpers import assert_paths_agree, gsu_determined
 from seminar_tf import export, training
 from seminar_tf import features as F
 from seminar_tf.codebooks import build_for_model_dir
@@ -136,18 +137,19 @@ def test_rank_over_grpc_and_rest_equals_per_candidate(trained, server_process):
                                                                       d.num_attrs)],
               "query": [5], "source": 2} for i in rng.integers(2, d.item_vocab_size, 12)]
     per = examples_from_events(contract, 3, history, cands)
+    determined = gsu_determined(model, contract.parse_examples(tf.constant(per)))
     grpc_client = GrpcClient(f"127.0.0.1:{server_process['grpc_port']}", NAME)
     expected = grpc_client.predict_examples(per)["score"]
     context, items = rank_request_from_events(contract, 3, history, cands, query=[5], source=2)
     # two rows: the full list, and a shorter one padded with ""
     got = grpc_client.rank([context, context], [items, items[:5]])
     assert got["score"].shape == (2, 12)
-    np.testing.assert_allclose(got["score"][0], expected, atol=1e-5)
-    np.testing.assert_allclose(got["score"][1, :5], expected[:5], atol=1e-5)
+    assert_paths_agree(got["score"][0], expected, determined)
+    assert_paths_agree(got["score"][1, :5], expected[:5], determined[:5])
     assert got["mask"][1].tolist() == [True] * 5 + [False] * 7
     assert np.all(got["score"][1, 5:] == 0)
     rest = RestClient(f"http://127.0.0.1:{server_process['rest_port']}", NAME)
-    np.testing.assert_allclose(rest.rank([context], [items])["score"][0], expected, atol=1e-5)
+    assert_paths_agree(rest.rank([context], [items])["score"][0], expected, determined)
     # rows that disagree, and a garbage candidate: INVALID_ARGUMENT, then the server still works
     req = grpc_client.rank_request([context], [items])
     req.inputs["context"].CopyFrom(tf.make_tensor_proto([context, context], tf.string))
@@ -155,8 +157,7 @@ def test_rank_over_grpc_and_rest_equals_per_candidate(trained, server_process):
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _ = _grpc_code(lambda: grpc_client.rank([context], [[b"garbage"]]))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
-    np.testing.assert_allclose(grpc_client.rank([context], [items])["score"][0], expected,
-                               atol=1e-5)
+    assert_paths_agree(grpc_client.rank([context], [items])["score"][0], expected, determined)
 
 
 def _grpc_code(fn):

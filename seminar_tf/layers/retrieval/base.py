@@ -26,9 +26,44 @@ from typing import Dict
 import numpy as np
 import tensorflow as tf
 
+# Scores closer than one step of a grid of 2**-TIE_BITS of the row's power-of-two scale
+# tie, and ties go to the most recent behaviour (docs/design.md, "GSU tie rule").
+from seminar_tf.layers.retrieval.ties import TIE_BITS, determined_rows
+
+
+def selection_keys(scores: tf.Tensor, mask: tf.Tensor, bits: int = TIE_BITS) -> tf.Tensor:
+    """The values `masked_top_k` ranks by: `scores` rounded to a per-row grid.
+
+    The grid step is `2**(ceil(log2(max |score|)) - bits)` over the row's masked positions
+    (a power of two, so the division is exact). Formulations of the same scores that differ
+    by float noise (the per-candidate and the shared-history paths, one machine's kernels
+    and another's) then give *equal* keys, except where a score lies within the noise of a
+    grid edge; copies of one behaviour (a repeated item) tie exactly.
+
+    Args:
+        scores: (..., L) float. mask: (..., L) bool, broadcastable to `scores`.
+        bits: grid resolution (steps per power-of-two scale).
+
+    Returns:
+        (..., L) float keys: integers in [-2**bits, 2**bits] (masked positions: any value).
+    """
+    mask = tf.broadcast_to(mask, tf.shape(scores))
+    top = tf.reduce_max(tf.where(mask, tf.abs(scores), tf.zeros_like(scores)), -1,
+                        keepdims=True)
+    tiny = tf.constant(np.finfo(np.float32).tiny, scores.dtype)
+    exponent = tf.math.ceil(tf.math.log(tf.maximum(top, tiny)) / np.log(2.0))
+    step = tf.pow(tf.constant(2.0, scores.dtype), exponent - bits)
+    return tf.round(scores / step)
+
 
 def masked_top_k(scores: tf.Tensor, mask: tf.Tensor, k: int) -> Dict[str, tf.Tensor]:
     """Top-k of `scores` over positions where `mask`, with a validity mask.
+
+    The tie rule: positions are ranked by `selection_keys` (scores on a grid, so near-equal
+    scores tie the same way on every path and machine), and ties go to the *later* position
+    (positions are oldest-first, so the most recent behaviour wins). Returned scores are the
+    raw scores of the selected positions. Callers whose candidate positions are not in time
+    order sort them first (QIN's second stage).
 
     Args:
         scores: (..., L) float. mask: (..., L) bool, broadcastable to `scores`.
@@ -36,12 +71,17 @@ def masked_top_k(scores: tf.Tensor, mask: tf.Tensor, k: int) -> Dict[str, tf.Ten
 
     Returns:
         dict of indices (..., k) int32, scores (..., k) (0 where invalid), valid (..., k)
-        bool.
+        bool; ordered by key, later positions first among equal keys.
     """
     floor = tf.constant(np.finfo(np.float32).min, scores.dtype)
     mask = tf.broadcast_to(mask, tf.shape(scores))
-    top, idx = tf.math.top_k(tf.where(mask, scores, floor), k=k)
-    valid = tf.gather(mask, idx, batch_dims=scores.shape.rank - 1)
+    keys = tf.where(mask, selection_keys(scores, mask), floor)
+    # top_k puts the lower index first among equal values: reversed, that is the later one
+    _, rev = tf.math.top_k(tf.reverse(keys, [-1]), k=k)
+    idx = tf.shape(scores)[-1] - 1 - rev
+    batch_dims = scores.shape.rank - 1
+    valid = tf.gather(mask, idx, batch_dims=batch_dims)
+    top = tf.gather(scores, idx, batch_dims=batch_dims)
     return {"indices": idx, "scores": tf.where(valid, top, tf.zeros_like(top)), "valid": valid}
 
 
@@ -98,6 +138,16 @@ class Retrieval(tf.keras.layers.Layer):
     def use_static_shapes(self, static: bool = True) -> None:
         """Called by `seminar export --xla`: prefer formulations with static shapes (XLA pads
         a dynamic shape to its upper bound). Retrievers whose ops are all static ignore it."""
+
+    def determined(self, inputs, delta: float) -> np.ndarray:
+        """(B,) bool, eagerly: rows whose selection no relative float noise of `delta` in the
+        scores can change under the tie rule (`ties.determined_rows`). Retrievers that do
+        not rank float scores (no `scores` method: last-N, SIM-hard's exact matches) are
+        determined everywhere; multi-stage ones override."""
+        if not hasattr(self, "scores"):
+            return np.ones(inputs["mask"].shape[0], bool)
+        return determined_rows(self.scores(inputs).numpy(), inputs["mask"].numpy(),
+                               self.top_k, delta)
 
     def call_many(self, inputs):
         """N candidates against one history per row (see the module docstring).

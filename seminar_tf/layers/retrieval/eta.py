@@ -33,10 +33,13 @@ class EtaRetrieval(Retrieval):
     def signatures(self, x):
         return tf.where(tf.tensordot(x, self.hyperplanes, 1) >= 0, 1.0, -1.0)
 
-    def call(self, inputs):
+    def scores(self, inputs):
+        """(B, L) signature agreements (integers in [-bits, bits])."""
         st = self.signatures(inputs["target"])
-        sh = self.signatures(inputs["keys"])
-        return masked_top_k(tf.einsum("bn,bln->bl", st, sh), inputs["mask"], self.top_k)
+        return tf.einsum("bn,bln->bl", st, self.signatures(inputs["keys"]))
+
+    def call(self, inputs):
+        return masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)
 
     def call_many(self, inputs):
         st = self.signatures(inputs["target"])  # (B, N, bits)

@@ -13,7 +13,9 @@ class ExactTargetRetrieval(Retrieval):
     """TWIN-style consistent GSU: the ESU's own projections score all L behaviours.
 
     Score of behaviour l: mean over heads of `<W_Q,h t, W_K,h k_l> / sqrt(dk)`, i.e. exactly the
-    ESU's attention logits; computed over the whole history, then masked top-K.
+    ESU's attention logits, computed as `<u, k_l>` with the target mapped into key space once
+    (`MultiHeadTargetAttention.query_in_key_space`: O(L d) per target instead of projecting
+    every key, O(L d H dk)); then masked top-K.
 
     Args:
         top_k: K.
@@ -31,7 +33,9 @@ class ExactTargetRetrieval(Retrieval):
         return cls(ranker.top_k, ranker.esu, name="gsu")
 
     def scores(self, inputs):
-        return tf.reduce_mean(self.attention.head_logits(inputs["target"], inputs["keys"]), 1)
+        """(B, L): `<u, k_l>` per behaviour."""
+        u = self.attention.query_in_key_space(inputs["target"])
+        return tf.einsum("bd,bld->bl", u, inputs["keys"])
 
     def call(self, inputs):
         return masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)

@@ -1,17 +1,20 @@
 """QIN ("qin"): query-relevant first stage, then target-relevant second stage."""
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from seminar_tf.layers.attention import MultiHeadTargetAttention
-from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k, per_candidate
 from seminar_tf.serialization import register
 
 
 @register
 class QinRetrieval(Retrieval):
     """QIN: a query-relevant stage (the target query against each behaviour, top
-    `first_k`), then a target-relevant stage (the ESU's logits) among those, top K."""
+    `first_k`), then a target-relevant stage (the ESU's logits, as `<u, k>` with the target
+    in key space) among those, top K. The first stage's picks are put back in time order, so
+    that the second stage's ties go to the most recent behaviour like every GSU's."""
 
     nested_layers = ("attention",)
 
@@ -29,29 +32,49 @@ class QinRetrieval(Retrieval):
         first_k = min(self.first_k, L) if isinstance(L, int) else self.first_k
         return max(first_k, self.top_k)
 
+    @staticmethod
+    def _in_time_order(stage):
+        """A top-k selection re-ordered by position (oldest first)."""
+        order = tf.argsort(stage["indices"], axis=-1)
+        batch_dims = stage["indices"].shape.rank - 1
+        return {k: tf.gather(v, order, batch_dims=batch_dims) for k, v in stage.items()}
+
     def call(self, inputs):
         keys, mask = inputs["keys"], inputs["mask"]
         s1 = tf.einsum("bd,bld->bl", inputs["target_query"], keys)
-        stage1 = masked_top_k(s1, mask, self._first_k(keys))
+        stage1 = self._in_time_order(masked_top_k(s1, mask, self._first_k(keys)))
         sub_keys = tf.gather(keys, stage1["indices"], batch_dims=1)
-        s2 = tf.reduce_mean(self.attention.head_logits(inputs["target"], sub_keys), 1)
-        stage2 = masked_top_k(s2, stage1["valid"], self.top_k)
+        u = self.attention.query_in_key_space(inputs["target"])
+        stage2 = masked_top_k(tf.einsum("bd,bkd->bk", u, sub_keys), stage1["valid"],
+                              self.top_k)
         stage2["indices"] = tf.gather(stage1["indices"], stage2["indices"], batch_dims=1)
         return stage2
 
     def call_many(self, inputs):
         keys, mask = inputs["keys"], inputs["mask"]
         s1 = tf.einsum("bnd,bld->bnl", inputs["target_query"], keys)
-        stage1 = masked_top_k(s1, mask[:, None, :], self._first_k(keys))  # (B, N, k1)
+        stage1 = self._in_time_order(masked_top_k(s1, mask[:, None, :],
+                                                  self._first_k(keys)))  # (B, N, k1)
         sub_keys = tf.gather(keys, stage1["indices"], batch_dims=1)  # (B, N, k1, d)
-        shape = tf.shape(sub_keys)
-        flat_keys = tf.reshape(sub_keys, [shape[0] * shape[1], shape[2], shape[3]])
-        flat_target = tf.reshape(inputs["target"], [shape[0] * shape[1], -1])
-        s2 = tf.reshape(tf.reduce_mean(self.attention.head_logits(flat_target, flat_keys), 1),
-                        shape[:3])
-        stage2 = masked_top_k(s2, stage1["valid"], self.top_k)
+        u = per_candidate(self.attention.query_in_key_space, inputs["target"])  # (B, N, d)
+        stage2 = masked_top_k(tf.einsum("bnd,bnkd->bnk", u, sub_keys), stage1["valid"],
+                              self.top_k)
         stage2["indices"] = tf.gather(stage1["indices"], stage2["indices"], batch_dims=2)
         return stage2
+
+    def determined(self, inputs, delta):
+        """Both stages determined (`Retrieval.determined`)."""
+        from seminar_tf.layers.retrieval.ties import determined_rows, reference_select
+        keys, mask = inputs["keys"], inputs["mask"].numpy()
+        s1 = tf.einsum("bd,bld->bl", inputs["target_query"], keys).numpy()
+        k1 = self._first_k(keys)
+        eligible = np.zeros_like(mask)
+        for r, sel in enumerate(reference_select(s1, mask, k1)):
+            eligible[r, list(sel)] = True
+        u = self.attention.query_in_key_space(inputs["target"])
+        s2 = tf.einsum("bd,bld->bl", u, keys).numpy()
+        return (determined_rows(s1, mask, k1, delta)
+                & determined_rows(s2, eligible, self.top_k, delta))
 
     def get_config(self):
         return {**super().get_config(), "first_k": self.first_k}

@@ -33,10 +33,8 @@ class SimHardRetrieval(Retrieval):
 
     def _select(self, t, h, mask):
         match = (h == t) & (t != 0) & mask
-        L = tf.shape(h)[-1]
-        recency = tf.cast(tf.range(L), tf.float32) / tf.cast(L, tf.float32)
-        scores = tf.cast(match, tf.float32) + 1e-3 * recency
-        out = masked_top_k(scores, match, self.top_k)
+        # equal scores: masked_top_k's tie rule keeps the most recent matches
+        out = masked_top_k(tf.cast(match, tf.float32), match, self.top_k)
         out["scores"] = tf.where(out["valid"], tf.ones_like(out["scores"]), out["scores"])
         return out
 

@@ -28,13 +28,17 @@ class SimSoftRetrieval(Retrieval):
         return cls(ranker.top_k, ranker.config.data.item_vocab_size,
                    ranker.config.model.embedding_dim, name="gsu")
 
-    def call(self, inputs):
+    def scores(self, inputs):
+        """(B, L) scaled inner products of the target's and the behaviours' SIM embeddings."""
         t = self.embedding(inputs["target_item"])
         h = self.embedding(inputs["hist_items"])
-        scores = tf.einsum("bd,bld->bl", t, h) / tf.sqrt(float(self.dim))
-        out = masked_top_k(scores, inputs["mask"], self.top_k)
+        return tf.einsum("bd,bld->bl", t, h) / tf.sqrt(float(self.dim))
+
+    def call(self, inputs):
+        out = masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)
         w = masked_softmax(out["scores"], out["valid"])
-        out["summary"] = tf.einsum("bk,bkd->bd", w, tf.gather(h, out["indices"], batch_dims=1))
+        h = self.embedding(tf.gather(inputs["hist_items"], out["indices"], batch_dims=1))
+        out["summary"] = tf.einsum("bk,bkd->bd", w, h)
         return out
 
     def call_many(self, inputs):
