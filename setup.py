@@ -15,5 +15,5 @@ setup(
     packages=find_packages(include=["seminar_tf", "seminar_tf.*", "beam_pipelines",
                                     "beam_pipelines.*", "serving", "serving.*"]),
     install_requires=REQUIREMENTS,
-    entry_points={"console_scripts": ["seminar=seminar_tf.cli:main"]},
+    entry_points={"console_scripts": ["seminar=seminar_tf.orchestration.cli:main"]},
 )

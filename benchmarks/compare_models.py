@@ -72,8 +72,8 @@ def prepare_data(work, regime, seed, args):
 
 
 def run_one(work, data, regime, data_seed, name, seed, args):
-    from seminar_tf import training
-    from seminar_tf.pretraining import pretrain
+    from seminar_tf.workflows import training
+    from seminar_tf.workflows.pretraining import pretrain
     path = os.path.join(work, "runs", f"{regime}-d{data_seed}", f"{name}-m{seed}")
     done = os.path.join(path, "result.json")
     if os.path.exists(done):

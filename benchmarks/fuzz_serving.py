@@ -1,7 +1,7 @@
 """A longer fuzz run of the server than the tests: hostile requests over gRPC and REST for
 every signature, against `seminar serve` in a subprocess (a crash would end it: checked).
 
-Case classes and their expected statuses are `serving.fuzz.EXPECTED`; after every bad
+Case classes and their expected statuses are `serving.request_fuzz.EXPECTED`; after every bad
 request a good one must succeed. Reports cases tried per interface and case class, statuses
 seen, unexpected outcomes (crashes) and whether the server stayed up.
 
@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 from benchmarks.common import machine, markdown_table, write_results  # noqa: E402
 from benchmarks.serving_faults import start_server  # noqa: E402
 from benchmarks.serving_load import free_port, make_exports  # noqa: E402
-from serving import fuzz  # noqa: E402
+from serving import request_fuzz as fuzz  # noqa: E402
 
 SIGNATURES = ("serving_default", "predict", "retrieve", "rank")
 MAX_BATCH = 1024

@@ -46,9 +46,9 @@ K = 100
 def trained_model(work, args):
     """(model_dir, data_dir) of a SEMINAR ranker trained on generated data (cached)."""
     from beam_pipelines import pipeline
-    from seminar_tf import training
+    from seminar_tf.workflows import training
     from seminar_tf.data import synthetic
-    from seminar_tf.pretraining import pretrain
+    from seminar_tf.workflows.pretraining import pretrain
     model_dir, data = os.path.join(work, "model"), os.path.join(work, "data")
     if not os.path.exists(os.path.join(model_dir, "train.json")):
         raw = os.path.join(work, "raw")
@@ -67,7 +67,7 @@ def long_histories(model, data, work, args, L):
     """Context features (numpy) of the long users' most recent L clicks, and stats."""
     from beam_pipelines.sources.kuaisar import kuaisar_rec, kuaisar_src
     from seminar_tf.data import synthetic
-    from seminar_tf.model_dir import load_item_table
+    from seminar_tf.workflows.model_dir import load_item_table
     raw = os.path.join(work, f"long_raw_{args.long_users}_{args.long_events}")
     if not os.path.exists(os.path.join(raw, "meta.json")):
         synthetic.generate(raw, synthetic.SyntheticConfig(
@@ -123,7 +123,7 @@ def long_histories(model, data, work, args, L):
 def pq_model(model_dir, data, num_subspaces, combine, rank_scoring="decode"):
     """The trained model with the PQ GSU and 256-codeword codebooks of the given budget."""
     from seminar_tf.config import SeminarConfig
-    from seminar_tf.model_dir import load_item_table, weights_path
+    from seminar_tf.workflows.model_dir import load_item_table, weights_path
     from seminar_tf.models.registry import build_model
     from seminar_tf.pq.build import build_codebooks
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
@@ -155,7 +155,7 @@ def gsu_inputs(model, ctx, items, attrs_table):
 
 def item_key_cache(model, data):
     """Cached fused float item keys (V, d): the item part of every item's pair key."""
-    from seminar_tf.model_dir import load_item_table
+    from seminar_tf.workflows.model_dir import load_item_table
     from seminar_tf.pq.build import item_key_parts
     return item_key_parts(model, load_item_table(data)["attrs"], combine=True)[:, 0]
 
@@ -210,8 +210,8 @@ def main():
         args.long_events, args.pretrain_steps, args.repeats = 3000, 20, 3
         args.budgets, args.timing_budget = "8:0,16:1", "16:1"
         args.work += "_quick"
-    from seminar_tf import training
-    from seminar_tf.model_dir import load_item_table
+    from seminar_tf.workflows import training
+    from seminar_tf.workflows.model_dir import load_item_table
     model_dir, data = trained_model(args.work, args)
     exact = training.load_model(model_dir, gsu="exact")
     attrs_table = load_item_table(data)["attrs"]

@@ -32,7 +32,7 @@ from benchmarks.common import machine, markdown_table, write_results  # noqa: E4
 
 
 def make_exports(work, L, items=20000, xla=False):
-    from seminar_tf import export, training
+    from seminar_tf.workflows import export, training
     from seminar_tf.config import SeminarConfig
     from seminar_tf.models.registry import build_model, model_config
     from seminar_tf.pq.build import build_codebooks, save_codebooks

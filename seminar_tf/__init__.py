@@ -4,6 +4,11 @@ Importing this package selects Keras 2 (tf-keras) for TensorFlow; it must theref
 before TensorFlow (see `seminar_tf._keras_mode`). The notebook API (`load_config`,
 `make_dataset`, `build_model`, `pretrain`, `finetune`, `evaluate`, `export_saved_model`) is
 loaded on first use, so `import seminar_tf` itself stays light.
+
+The floors are folders: the model library is this package's own modules and subpackages
+(`config`, `features`, `data`, `layers`, `models`, `tasks`, `pq`, `metrics`, ...), the
+workflows are `seminar_tf.workflows`, the orchestration is `seminar_tf.orchestration`
+(docs/design.md, section 2).
 """
 from seminar_tf._keras_mode import ensure_legacy_keras as _ensure_legacy_keras
 
@@ -16,8 +21,18 @@ _API = ("load_config", "make_dataset", "build_model", "pretrain", "finetune", "e
 __all__ = list(_API)
 
 
+# workflow modules that lived at the top level before the floors became folders:
+# `from seminar_tf import training` keeps working
+_MOVED = {"training": "training", "evaluation": "evaluation", "pretraining": "pretraining",
+          "export": "export", "model_dir": "model_dir", "api": "api",
+          "codebooks": "codebook_build"}
+
+
 def __getattr__(name):
     if name in _API:
-        from seminar_tf import api
+        from seminar_tf.workflows import api
         return getattr(api, name)
+    if name in _MOVED:
+        import importlib
+        return importlib.import_module(f"seminar_tf.workflows.{_MOVED[name]}")
     raise AttributeError(f"module 'seminar_tf' has no attribute {name!r}")

@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, model_service_pb2_g
 
 from serving.codec import run_predict
 from serving.errors import RequestError, classify, invalid
-from serving.metrics import Metrics
+from serving.monitoring import Metrics
 from serving.models import ModelManager
 
 LOG = logging.getLogger("serving")
@@ -82,7 +82,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def fn():
             raise RequestError(grpc.StatusCode.UNIMPLEMENTED,
                                f"{method} is not offered: SEMINAR rankers expose Predict "
-                               "signatures (serving_default, predict, retrieve)")
+                               "signatures (serving_default, predict, retrieve, rank)")
         return guarded(self.metrics, method, context, fn)
 
     def Classify(self, request, context):

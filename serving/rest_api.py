@@ -22,7 +22,7 @@ import grpc
 
 from serving.codec import call_signature, rest_inputs, rest_response
 from serving.errors import RequestError, classify, invalid
-from serving.metrics import Metrics
+from serving.monitoring import CONTENT_TYPE, Metrics
 from serving.models import ModelManager
 
 LOG = logging.getLogger("serving")
@@ -151,8 +151,7 @@ class RestHandler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         if self.path.split("?")[0] == "/monitoring/prometheus/metrics":
-            return self._send(200, self.metrics.render(self.manager.name).encode(),
-                              "text/plain; version=0.0.4")
+            return self._send(200, self.metrics.render(), CONTENT_TYPE)
         self._handle("GET", self._get)
 
     def _get(self):

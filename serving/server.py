@@ -5,7 +5,7 @@ TF Serving layout `<base>/<name>/<version>/`: the lifecycle around the parts.
 - `serving.codec`: request decoding and validation (shared by gRPC and REST);
 - `serving.grpc_api` / `serving.rest_api`: the two APIs;
 - `serving.errors`: the one mapping from failures to statuses;
-- `serving.metrics`: Prometheus counters.
+- `serving.monitoring`: Prometheus counters.
 
 Binds 127.0.0.1 unless told otherwise. Bad requests get INVALID_ARGUMENT / HTTP 400 (unknown
 model or version: NOT_FOUND / 404; oversized: RESOURCE_EXHAUSTED / 413) with a message
@@ -27,7 +27,7 @@ import grpc
 
 from serving.errors import RequestError  # noqa: F401  (re-exported for callers)
 from serving.grpc_api import add_services
-from serving.metrics import Metrics
+from serving.monitoring import Metrics
 from serving.models import ModelManager
 from serving.rest_api import make_handler
 
@@ -53,7 +53,7 @@ class Server:
                  workers: Optional[int] = None, settle_seconds: float = 1.0,
                  max_request_bytes: int = MAX_REQUEST_BYTES, read_timeout: float = 30.0):
         self.manager = ModelManager(base, name, poll_seconds, settle_seconds)
-        self.metrics = Metrics()
+        self.metrics = Metrics(name)
         workers = workers or max(4, 4 * (os.cpu_count() or 1))
         opts = [("grpc.max_receive_message_length", max_request_bytes),
                 ("grpc.max_send_message_length", max_request_bytes)]

@@ -7,8 +7,9 @@ offer `--source` without importing Beam.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Dict, NamedTuple
+
+from seminar_tf.lazy_table import load_class
 
 
 class Entry(NamedTuple):
@@ -27,8 +28,5 @@ SOURCES: Dict[str, Entry] = {
 def source_class(name: str):
     """The Source class registered under `name` (a module of this package, or a fully
     qualified module path)."""
-    if name not in SOURCES:
-        raise ValueError(f"--source must be one of {sorted(SOURCES)}, got {name!r}")
-    entry = SOURCES[name]
-    path = entry.module if "." in entry.module else f"{__name__}.{entry.module}"
-    return getattr(importlib.import_module(path), entry.cls)
+    return load_class(SOURCES, name, __name__,
+                      f"--source must be one of {sorted(SOURCES)}, got {name!r}")

@@ -18,7 +18,7 @@ Target block (m = the user's targets of one split, in output order):
     candidate_lists only: c_count [m], c_items [sum c_count], c_attrs [sum c_count * A],
     c_labels [sum c_count] float
 
-`store_dataset` expands targets into the feature contract with the same history definition
+`shard_targets` (via `expand`) turns targets into the feature contract with the same history definition
 as self-contained Examples: the timeline rows `[max(end - L, 0), end)`, left-padded to L,
 time gaps `(t_time_ms - tl_time_ms) / 1000` seconds, timestamp `t_time_ms // 1000`. Output
 bytes are O(events) whatever L is; L is a reading choice (the contract's `max_seq_len`).

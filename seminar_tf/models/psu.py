@@ -13,7 +13,7 @@ trained on lifelong sequences of (query, item) pairs: every example's history, w
 - query-item relevance: each search behaviour's query against its clicked item, negatives
   from the batch and from the same sequence.
 
-Pretraining itself and the restore into a ranker are workflows: `seminar_tf.pretraining`.
+Pretraining itself and the restore into a ranker are workflows: `seminar_tf.workflows.pretraining`.
 """
 from __future__ import annotations
 

@@ -32,9 +32,9 @@ def test_model_mode_computes_key_parts_in_workers_like_the_in_process_builder(tm
     the job (two worker processes), same codebooks, codes and statistics as in-process."""
     import json
     import os
-    from seminar_tf.cli import _beam_encoder
-    from seminar_tf.codebooks import build_for_model_dir
-    from seminar_tf.model_dir import save_model_dir
+    from seminar_tf.orchestration.cli import _beam_encoder
+    from seminar_tf.workflows.codebook_build import build_for_model_dir
+    from seminar_tf.workflows.model_dir import save_model_dir
     cfg = model_config("seminar", tiny_config()).replace(
         pq=dict(num_subspaces=2, num_codewords=8, kmeans_iters=5, sample_size=30))
     table = tiny_item_table(cfg)

@@ -32,7 +32,7 @@ def test_sampled_negatives_exclude_the_past_but_not_the_future():
 
 
 def test_time_split_session_with_two_clicks_gives_two_candidate_groups():
-    from seminar_tf.evaluation import candidate_metrics
+    from seminar_tf.workflows.evaluation import candidate_metrics
     items = [f"i{k}" for k in range(30)]
     vocab = Vocab(items)
     # history, then one search session at t=9000 with two clicked items (same timestamp)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from seminar_tf import training
+from seminar_tf.workflows import training
 from seminar_tf.models.psu import PretrainingSearchUnit
-from seminar_tf.pretraining import pretrain, restore_into_ranker
+from seminar_tf.workflows.pretraining import pretrain, restore_into_ranker
 from seminar_tf.models.registry import build_model, model_config
 
 from helpers import random_batch, tiny_config, tiny_item_table

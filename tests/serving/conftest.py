@@ -1,8 +1,8 @@
 """Fixtures of the serving tests: one tiny trained SEMINAR exported with the PQ GSU."""
 import pytest
 
-from seminar_tf import export, training
-from seminar_tf.codebooks import build_for_model_dir
+from seminar_tf.workflows import export, training
+from seminar_tf.workflows.codebook_build import build_for_model_dir
 
 NAME = "seminar"
 

@@ -7,7 +7,7 @@ import tensorflow as tf
 from tensorflow.python.saved_model import loader_impl
 
 from helpers import assert_paths_agree, gsu_determined
-from seminar_tf import export, training
+from seminar_tf.workflows import export, signatures, training
 
 NAME = "seminar"
 
@@ -50,8 +50,8 @@ def test_xla_export_compiles_dense_parts_and_matches(trained, tmp_path):
     a = xla.signatures["rank"](context=tf.constant(context), candidates=tf.constant(candidates))
     b = plain.signatures["rank"](context=tf.constant(context),
                                  candidates=tf.constant(candidates))
-    flat = export._rank_as_examples(contract.parse_context(tf.constant(context)),
-                                    contract.parse_candidates(tf.constant(candidates)))
+    flat = signatures.rank_as_examples(contract.parse_context(tf.constant(context)),
+                                       contract.parse_candidates(tf.constant(candidates)))
     assert_paths_agree(a["score"], b["score"], gsu_determined(model, flat))
     # out-of-vocabulary ids are mapped before the compiled part (XLA would clamp them)
     model = training.load_model(model_dir)

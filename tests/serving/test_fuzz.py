@@ -1,5 +1,5 @@
 """Fuzzing the server over gRPC and REST for every signature: each case class gets its
-written-down status (serving.fuzz.EXPECTED), the server stays up, and a good request right
+written-down status (serving.request_fuzz.EXPECTED), the server stays up, and a good request right
 after each bad one succeeds."""
 import random
 
@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from seminar_tf import features as F
-from seminar_tf import training
-from serving import fuzz
+from seminar_tf.workflows import training
+from serving import request_fuzz as fuzz
 from serving.server import Server
 
 NAME = "seminar"

@@ -16,9 +16,9 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
 
 from helpers import assert_paths_agree, gsu_determined
-from seminar_tf import export, training
+from seminar_tf.workflows import export, training
 from seminar_tf import features as F
-from seminar_tf.codebooks import build_for_model_dir
+from seminar_tf.workflows.codebook_build import build_for_model_dir
 from serving.client import GrpcClient, RestClient
 from serving.server import Server
 

@@ -11,8 +11,9 @@ and options without importing TensorFlow; classes are imported on first use.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Any, Dict, NamedTuple
+
+from seminar_tf.lazy_table import load_class
 
 
 class Entry(NamedTuple):
@@ -37,11 +38,8 @@ RETRIEVERS: Dict[str, Entry] = {
 def retriever_class(kind: str):
     """The class registered under `kind` (a module of this package, or a fully qualified
     module path)."""
-    if kind not in RETRIEVERS:
-        raise ValueError(f"unknown GSU kind {kind!r}; known: {sorted(RETRIEVERS)}")
-    entry = RETRIEVERS[kind]
-    path = entry.module if "." in entry.module else f"{__name__}.{entry.module}"
-    return getattr(importlib.import_module(path), entry.cls)
+    return load_class(RETRIEVERS, kind, __name__,
+                      f"unknown GSU kind {kind!r}; known: {sorted(RETRIEVERS)}")
 
 
 def retriever_options(kind: str, overrides: Dict[str, Any] = None) -> Dict[str, Any]:

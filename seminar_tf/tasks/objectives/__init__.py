@@ -12,8 +12,9 @@ TensorFlow; classes are imported on first use.
 """
 from __future__ import annotations
 
-import importlib
 from typing import Dict, NamedTuple
+
+from seminar_tf.lazy_table import load_class
 
 
 class Entry(NamedTuple):
@@ -33,11 +34,8 @@ OBJECTIVES: Dict[str, Entry] = {
 def objective_class(name: str):
     """The Objective class registered under `name` (a module of this package, or a
     fully qualified module path)."""
-    if name not in OBJECTIVES:
-        raise ValueError(f"unknown PSU objective {name!r}; known: {sorted(OBJECTIVES)}")
-    entry = OBJECTIVES[name]
-    path = entry.module if "." in entry.module else f"{__name__}.{entry.module}"
-    return getattr(importlib.import_module(path), entry.cls)
+    return load_class(OBJECTIVES, name, __name__,
+                      f"unknown PSU objective {name!r}; known: {sorted(OBJECTIVES)}")
 
 
 def weights(overrides: Dict[str, float] = None) -> Dict[str, float]:

@@ -17,7 +17,7 @@ import tensorflow as tf
 
 from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
-from seminar_tf.model_dir import contract_of, load_item_table, steps_per_epoch
+from seminar_tf.workflows.model_dir import contract_of, load_item_table, steps_per_epoch
 from seminar_tf.models.psu import SHARED, PretrainingSearchUnit
 from seminar_tf.progress import ProgressBar
 

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import time
 
-from seminar_tf.pipeline import STAGES
+from seminar_tf.orchestration.run_pipeline import STAGES
 
 
 def _demo(run_dir):

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from helpers import assert_paths_agree, gsu_determined
-from seminar_tf import evaluation, training
+from seminar_tf.workflows import evaluation, training
 from seminar_tf.data.dataset import make_dataset, split_pattern
-from seminar_tf.model_dir import contract_of
+from seminar_tf.workflows.model_dir import contract_of
 
 SMALL_MODEL = dict(embedding_dim=16, num_heads=2, top_k=8, short_term_len=5, mlp_units=[16],
                    tower_units=[8])

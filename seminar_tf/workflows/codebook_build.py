@@ -15,13 +15,7 @@ import tensorflow as tf
 from seminar_tf.data.dataset import make_dataset, split_pattern
 from seminar_tf.pq.build import item_key_parts, quantize_parts, save_codebooks
 from seminar_tf.pq.quantizer import ProductQuantizer
-
-
-def _data_dir(model_dir: str, data_dir: Optional[str]) -> str:
-    if data_dir:
-        return data_dir
-    with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
-        return json.load(f)["data_dir"]
+from seminar_tf.workflows.model_dir import data_dir_of
 
 
 def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
@@ -38,8 +32,8 @@ def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
             mean_part_sq_norm); by default the in-process builder (same result).
         **pq_overrides: changes to the model's `pq` config section.
     """
-    from seminar_tf import training
-    data_dir = _data_dir(model_dir, data_dir)
+    from seminar_tf.workflows import training
+    data_dir = data_dir_of(model_dir, data_dir)
     model = training.load_model(model_dir, gsu="exact")
     pq_cfg = model.config.replace(pq=pq_overrides).pq if pq_overrides else model.config.pq
     t0 = time.time()
@@ -72,8 +66,8 @@ def pq_recall(model_dir: str, data_dir: Optional[str] = None, split: str = "test
               max_batches: Optional[int] = None, with_metrics: bool = True) -> Dict:
     """recall@K of the PQ top-K against the exact GSU top-K, and the ranker's end metrics
     with the PQ GSU versus the exact GSU."""
-    from seminar_tf import training
-    data_dir = _data_dir(model_dir, data_dir)
+    from seminar_tf.workflows import training
+    data_dir = data_dir_of(model_dir, data_dir)
     exact = training.load_model(model_dir, gsu="exact")
     pq = training.load_model(model_dir, gsu="pq")
     contract = training.contract_of(exact.config)

@@ -6,7 +6,7 @@ import tensorflow as tf
 
 from seminar_tf.data.dataset import serialized_examples
 
-from seminar_tf.tfx_trainer import run_fn
+from seminar_tf.workflows.tfx_trainer import run_fn
 
 
 def test_run_fn_with_fake_fn_args_writes_servable_model(tiny_dataset, tmp_path):

@@ -102,6 +102,21 @@ def save_model_dir(model, model_dir: str, model_name: str, data_dir: str) -> Non
         json.dump({"model": model_name, "data_dir": os.path.abspath(data_dir)}, f, indent=2)
 
 
+def model_info(model_dir: str) -> Dict[str, str]:
+    """The directory's `model.json`: `model` (registry name) and `data_dir` (the dataset it
+    was trained on). The one reader of the file (`save_model_dir` is its one writer)."""
+    path = os.path.join(model_dir, "model.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{model_dir} is not a model directory (no model.json)")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def data_dir_of(model_dir: str, data_dir: Optional[str] = None) -> str:
+    """`data_dir` if given, else the dataset the model in `model_dir` was trained on."""
+    return data_dir or model_info(model_dir)["data_dir"]
+
+
 def load_model(model_dir: str, gsu: Optional[str] = None):
     """Rebuilds a trained ranker from its directory (config + weights).
 

@@ -2,7 +2,7 @@
 import json
 
 from seminar_tf.config import save_config
-from seminar_tf.model_dir import config_for
+from seminar_tf.workflows.model_dir import config_for
 
 
 def test_config_file_modalities_reach_a_baseline(tiny_dataset, tmp_path, capsys):

@@ -14,7 +14,7 @@ from seminar_tf import features as F
 from seminar_tf import metrics as M
 from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
-from seminar_tf.model_dir import contract_of, load_model
+from seminar_tf.workflows.model_dir import contract_of, data_dir_of, load_model
 
 
 def predict_split(model, data_dir: str, split: str, batch_size: int = 512) -> Dict[str, np.ndarray]:
@@ -131,9 +131,7 @@ def evaluate(model_dir: str, data_dir: Optional[str] = None, *, model=None,
         shared_history: score candidate groups through the shared-history `rank` path (one
             history encoding per group); False scores one example per candidate.
     """
-    if data_dir is None:
-        with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
-            data_dir = json.load(f)["data_dir"]
+    data_dir = data_dir_of(model_dir, data_dir)
     model = model or load_model(model_dir, gsu=gsu)
     test = predict_split(model, data_dir, "test")
     result = {"test": impression_metrics(test)}

@@ -7,7 +7,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from seminar_tf import training
+from seminar_tf.workflows import training
 from seminar_tf.models.registry import MODELS
 
 SMALL_MODEL = dict(embedding_dim=16, num_heads=2, top_k=8, short_term_len=5, mlp_units=[32],
@@ -42,7 +42,8 @@ RESUME_SCRIPT = textwrap.dedent("""
     import os, sys, json
     import seminar_tf
     import tensorflow as tf
-    from seminar_tf import features as F, training
+    from seminar_tf import features as F
+    from seminar_tf.workflows import training
     data, out, kill_at, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 
     class Kill(tf.keras.callbacks.Callback):

@@ -1,10 +1,8 @@
-"""Training of rankers on a preprocessed dataset directory (evaluation: `evaluation`).
-
-A model directory holds `config.json` (the full SeminarConfig), `model.json` (registry name,
-data directory), `weights/` (TF checkpoint of every variable, item tables included),
-`backup/` (BackupAndRestore state while training runs: a killed run resumes where it stopped),
-`checkpoints/` (best weights on the validation metric), `logs/` (TensorBoard),
-`history.csv`, and after evaluation `metrics.json`.
+"""Training of rankers on a preprocessed dataset directory: `train` fits a registry model
+(per-example or timeline batches, any tf.distribute strategy), resumes a killed run from its
+BackupAndRestore state, keeps the best weights on validation and writes the model directory
+(its layout: `model_dir`). Evaluation is `evaluation`; the names re-exported here from both
+keep `training.load_model` / `training.evaluate` working.
 """
 from __future__ import annotations
 
@@ -19,10 +17,10 @@ import tensorflow as tf
 
 from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
-from seminar_tf.evaluation import evaluate, format_metrics  # noqa: F401  (re-exported)
-from seminar_tf.model_dir import (config_for, contract_of, load_data_config,  # noqa: F401
-                                  load_item_table, load_model, save_model_dir,
-                                  steps_per_epoch, weights_path)
+from seminar_tf.workflows.evaluation import evaluate, format_metrics  # noqa: F401  (re-exported)
+from seminar_tf.workflows.model_dir import (  # noqa: F401  (re-exported)
+    config_for, contract_of, load_data_config, load_item_table, load_model, save_model_dir,
+    steps_per_epoch, weights_path)
 from seminar_tf.models.registry import build_model
 from seminar_tf.progress import ProgressBar
 
@@ -159,7 +157,7 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
         if model is None:
             model = build_model(cfg, item_table=load_item_table(data_dir))
             if init_from:
-                from seminar_tf.pretraining import restore_into_ranker
+                from seminar_tf.workflows.pretraining import restore_into_ranker
                 restore_into_ranker(model, init_from, freeze=cfg.train.freeze_psu)
         model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
     contract = contract_of(cfg)

@@ -1,6 +1,6 @@
 """The pipeline's stages as plain functions over directories: one implementation behind
-`seminar demo`, `seminar run-pipeline` (`seminar_tf.pipeline`) and Kubeflow Pipelines
-(`seminar_tf.kfp_pipeline`).
+`seminar demo`, `seminar run-pipeline` (`seminar_tf.orchestration.run_pipeline`) and
+Kubeflow Pipelines (`seminar_tf.orchestration.kfp_pipeline`).
 
 Each stage takes the pipeline config (the JSON of `seminar run-pipeline`, merged with
 `pipeline.DEFAULTS`), the directories it reads and the directory it writes, and returns a
@@ -41,14 +41,14 @@ def preprocess(cfg: Dict, raw: str, out: str) -> Dict:
 
 def model_config(cfg: Dict, data: str, model_name: str, **train):
     """The SeminarConfig of `model_name` on dataset `data` with the pipeline's sections."""
-    from seminar_tf.model_dir import config_for
+    from seminar_tf.workflows.model_dir import config_for
     return config_for(model_name, data, model=cfg["model"],
                       train={**cfg["train"], **train}, pq=cfg["pq"])
 
 
 def pretrain(cfg: Dict, data: str, out: str, verbose: int = 2) -> Dict:
     """PSU pretraining on the training histories."""
-    from seminar_tf.pretraining import pretrain as run
+    from seminar_tf.workflows.pretraining import pretrain as run
     result = run(data, out, model_config(cfg, data, "seminar", **cfg["pretrain"]),
                  verbose=verbose)
     return {"psu": out, "alignment_before": result["alignment_before"],
@@ -58,7 +58,7 @@ def pretrain(cfg: Dict, data: str, out: str, verbose: int = 2) -> Dict:
 def train(cfg: Dict, data: str, out: str, model_name: str, init_from: Optional[str] = None,
           verbose: int = 2) -> Dict:
     """Trains `model_name` (SEMINAR finetuning when `init_from` is a PSU directory)."""
-    from seminar_tf import training
+    from seminar_tf.workflows import training
     r = training.train(model_name, data, out, model_config(cfg, data, model_name),
                        init_from=init_from, verbose=verbose)
     return {"model_dir": out, "model": model_name, "steps": r["steps"],
@@ -68,7 +68,7 @@ def train(cfg: Dict, data: str, out: str, model_name: str, init_from: Optional[s
 def codebooks(cfg: Dict, model_dir: str, data: Optional[str] = None,
               out: Optional[str] = None) -> Dict:
     """PQ codebooks for a trained model (in place, or into a copy at `out`)."""
-    from seminar_tf.codebooks import build_for_model_dir, pq_recall
+    from seminar_tf.workflows.codebook_build import build_for_model_dir, pq_recall
     if out is not None and os.path.abspath(out) != os.path.abspath(model_dir):
         shutil.copytree(model_dir, out, dirs_exist_ok=True)
         model_dir = out
@@ -81,14 +81,13 @@ def codebooks(cfg: Dict, model_dir: str, data: Optional[str] = None,
 def evaluate(cfg: Dict, data: str, seminar_dir: str, baseline_dir: Optional[str],
              out: str) -> Dict:
     """Metrics of SEMINAR (exact and PQ GSU) and the baseline on the same test data."""
-    from seminar_tf.evaluation import evaluate as run
+    from seminar_tf.workflows.evaluation import evaluate as run
+    from seminar_tf.workflows.model_dir import model_info
     from seminar_tf.tables import metrics_table
     results = {}
     for model_dir in (seminar_dir, baseline_dir):
         if model_dir:
-            with open(os.path.join(model_dir, "model.json"), encoding="utf-8") as f:
-                name = json.load(f)["model"]
-            results[name] = run(model_dir, data)
+            results[model_info(model_dir)["model"]] = run(model_dir, data)
     results["seminar_pq"] = run(seminar_dir, data, gsu="pq", with_popularity=False)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as f:
@@ -98,6 +97,6 @@ def evaluate(cfg: Dict, data: str, seminar_dir: str, baseline_dir: Optional[str]
 
 def export(cfg: Dict, model_dir: str, data: str, out: str, name: str = "seminar") -> Dict:
     """A TF Serving SavedModel with the PQ GSU under `out/<name>/<version>`."""
-    from seminar_tf.export import export_from_model_dir
+    from seminar_tf.workflows.export import export_from_model_dir
     report = export_from_model_dir(model_dir, out, name, gsu="pq", data_dir=data)
     return {"base": out, "name": name, **report}

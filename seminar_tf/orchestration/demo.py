@@ -3,7 +3,7 @@
 generate -> Beam preprocessing -> PSU pretraining -> SEMINAR finetuning (and TWIN) -> PQ
 codebooks -> evaluation -> export (PQ GSU) -> local TF-Serving-compatible server -> gRPC
 Predict with the tensorflow-serving-api client -> summary. Finished stages are reused on a
-rerun unless `force` (see `seminar_tf.pipeline`).
+rerun unless `force` (see `seminar_tf.orchestration.run_pipeline`).
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ SIZES = {
 
 def run_demo(run_dir: str, force: bool = False, size: str = "small", verbose: int = 1) -> int:
     """Runs the demo pipeline; `verbose` 1 shows progress lines, 2 Keras' epoch logs."""
-    from seminar_tf.pipeline import Pipeline
+    from seminar_tf.orchestration.run_pipeline import Pipeline
     t0 = time.time()
     pipe = Pipeline(run_dir, SIZES[size], verbose=verbose)
     m = pipe.run(force=force)

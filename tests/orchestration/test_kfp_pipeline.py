@@ -10,7 +10,7 @@ import time
 import numpy as np
 import yaml
 
-from seminar_tf import kfp_pipeline
+from seminar_tf.orchestration import kfp_pipeline
 
 TINY = {
     "generate": {"users": 40, "items": 300, "seq_len": 50, "seed": 3},

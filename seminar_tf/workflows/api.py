@@ -19,7 +19,7 @@ def load_config(path: Optional[str] = None, *, data_dir: Optional[str] = None,
     (`model={...}`, `train={...}`, ...)."""
     from seminar_tf import config as C
     if data_dir is not None:
-        from seminar_tf.training import config_for
+        from seminar_tf.workflows.training import config_for
         return config_for(model_name or "seminar", data_dir, path, **overrides)
     cfg = C.load_config(path, **overrides)
     if model_name is not None:
@@ -45,14 +45,14 @@ def make_dataset(data_dir: str, cfg, split: str = "train", **kwargs):
 def build_model(name_or_cfg, data_dir: Optional[str] = None, cfg=None):
     """A LifelongRanker with every variable created (item tables loaded from `data_dir`)."""
     from seminar_tf.models.registry import build_model as _build
-    from seminar_tf.training import load_item_table
+    from seminar_tf.workflows.training import load_item_table
     table = load_item_table(data_dir) if data_dir else None
     return _build(name_or_cfg, base=cfg, item_table=table)
 
 
 def pretrain(data_dir: str, out_dir: str, cfg=None, **kwargs) -> Dict:
     """PSU pretraining (see `seminar_tf.models.psu.pretrain`)."""
-    from seminar_tf.pretraining import pretrain as _pretrain
+    from seminar_tf.workflows.pretraining import pretrain as _pretrain
     cfg = cfg or load_config(data_dir=data_dir, model_name="seminar")
     return _pretrain(data_dir, out_dir, cfg, **kwargs)
 
@@ -60,18 +60,40 @@ def pretrain(data_dir: str, out_dir: str, cfg=None, **kwargs) -> Dict:
 def finetune(data_dir: str, model_dir: str, psu_dir: Optional[str] = None, cfg=None,
              model: str = "seminar", **kwargs) -> Dict:
     """Trains a ranker, initialised from a PSU directory when given."""
-    from seminar_tf.training import train
+    from seminar_tf.workflows.training import train
     cfg = cfg or load_config(data_dir=data_dir, model_name=model)
     return train(model, data_dir, model_dir, cfg, init_from=psu_dir, **kwargs)
 
 
 def evaluate(model_dir: str, data_dir: Optional[str] = None, **kwargs) -> Dict:
-    from seminar_tf.training import evaluate as _evaluate
+    """Test-split impression metrics and candidate ranking metrics of a trained model.
+
+    Args:
+        model_dir: a model directory written by `finetune` / `seminar train`.
+        data_dir: the dataset (default: the one the model was trained on).
+        **kwargs: `seminar_tf.workflows.evaluation.evaluate` options (`gsu`,
+            `with_popularity`, `shared_history`, `write`).
+
+    Returns:
+        dict with `test` (AUC, GAUC, logloss) and `candidates` (HIT@K, NDCG@K, MRR) metrics.
+    """
+    from seminar_tf.workflows.evaluation import evaluate as _evaluate
     return _evaluate(model_dir, data_dir, **kwargs)
 
 
 def export_saved_model(model_dir: str, base: str, name: str = "seminar",
                        version: Optional[int] = None, gsu: Optional[str] = None,
                        xla: bool = False) -> Dict:
-    from seminar_tf.export import export_from_model_dir
+    """Exports a trained model as a TF Serving SavedModel `<base>/<name>/<version>/`.
+
+    Args:
+        model_dir: a model directory. base, name: the model base path and model name.
+        version: the version folder (default: one above the highest present).
+        gsu: swap the GSU for serving ("pq" loads the codebooks of `build-codebooks`).
+        xla: compile the dense part of every signature with XLA.
+
+    Returns:
+        the export report (path, signatures, max |diff| against the Keras model, ...).
+    """
+    from seminar_tf.workflows.export import export_from_model_dir
     return export_from_model_dir(model_dir, base, name, version, gsu, xla=xla)

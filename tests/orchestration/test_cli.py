@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from seminar_tf import cli
+from seminar_tf.orchestration import cli
 
 
 def test_help_lists_subcommands():

@@ -1,0 +1,209 @@
+"""Export a trained ranker as a TF Serving SavedModel: `<base>/<name>/<version>/`.
+
+Signatures: the table of `seminar_tf.workflows.signatures` (serving_default, predict,
+retrieve, rank); each becomes a SavedModel signature, warm-up requests and an output check.
+
+With `xla=True` the dense part of every signature (everything after parsing; ids already
+mapped to OOV, since XLA gathers clamp out-of-range ids instead of failing) is a
+`tf.function(jit_compile=True)`: TF Serving then needs `--xla_cpu_compilation_enabled=true`.
+
+`assets/seminar_config.json` carries the full config; `assets.extra/tf_serving_warmup_requests`
+holds PredictionLog records (gRPC PredictRequests) that TF Serving replays at load.
+The export check refuses graphs with ops outside stock TensorFlow (PyFunc, EagerPyFunc, custom
+ops) and verifies that every signature reproduces the Keras model's outputs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+import tensorflow as tf
+
+from seminar_tf import features as F
+from seminar_tf.layers.retrieval import ties
+from seminar_tf.workflows.signatures import (  # noqa: F401  (rank_request re-exported)
+    SIGNATURES, Check, SignatureError, rank_request)
+
+FORBIDDEN_OPS = {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+
+
+class ExportError(RuntimeError):
+    """The exported graph is not servable by stock TF Serving or disagrees with the model."""
+
+
+class ServingModule(tf.Module):
+    """Wraps a trained ranker with one tf.function per line of `signatures.SIGNATURES`:
+    the signature's parsing, then its dense part (XLA-compiled when `xla`)."""
+
+    def __init__(self, model, config_json_path: str, xla: bool = False):
+        super().__init__()
+        self.model = model
+        self.contract = F.FeatureContract.from_config(model.config.data)
+        self.config_asset = tf.saved_model.Asset(config_json_path)
+        self.tasks = tuple(model.config.model.tasks)
+        self.xla = xla
+        if xla:  # XLA pads dynamic shapes to their bound: use the static formulations
+            model.gsu.use_static_shapes(True)
+        self.signature_functions = {name: self._function(sig)
+                                    for name, sig in SIGNATURES.items()}
+
+    def _function(self, sig):
+        dense = tf.function(lambda *args: sig.dense(self, *args), jit_compile=self.xla or None)
+        spec = sig.inputs(self) if callable(sig.inputs) else sig.inputs
+        return tf.function(lambda *request: dense(*sig.parse(self, *request)),
+                           input_signature=spec)
+
+
+def next_version(model_base: str) -> int:
+    if not os.path.isdir(model_base):
+        return 1
+    versions = [int(v) for v in os.listdir(model_base) if v.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def graph_ops(saved_model_dir: str) -> set:
+    """Every op type in the SavedModel's graph and function library."""
+    from tensorflow.python.saved_model import loader_impl
+    sm = loader_impl.parse_saved_model(saved_model_dir)
+    ops = set()
+    for mg in sm.meta_graphs:
+        ops.update(n.op for n in mg.graph_def.node)
+        for fn in mg.graph_def.library.function:
+            ops.update(n.op for n in fn.node_def)
+    return ops
+
+
+def check_stock_ops(saved_model_dir: str) -> List[str]:
+    """Raises ExportError if an op is a Python function or not a registered stock op."""
+    from tensorflow.python.framework import op_def_registry
+    ops = graph_ops(saved_model_dir)
+    bad = sorted(op for op in ops if op in FORBIDDEN_OPS or op_def_registry.get(op) is None)
+    if bad:
+        raise ExportError(f"graph contains ops outside stock TensorFlow: {bad}")
+    return sorted(ops)
+
+
+def sample_examples(model, data_dir: Optional[str], n: int = 8) -> List[bytes]:
+    """Serialized Examples for warmup and checks: from the test split if available."""
+    if data_dir:
+        from seminar_tf.data.dataset import serialized_examples
+        try:
+            recs = list(serialized_examples(data_dir, "test", n))
+            if recs:
+                return recs
+        except FileNotFoundError:
+            pass
+    contract = F.FeatureContract.from_config(model.config.data)
+    rng = np.random.default_rng(0)
+    d = model.config.data
+    out = []
+    for i in range(n):
+        h = int(rng.integers(0, d.max_seq_len + 1))
+        out.append(contract.make_example(
+            user_id=int(rng.integers(2, d.user_vocab_size)), target_item=int(
+                rng.integers(2, d.item_vocab_size)), label=0.0,
+            target_source=F.SOURCE_SEARCH if i % 2 else F.SOURCE_REC,
+            target_query=[int(rng.integers(2, d.query_vocab_size))] if i % 2 else [],
+            hist_items=list(rng.integers(2, d.item_vocab_size, size=h)),
+            hist_time_gaps=list(np.sort(rng.random(h) * 1e6)[::-1])).SerializeToString())
+    return out
+
+
+def write_warmup(version_dir: str, name: str, examples: Sequence[bytes]) -> str:
+    """`assets.extra/tf_serving_warmup_requests`: PredictionLog records of PredictRequests,
+    the `warmup` requests of every signature built from the sample Examples."""
+    from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
+    path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as w:
+        for signature, sig in SIGNATURES.items():
+            for inputs in sig.warmup(examples):
+                req = predict_pb2.PredictRequest()
+                req.model_spec.name = name
+                req.model_spec.signature_name = signature
+                for key, value in inputs.items():
+                    req.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+                log = prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=req))
+                w.write(log.SerializeToString())
+    return path
+
+
+def export_model(model, base: str, name: str, version: Optional[int] = None,
+                 data_dir: Optional[str] = None, atol: float = 1e-5, xla: bool = False) -> Dict:
+    """Writes `<base>/<name>/<version>/`, checks it, and returns a report."""
+    model_base = os.path.join(base, name)
+    version = version or next_version(model_base)
+    report = export_to(model, os.path.join(model_base, str(version)), name, data_dir, atol,
+                       xla=xla)
+    report["version"] = version
+    with open(os.path.join(model_base, f"export-{version}.json"), "w", encoding="utf-8") as f:
+        json.dump(report, f, indent=2)
+    return report
+
+
+def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
+              atol: float = 1e-5, xla: bool = False) -> Dict:
+    """Writes a checked SavedModel exactly at `final` (e.g. TFX's serving_model_dir).
+
+    Args:
+        xla: compile the dense part of every signature with XLA (`jit_compile=True`).
+    """
+    if os.path.exists(final):
+        raise FileExistsError(f"{final} exists: choose another --version")
+    parent = os.path.dirname(os.path.abspath(final))
+    os.makedirs(parent, exist_ok=True)
+    # write into a temporary sibling and rename: a polling server never sees a partial dir
+    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
+    try:
+        cfg_path = os.path.join(tmp, "seminar_config.json")
+        with open(cfg_path, "w", encoding="utf-8") as f:
+            f.write(model.config.to_json())
+        module = ServingModule(model, cfg_path, xla=xla)
+        sigs = module.signature_functions
+        out_dir = os.path.join(tmp, "model")
+        tf.saved_model.save(module, out_dir, signatures=sigs)
+        ops = check_stock_ops(out_dir)
+        examples = sample_examples(model, data_dir)
+        write_warmup(out_dir, name, examples)
+        max_diff = verify_outputs(model, out_dir, examples, atol)
+        os.rename(out_dir, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {"path": final, "name": name, "gsu": model.config.model.gsu, "ops": len(ops),
+            "signatures": sorted(sigs), "xla": xla, "max_abs_diff_vs_keras": max_diff}
+
+
+def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float) -> float:
+    """Every signature's `verify` against the Keras model on the sample Examples; returns
+    the max |diff| over the rows whose GSU selection float noise cannot change (the others
+    are bounded by `ties.UNDETERMINED_BOUND`: the export may break a near-tie differently)."""
+    loaded = tf.saved_model.load(saved_dir)
+    contract = F.FeatureContract.from_config(model.config.data)
+    features = contract.parse_examples(tf.constant(list(examples)))
+    determined = model.selection_determined(features, ties.GSU_NOISE)
+    diffs = []
+    try:
+        for name, sig in SIGNATURES.items():
+            if sig.verify is not None:
+                diffs += sig.verify(Check(model, loaded.signatures[name], list(examples),
+                                          features, determined))
+    except SignatureError as e:
+        raise ExportError(str(e)) from e
+    max_diff = max(diffs, default=0.0)
+    if not max_diff <= atol:
+        raise ExportError(f"served outputs differ from the Keras model by {max_diff} > {atol}")
+    return max_diff
+
+
+def export_from_model_dir(model_dir: str, base: str, name: str, version: Optional[int] = None,
+                          gsu: Optional[str] = None, data_dir: Optional[str] = None,
+                          xla: bool = False) -> Dict:
+    from seminar_tf.workflows.model_dir import data_dir_of, load_model
+    model = load_model(model_dir, gsu=gsu)
+    return export_model(model, base, name, version, data_dir_of(model_dir, data_dir), xla=xla)

@@ -1,0 +1,206 @@
+"""The serving signatures as a table: a new signature is one function and one table line.
+
+Every line of `SIGNATURES` is a `Signature`: `parse` maps the request tensors to model inputs
+(in-graph parsing, never XLA-compiled), `dense` computes the outputs from them (compiled with
+XLA by `seminar export --xla`), `inputs` is the input signature, `warmup` turns the export's
+sample Examples into warm-up requests and `verify` checks the served outputs against the Keras
+model. `seminar_tf.workflows.export` builds the SavedModel's signatures, its warm-up file and
+its output check from this table; the server reads the signatures from the SavedModel.
+
+Signatures (all stock TF ops; item tables, PQ codebooks and codes are variables inside):
+- `serving_default`: `examples` (string [B], serialized tf.Example per the feature contract)
+  -> `score` (probability of the task that matches each target's source), `ctr`, `search`.
+- `predict`: the dense model inputs (`FeatureContract.dense_input_signature`) -> same outputs.
+- `retrieve`: `examples` -> GSU `indices` (B, K) int32, `scores` (B, K), `valid` (B, K).
+- `rank`: `context` (string [B], Examples with the user, query, source and history) and
+  `candidates` (string [B, N], Examples with target_item / target_attrs; "" pads a row) ->
+  `score`, `ctr`, `search` (B, N) (0 at padding) and `mask` (B, N) bool.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from seminar_tf import features as F
+from seminar_tf.layers.retrieval import ties
+
+EXAMPLES = [tf.TensorSpec([None], tf.string, name="examples")]
+RANK_INPUTS = [tf.TensorSpec([None], tf.string, name="context"),
+               tf.TensorSpec([None, None], tf.string, name="candidates")]
+
+
+class SignatureError(RuntimeError):
+    """A served signature disagrees with the Keras model."""
+
+
+class Check(NamedTuple):
+    """What `verify` functions compare: the Keras model, the loaded export's signature
+    function, the sample Examples, their parsed features and which of them have a GSU
+    selection no float noise can change (`ties.determined_rows`)."""
+    model: Any
+    served: Callable
+    examples: List[bytes]
+    features: Dict[str, tf.Tensor]
+    determined: np.ndarray
+
+
+class Signature(NamedTuple):
+    """One serving signature (see the module docstring)."""
+    parse: Callable  # parse(module, *request tensors) -> tuple of model inputs
+    dense: Callable  # dense(module, *model inputs) -> dict of output tensors
+    inputs: Any  # list of TensorSpecs, or inputs(module) -> list
+    warmup: Callable[[Sequence[bytes]], List[Dict]] = lambda examples: []
+    verify: Optional[Callable[[Check], List[float]]] = None  # max |diff| per output
+
+
+# ------------------------------------------------------------------ parsing (outside XLA)
+def model_inputs(features):
+    """Parsed features without the fields the model does not read."""
+    return {k: v for k, v in features.items()
+            if k not in (F.LABEL, F.GROUP_ID, F.TIMESTAMP, F.HIST_MASK,
+                         F.TARGET_QUERY_MASK, F.HIST_QUERY_MASK)}
+
+
+def parse_examples(module, examples):
+    return (model_inputs(module.contract.parse_examples(examples)),)
+
+
+def parse_dense(module, features):
+    return (module.contract.sanitize_dense(features),)
+
+
+def parse_rank(module, context, candidates):
+    rows = tf.debugging.assert_equal(
+        tf.shape(candidates)[0], tf.shape(context)[0],
+        message="rank: 'candidates' must have one row per 'context' Example")
+    with tf.control_dependencies([rows]):
+        ctx = model_inputs(module.contract.parse_context(context))
+    cands = module.contract.parse_candidates(candidates)
+    return ctx, {k: cands[k] for k in (F.TARGET_ITEM, F.TARGET_ATTRS, F.CANDIDATE_MASK)}
+
+
+# --------------------------------------------------------------------- dense parts
+def probabilities(module, out):
+    result = {"score": out["score"]}
+    for t in module.tasks:
+        result[t] = tf.sigmoid(out[t])
+    return result
+
+
+def score(module, features):
+    return probabilities(module, module.model(features, training=False))
+
+
+def retrieve(module, features):
+    out = module.model.retrieve(features)
+    return {"indices": out["indices"], "scores": out["scores"], "valid": out["valid"]}
+
+
+def rank(module, context, candidates):
+    out = probabilities(module, module.model.rank(context, candidates, training=False))
+    mask = candidates[F.CANDIDATE_MASK]
+    result = {k: tf.where(mask, v, tf.zeros_like(v)) for k, v in out.items()}
+    result["mask"] = mask
+    return result
+
+
+# ----------------------------------------------------------------- warm-up requests
+def examples_warmup(examples):
+    """One request with one sample Example and one with all of them."""
+    return [{"examples": list(examples[:1])}, {"examples": list(examples)}]
+
+
+def rank_request(examples: Sequence[bytes]):
+    """A `rank` request from full Examples: the first two as contexts, all of them (and one
+    padding "") as every row's candidates (a candidate reads only its target fields)."""
+    context = list(examples[:2])
+    candidates = [list(examples) + [b""] for _ in context]
+    return np.array(context, dtype=object), np.array(candidates, dtype=object)
+
+
+def rank_warmup(examples):
+    context, candidates = rank_request(examples)
+    return [{"context": context, "candidates": candidates}]
+
+
+# ------------------------------------------------------------------ output checks
+def compare(got, expected, determined, label) -> float:
+    """max |got - expected| over determined rows (compared to `atol` by the caller); rows
+    with near-tied GSU selections must stay within `ties.UNDETERMINED_BOUND`."""
+    err = np.abs(np.asarray(got).reshape(-1) - np.asarray(expected).reshape(-1))
+    determined = np.asarray(determined).reshape(-1)
+    if np.any(err[~determined] > ties.UNDETERMINED_BOUND):
+        raise SignatureError(f"{label}: rows with near-tied GSU selections differ from the "
+                             f"Keras model by {err[~determined].max()}")
+    return float(np.max(err[determined], initial=0.0))
+
+
+def _score_diffs(check, out, label):
+    expected = check.model(check.features, training=False)
+    diffs = [compare(out["score"], expected["score"], check.determined, label)]
+    for t in check.model.config.model.tasks:
+        diffs.append(compare(out[t], tf.sigmoid(expected[t]), check.determined, label))
+    return diffs
+
+
+def verify_examples(check):
+    return _score_diffs(check, check.served(examples=tf.constant(check.examples)),
+                        "serving_default")
+
+
+def verify_predict(check):
+    contract = F.FeatureContract.from_config(check.model.config.data)
+    dense = {k: check.features[k] for k in contract.dense_input_signature()}
+    return _score_diffs(check, check.served(**dense), "predict")
+
+
+def verify_retrieve(check):
+    got = check.served(examples=tf.constant(check.examples))
+    ref = check.model.retrieve(check.features)
+    for a, b, got_valid, valid, ok in zip(got["indices"].numpy(), ref["indices"].numpy(),
+                                          got["valid"].numpy(), ref["valid"].numpy(),
+                                          check.determined):
+        if ok and not (np.array_equal(got_valid, valid)
+                       and set(a[valid].tolist()) == set(b[valid].tolist())):
+            raise SignatureError("retrieve signature disagrees with the Keras model's GSU")
+    return []
+
+
+def rank_as_examples(context, candidates):
+    """`rank` inputs (B rows, N candidates) as the B*N per-candidate feature rows."""
+    n = tf.shape(candidates[F.TARGET_ITEM])[1]
+    flat = {k: tf.repeat(v, n, axis=0) for k, v in context.items()}
+    for k in (F.TARGET_ITEM, F.TARGET_ATTRS):
+        v = candidates[k]
+        flat[k] = tf.reshape(v, tf.concat([[-1], tf.shape(v)[2:]], 0))
+    return flat
+
+
+def verify_rank(check):
+    contract = F.FeatureContract.from_config(check.model.config.data)
+    context, candidates = rank_request(check.examples)
+    got = check.served(context=tf.constant(context), candidates=tf.constant(candidates))
+    ctx = contract.parse_context(tf.constant(context))
+    cands = contract.parse_candidates(tf.constant(candidates))
+    ref = check.model.rank(ctx, cands)
+    mask = got["mask"].numpy()
+    if not mask[:, :-1].all() or mask[:, -1].any():
+        raise SignatureError("rank signature: wrong candidate mask for a padded request")
+    determined = check.model.selection_determined(
+        rank_as_examples(ctx, cands), ties.GSU_NOISE).reshape(mask.shape)
+    return [compare(got["score"].numpy()[mask], ref["score"].numpy()[mask],
+                    determined[mask], "rank")]
+
+
+SIGNATURES: Dict[str, Signature] = {
+    "serving_default": Signature(parse_examples, score, EXAMPLES, examples_warmup,
+                                 verify_examples),
+    "predict": Signature(parse_dense, score,
+                         lambda module: [module.contract.dense_input_signature()],
+                         verify=verify_predict),
+    "retrieve": Signature(parse_examples, retrieve, EXAMPLES, examples_warmup,
+                          verify_retrieve),
+    "rank": Signature(parse_rank, rank, RANK_INPUTS, rank_warmup, verify_rank),
+}
