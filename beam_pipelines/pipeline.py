@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import fileio
 from beam_pipelines import records as R
+from beam_pipelines.options import PreprocessOptions
 from beam_pipelines.item_table import (ItemBucket, ReadVectorIds, assemble_item_table,
                                        item_bucket, vector_entries)
 from beam_pipelines.ranks import (KINDS, AssignIds, concat_vocab_parts, entries_by_bucket, lookup,
@@ -227,18 +229,17 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
 
 
 # ------------------------------------------------------------------------------ driver
-def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
-        max_query_tokens: int = 6, num_attrs: int = 4, title_tokens: int = 8,
-        min_count: int = 1, min_target_time_ms: Optional[int] = None, split: str = "loo",
-        valid_start_ms: int = 0, test_start_ms: int = 0, neg_per_pos: Optional[int] = None,
-        negatives: Optional[str] = None, vocab_from: str = "train",
-        sampling: str = "popularity", num_candidates: int = 100, seed: int = 0,
-        synth_queries: Optional[bool] = None, text_vectors: Optional[str] = None,
-        text_ids: Optional[str] = None, image_vectors: Optional[str] = None,
-        image_ids: Optional[str] = None, beam_args: Sequence[str] = (),
-        progress: bool = False, shards: Optional[int] = None, fmt: str = "store",
-        sampler_top: int = 1_000_000, tail_sample: int = 1_000_000) -> Dict:
+def run(source: str, input_dir: str, output: str,
+        options: Optional[PreprocessOptions] = None, *, beam_args: Sequence[str] = (),
+        progress: bool = False, **changes) -> Dict:
     """Runs the pipeline and writes stats.json / data_config.json; returns the stats.
+
+    Args:
+        source: a name of `beam_pipelines.sources.SOURCES`.
+        input_dir, output: raw files in, dataset out (local paths or any Beam filesystem).
+        options: the `PreprocessOptions` (default: all defaults); `**changes` replace
+            fields of it (`run(..., max_seq_len=20)`).
+        beam_args: extra Beam pipeline flags. progress: print a heartbeat.
 
     `min_target_time_ms` defaults to the `min_target_time` of a generator's `meta.json` in the
     input directory (0 otherwise). `negatives` defaults to "both" for sources that log
@@ -257,27 +258,32 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
         ValueError: `negatives="observed"` for a source without non-clicks, or `neg_per_pos`
             > 0 with `negatives="observed"`.
     """
+    o = dataclasses.replace(options or PreprocessOptions(), **changes)
+    beam_args = list(beam_args) + o.beam_args(os.cpu_count() or 2)
+    max_seq_len, max_query_tokens, num_attrs = o.max_seq_len, o.max_query_tokens, o.num_attrs
+    title_tokens, shards, fmt, synth_queries = o.title_tokens, o.shards, o.fmt, o.synth_queries
     source_cls = source_class(source)
     spec = source_cls.find(input_dir)
     fileio.makedirs(output)
     setup_log(output)
     meta_path = fileio.join(input_dir, "meta.json")
+    min_target_time_ms = o.min_target_time_ms
     if min_target_time_ms is None:
         min_target_time_ms = 0
         if fileio.exists(meta_path):
             min_target_time_ms = int(fileio.read_json(meta_path).get("min_target_time", 0))
-    negatives, neg_per_pos = resolve_negatives(source, spec.has_negatives, negatives,
-                                               neg_per_pos)
-    if vocab_from not in ("train", "catalog"):
-        raise ValueError(f"vocab_from must be 'train' or 'catalog', not {vocab_from!r}")
+    negatives, neg_per_pos = resolve_negatives(source, spec.has_negatives, o.negatives,
+                                               o.neg_per_pos)
+    if o.vocab_from not in ("train", "catalog"):
+        raise ValueError(f"vocab_from must be 'train' or 'catalog', not {o.vocab_from!r}")
     if synth_queries is None:
         synth_queries = not source_cls.has_real_queries
     options = BuildOptions(max_seq_len=max_seq_len, max_query_tokens=max_query_tokens,
                            num_attrs=num_attrs, min_target_time_ms=min_target_time_ms,
-                           split=split, valid_start_ms=valid_start_ms,
-                           test_start_ms=test_start_ms, neg_per_pos=neg_per_pos,
-                           negatives=negatives, vocab_from=vocab_from, sampling=sampling,
-                           num_candidates=num_candidates, seed=seed)
+                           split=o.split, valid_start_ms=o.valid_start_ms,
+                           test_start_ms=o.test_start_ms, neg_per_pos=neg_per_pos,
+                           negatives=negatives, vocab_from=o.vocab_from, sampling=o.sampling,
+                           num_candidates=o.num_candidates, seed=o.seed)
     # Vocabulary sizes are unknown before the run; the contract only serializes here.
     contract = F.FeatureContract(max_seq_len, max_query_tokens, num_attrs, 2**62, 2**62,
                                  2**62, 2**62)
@@ -292,8 +298,8 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
     # raw input; at least 16
     buckets = max(16, int(input_mb / 5))
     vectors = []
-    for name, vec, ids in (("text", text_vectors, text_ids), ("image", image_vectors,
-                                                                 image_ids)):
+    for name, vec, ids in (("text", o.text_vectors, o.text_ids),
+                           ("image", o.image_vectors, o.image_ids)):
         vec = vec or _default(input_dir, f"{name}_vectors.npy")
         if vec:
             vectors.append((name, vec, ids or vec.replace(f"{name}_vectors.npy",
@@ -302,10 +308,10 @@ def run(source: str, input_dir: str, output: str, *, max_seq_len: int = 200,
                    f"{input_mb:.1f} MB") if progress else contextlib.nullcontext():
         with beam.Pipeline(runner=default_runner(beam_args),
                            options=PipelineOptions(list(beam_args))) as p:
-            build_pipeline(p, spec, output, contract, options, min_count=min_count,
+            build_pipeline(p, spec, output, contract, options, min_count=o.min_count,
                            title_tokens=title_tokens, synth_queries=synth_queries,
                            shards=shards, fmt=fmt, buckets=buckets, vectors=vectors,
-                           sampler_top=sampler_top, tail_sample=tail_sample)
+                           sampler_top=o.sampler_top, tail_sample=o.tail_sample)
     seconds = time.time() - t0
     LOG.info("beam pipeline finished in %.1f s", seconds)
 
@@ -376,17 +382,6 @@ def _default(input_dir: str, name: str) -> Optional[str]:
 
 
 def run_from_args(args, beam_args: Sequence[str]) -> Dict:
-    beam_args = list(beam_args)
-    if args.multiprocess:
-        beam_args += ["--direct_running_mode=multi_processing",
-                      f"--direct_num_workers={os.cpu_count() or 2}"]
-    return run(args.source, args.input, args.output, max_seq_len=args.max_seq_len,
-               max_query_tokens=args.max_query_tokens, num_attrs=args.num_attrs,
-               min_count=args.min_count, min_target_time_ms=args.min_target_time_ms,
-               split=args.split, valid_start_ms=args.valid_start_ms,
-               test_start_ms=args.test_start_ms, neg_per_pos=args.neg_per_pos,
-               negatives=args.negatives, vocab_from=args.vocab_from,
-               sampling=args.sampling, num_candidates=args.num_candidates, seed=args.seed,
-               text_vectors=args.text_vectors, text_ids=args.text_ids,
-               image_vectors=args.image_vectors, image_ids=args.image_ids,
-               beam_args=beam_args, progress=True, shards=args.shards, fmt=args.format)
+    """`seminar preprocess`: the flags of `beam_pipelines.options` -> `run`."""
+    return run(args.source, args.input, args.output, PreprocessOptions.from_args(args),
+               beam_args=beam_args, progress=True)

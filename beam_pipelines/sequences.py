@@ -36,6 +36,7 @@ from typing import Iterable, List, Mapping, NamedTuple, Optional, Sequence, Tupl
 
 import numpy as np
 
+from beam_pipelines.options import PreprocessOptions
 from beam_pipelines.records import Event
 from beam_pipelines.vocab import Sampler, Vocab  # noqa: F401  (re-exported)
 from seminar_tf import features as F
@@ -43,21 +44,27 @@ from seminar_tf import features as F
 SPLITS = ("train", "valid", "test", "candidates", "candidate_lists")
 
 
+_DEFAULTS = PreprocessOptions()
+
+
 class BuildOptions(NamedTuple):
-    """Options of example building (see the module docstring)."""
-    max_seq_len: int = 200
-    max_query_tokens: int = 6
-    num_attrs: int = 4
+    """Options of example building (see the module docstring): the resolved
+    `PreprocessOptions` (`negatives` and `neg_per_pos` after the source's defaults); the
+    defaults are those of `PreprocessOptions`; `negatives` / `neg_per_pos` default to logged
+    and no sampled negatives."""
+    max_seq_len: int = _DEFAULTS.max_seq_len
+    max_query_tokens: int = _DEFAULTS.max_query_tokens
+    num_attrs: int = _DEFAULTS.num_attrs
     min_target_time_ms: int = 0
-    split: str = "loo"  # "loo" or "time"
-    valid_start_ms: int = 0
-    test_start_ms: int = 0
+    split: str = _DEFAULTS.split  # "loo" or "time"
+    valid_start_ms: int = _DEFAULTS.valid_start_ms
+    test_start_ms: int = _DEFAULTS.test_start_ms
     neg_per_pos: int = 0
-    sampling: str = "popularity"  # or "uniform"
+    sampling: str = _DEFAULTS.sampling  # "popularity" or "uniform"
     negatives: str = "both"  # "observed", "sampled" or "both"
-    vocab_from: str = "train"  # "train" or "catalog" (train events + every item record)
-    num_candidates: int = 100
-    seed: int = 0
+    vocab_from: str = _DEFAULTS.vocab_from  # "train" or "catalog"
+    num_candidates: int = _DEFAULTS.num_candidates
+    seed: int = _DEFAULTS.seed
 
 
 def _rng(seed: int, *keys) -> np.random.Generator:

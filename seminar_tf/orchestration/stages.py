@@ -27,14 +27,10 @@ def preprocess(cfg: Dict, raw: str, out: str) -> Dict:
     """The Beam preprocessing job: raw logs -> the sequence store (or `format: examples`),
     vocabularies, item table."""
     from beam_pipelines import pipeline as beam_pipeline
-    p = cfg["preprocess"]
-    beam_args = (["--direct_running_mode=multi_processing",
-                  f"--direct_num_workers={os.cpu_count() or 2}"]
-                 if p.get("multiprocess") else [])
-    stats = beam_pipeline.run(p.get("source", "kuaisar"), raw, out,
-                              max_seq_len=p["max_seq_len"], num_candidates=p["num_candidates"],
-                              beam_args=beam_args, progress=True,
-                              fmt=p.get("format", "store"), shards=p.get("shards"))
+    from beam_pipelines.options import PreprocessOptions
+    p = dict(cfg["preprocess"])
+    source = p.pop("source", "kuaisar")
+    stats = beam_pipeline.run(source, raw, out, PreprocessOptions.from_dict(p), progress=True)
     return {"data": out, "examples": stats["examples"], "events": stats["events"],
             "dead_letters": stats["dead_letters_total"]}
 
