@@ -98,13 +98,20 @@ def shard_chunks(target_file: tf.Tensor, timelines: tf.Tensor, contract: F.Featu
 
 
 def finish(contract: F.FeatureContract, batch: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
-    """OOV mapping of a batch of timeline elements (as `FeatureContract.finish` does)."""
+    """A batch of timeline elements, ready for `LifelongRanker.call_timelines`: ids mapped
+    to OOV (as `FeatureContract.finish` does), plus `targets` (the U*T targets' contract
+    features, masks included), `tl_flat` (U, T*L) window positions and `tl_valid` (U*T, L)
+    real history positions (`expand`)."""
     oov = contract._oov
     vocab = {"tl_items": contract.item_vocab_size, "tl_query": contract.query_vocab_size,
              "tl_attrs": contract.attr_vocab_size, "user_id": contract.user_vocab_size,
              "t_item": contract.item_vocab_size, "t_query": contract.query_vocab_size,
              "t_attrs": contract.attr_vocab_size}
-    return {k: oov(v, vocab[k]) if k in vocab else v for k, v in batch.items()}
+    out = {k: oov(v, vocab[k]) if k in vocab else v for k, v in batch.items()
+           if k not in ("targets", "tl_flat", "tl_valid")}
+    features, valid, flat = expand(out, contract.max_seq_len)
+    out.update(targets=contract.finish(features), tl_flat=flat, tl_valid=valid)
+    return out
 
 
 def timeline_dataset(pattern, contract: F.FeatureContract, *, targets_per_timeline: int = 16,

@@ -13,11 +13,12 @@ import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
 from seminar_tf import features as F
-from seminar_tf.data import timelines
 from seminar_tf.config import SeminarConfig
 from seminar_tf.layers.attention import MultiHeadTargetAttention
 from seminar_tf.layers.encoders import QueryItemPairEncoder
-from seminar_tf.layers.retrieval import build_retrieval
+from seminar_tf.layers.retrieval import build_retrieval, retrieval_top_k
+from seminar_tf.layers.retrieval.base import (TARGET_KEYS, Retrieval, per_candidate, rows,
+                                              union_positions)
 
 from seminar_tf.serialization import register  # noqa: E402
 
@@ -83,12 +84,13 @@ class LifelongRanker(tfrs.models.Model):
                                                          name="user_embedding")
                                if m.use_user_embedding else None)
         self.esu = MultiHeadTargetAttention(m.num_heads, dim, dim, name="esu")
-        self.top_k = d.max_seq_len if m.gsu == "full" else m.top_k
+        self.top_k = retrieval_top_k(m.gsu, cfg)
         # rank path: dense ESU over all L when K is a large share of L, else gather K per
         # candidate (static; measured in benchmarks/train_throughput.py: 2.5x faster dense at
         # L=1,000 K=200, 3.4x faster gathered at L=10,000 K=100)
         self.rank_dense_esu = d.max_seq_len <= 10 * self.top_k
         self.gsu = self._build_gsu()
+        self.static_shapes = False
         self.bottom = mlp(m.mlp_units, m.dropout, "bottom")
         self.towers = {t: tf.keras.Sequential(
             [mlp(m.tower_units, m.dropout, f"{t}_tower"),
@@ -158,23 +160,21 @@ class LifelongRanker(tfrs.models.Model):
                   + self.source_embedding(take(features[F.HIST_SOURCES])))
         return {"encoded": enc, "keys": enc["pair"], "values": values, "mask": mask}
 
-    def retrieval_inputs(self, features, target_enc, history=None):
-        inputs = {"target": target_enc["pair"], "mask": features[F.HIST_ITEMS] != F.PAD_ID,
-                  "target_query": target_enc["query"], "target_item": features[F.TARGET_ITEM],
-                  "hist_items": features[F.HIST_ITEMS],
-                  "hist_query": features[F.HIST_QUERY],
+    def retrieval_inputs(self, features, target_enc, history=None, many=False):
+        """The GSU's input dict (`seminar_tf.layers.retrieval`): the history entries of
+        `features` (B rows) and the targets, per row (B, ...) or, with `many`, with an N axis
+        (B, N, ...) as `target_enc` and the candidate fields of `features` carry."""
+        inputs = {"target": target_enc["pair"], "target_query": target_enc["query"],
+                  "target_item": features[F.TARGET_ITEM],
                   "target_attrs": features[F.TARGET_ATTRS],
+                  "mask": features[F.HIST_ITEMS] != F.PAD_ID,
+                  "hist_items": features[F.HIST_ITEMS], "hist_query": features[F.HIST_QUERY],
                   "hist_attrs": features[F.HIST_ATTRS]}
+        if many:  # the query is the context's, one per row
+            inputs["row_query"] = target_enc["query"][:, 0]
         if history is not None:
             inputs["keys"] = history["keys"]
         return inputs
-
-    def retrieve(self, features, target_enc=None, history=None):
-        """GSU output: dict of indices (B, K), scores (B, K), valid (B, K)."""
-        target_enc = target_enc or self.encode_target(features)
-        if history is None and self.gsu.needs_keys:
-            history = self.encode_behaviours(features)
-        return self.gsu(self.retrieval_inputs(features, target_enc, history))
 
     def selection_determined(self, features, delta: float) -> np.ndarray:
         """(B,) bool, eagerly: examples whose GSU selection no relative float noise of
@@ -185,33 +185,109 @@ class LifelongRanker(tfrs.models.Model):
         return self.gsu.determined(
             self.retrieval_inputs(features, self.encode_target(features), history), delta)
 
+    def use_static_shapes(self, static: bool = True) -> None:
+        """Called by `seminar export --xla`: static-shape formulations (XLA pads a dynamic
+        shape to its bound), here and in the GSU."""
+        self.static_shapes = static
+        self.gsu.use_static_shapes(static)
+
+    def retrieve(self, features, target_enc=None, history=None):
+        """GSU output for one target per row: indices (B, K), scores (B, K), valid (B, K)."""
+        target_enc = target_enc or self.encode_target(features)
+        if history is None and self.gsu.needs_keys:
+            history = self.encode_behaviours(features)
+        return self.gsu(self.retrieval_inputs(features, target_enc, history))
+
     def call(self, features, training=False, encoded=None):
-        """Scores B examples (`encoded`: optional precomputed pair encodings of the
-        histories, see `encode_behaviours`)."""
+        """Scores B examples: the forward core with one candidate per row (`encoded`:
+        optional precomputed pair encodings of the histories, see `encode_behaviours`)."""
         target_enc = self.encode_target(features)
-        target = target_enc["pair"]
-        S = self.config.model.short_term_len
-        L = self.config.data.max_seq_len
-        if self.gsu.needs_keys:
-            history = self.encode_behaviours(features, encoded=encoded)
-            retrieved = self.retrieve(features, target_enc, history)
-            idx = retrieved["indices"]
-            keys_k = tf.gather(history["keys"], idx, batch_dims=1)
-            values_k = tf.gather(history["values"], idx, batch_dims=1)
-            short_values, short_mask = history["values"][:, -S:], history["mask"][:, -S:]
-        else:
-            # Only the K retrieved behaviours (and the short-term window) are encoded.
-            retrieved = self.retrieve(features, target_enc)
-            picked = self.encode_behaviours(features, retrieved["indices"], encoded)
-            keys_k, values_k = picked["keys"], picked["values"]
-            recent = tf.broadcast_to(tf.range(L - S, L)[None, :],
-                                     [tf.shape(target)[0], S])
-            short = self.encode_behaviours(features, recent, encoded)
-            short_values, short_mask = short["values"], short["mask"]
-        interest = self.esu(target, keys_k, retrieved["valid"], values_k)
-        return self.head(target_enc, interest, short_term_of(short_values, short_mask),
-                         features[F.TARGET_SOURCE], features[F.USER_ID],
-                         retrieved.get("summary"), training)
+        one = {k: v[:, None] for k, v in target_enc.items()}
+        out = self.forward(features, one, features[F.TARGET_ITEM][:, None],
+                           features[F.TARGET_ATTRS][:, None], training, encoded)
+        return {k: v[:, 0] for k, v in out.items()}
+
+    def rank(self, context, candidates, training=False):
+        """Scores N candidates against one shared context (history, user, query) per row.
+
+        The history is encoded once per row, the GSU scores all N candidates in one op
+        (`Retrieval.call_many`), and the ESU attends, per candidate, over its own K retrieved
+        behaviours (`forward`). Equal to `call` on the N per-candidate examples (each carrying
+        the context's history, user, query and source).
+
+        Args:
+            context: dict (B rows) with USER_ID (B,), TARGET_QUERY (B, Q), TARGET_SOURCE
+                (B,) and the history features (B, L, ...) of the feature contract.
+            candidates: dict with TARGET_ITEM (B, N) and TARGET_ATTRS (B, N, A).
+
+        Returns:
+            dict of per-task logits, `logit` and `score`, each (B, N).
+        """
+        items, attrs = candidates[F.TARGET_ITEM], candidates[F.TARGET_ATTRS]
+        N = tf.shape(items)[1]
+        target_enc = per_candidate(self.pair_encoder, items, attrs,
+                                   tf.repeat(context[F.TARGET_QUERY][:, None], N, axis=1))
+        return self.forward(context, target_enc, items, attrs, training)
+
+    def forward(self, context, target_enc, items, attrs, training=False, encoded=None):
+        """The one forward core, from (history, targets) to scores: `call` (N = 1), `rank`
+        and timeline batches (`call` with the windows' encodings) all run it.
+
+        Args:
+            context: dict of B rows: USER_ID, TARGET_SOURCE and the history features.
+            target_enc: pair-encoder outputs of the targets, each (B, N, ...).
+            items, attrs: the targets' TARGET_ITEM (B, N) and TARGET_ATTRS (B, N, A).
+            encoded: optional precomputed pair encodings of the histories (B, L, ...).
+
+        Returns:
+            dict of per-task logits, `logit` and `score`, each (B, N).
+
+        The GSU scores all N targets against the history (`call_many`). A GSU that scores
+        the float keys of the whole history gets them encoded once per row; otherwise only the
+        union of the retrieved positions and the short-term window is encoded, once per row
+        (`union_positions`). The ESU projects what was encoded once and each target attends
+        over its own K (dense with a selection mask where K is a large share of the encoded
+        length, `rank_dense_esu`, else gathered).
+        """
+        features = dict(context, **{F.TARGET_ITEM: items, F.TARGET_ATTRS: attrs})
+        S, L = self.config.model.short_term_len, self.config.data.max_seq_len
+        history = self.encode_behaviours(context, encoded=encoded) if self.gsu.needs_keys \
+            else None
+        retrieved = self._retrieve_many(self.retrieval_inputs(features, target_enc, history,
+                                                              many=True))
+        idx = retrieved["indices"]
+        if history is None:
+            positions = None
+            if not self.static_shapes:  # XLA pads a dynamic length to L: encode all
+                positions, idx = union_positions(idx, retrieved["valid"], L, S)
+            history = self.encode_behaviours(context, positions, encoded)
+        keys_h, values_h = self.esu.project_history(history["keys"], history["values"])
+        attend = self.esu.attend_selected if self.rank_dense_esu else self.esu.attend_gathered
+        interest = attend(target_enc["pair"], keys_h, values_h, idx, retrieved["valid"])
+        short_term = short_term_of(history["values"][:, -S:], history["mask"][:, -S:])
+        N = tf.shape(items)[1]
+
+        def repeat(x):  # (B, ...) -> (B*N, ...)
+            return tf.repeat(x, N, axis=0)
+
+        summary = retrieved.get("summary")
+        out = self.head({k: rows(v) for k, v in target_enc.items()}, rows(interest),
+                        repeat(short_term), repeat(context[F.TARGET_SOURCE]),
+                        repeat(context[F.USER_ID]),
+                        None if summary is None else rows(summary), training)
+        return {k: tf.reshape(v, tf.shape(items)) for k, v in out.items()}
+
+    def _retrieve_many(self, inputs):
+        """`call_many`, or for one target per row a GSU's own per-target `call` where it
+        declares one (it overrides `Retrieval.call`: PQ's per-target lookup tables,
+        benchmarks/gsu_per_target.py)."""
+        if not self.gsu.built:  # call_many is called directly, not through Layer.__call__
+            self.gsu.build(None)
+        if inputs["target_item"].shape[1] == 1 and type(self.gsu).call is not Retrieval.call:
+            one = {k: (v[:, 0] if k in TARGET_KEYS else v) for k, v in inputs.items()
+                   if k != "row_query"}
+            return {k: v[:, None] for k, v in self.gsu(one).items()}
+        return self.gsu.call_many(inputs)
 
     def head(self, target_enc, interest, short_term, source, user_id, summary=None,
              training=False):
@@ -231,59 +307,6 @@ class LifelongRanker(tfrs.models.Model):
         out["score"] = tf.sigmoid(out["logit"])
         return out
 
-    def rank(self, context, candidates, training=False):
-        """Scores N candidates against one shared context (history, user, query) per row.
-
-        The history is encoded and keyed once per row, the GSU scores all N candidates in
-        one op (`Retrieval.call_many`), and the ESU attends, per candidate, over its own K
-        retrieved behaviours. Equal to `call` on the N per-candidate examples (each carrying
-        the context's history, user, query and source).
-
-        Args:
-            context: dict (B rows) with USER_ID (B,), TARGET_QUERY (B, Q), TARGET_SOURCE
-                (B,) and the history features (B, L, ...) of the feature contract.
-            candidates: dict with TARGET_ITEM (B, N) and TARGET_ATTRS (B, N, A).
-
-        Returns:
-            dict of per-task logits, `logit` and `score`, each (B, N).
-        """
-        items = candidates[F.TARGET_ITEM]
-        shape = tf.shape(items)
-        B, N = shape[0], shape[1]
-
-        def flat(x):  # (B, N, ...) -> (B*N, ...)
-            return tf.reshape(x, tf.concat([[B * N], tf.shape(x)[2:]], 0))
-
-        def unflat(x):  # (B*N, ...) -> (B, N, ...)
-            return tf.reshape(x, tf.concat([[B, N], tf.shape(x)[1:]], 0))
-
-        def repeat(x):  # (B, ...) context -> (B*N, ...) per candidate
-            return tf.repeat(x, N, axis=0)
-
-        target_enc = self.pair_encoder(flat(items), flat(candidates[F.TARGET_ATTRS]),
-                                       repeat(context[F.TARGET_QUERY]))
-        history = self.encode_behaviours(context)
-        inputs = {"target": unflat(target_enc["pair"]),
-                  "target_query": unflat(target_enc["query"]), "target_item": items,
-                  "target_attrs": candidates[F.TARGET_ATTRS], "mask": history["mask"],
-                  "hist_items": context[F.HIST_ITEMS], "hist_query": context[F.HIST_QUERY],
-                  "hist_attrs": context[F.HIST_ATTRS], "keys": history["keys"]}
-        retrieved = self.gsu.call_many(inputs)
-        # the ESU projects the history's keys and values once; each candidate attends over
-        # its K (dense over L with a selection mask when K is a large share of L)
-        keys_h, values_h = self.esu.project_history(history["keys"], history["values"])
-        attend = (self.esu.attend_selected if self.rank_dense_esu
-                  else self.esu.attend_gathered)
-        interest = flat(attend(unflat(target_enc["pair"]), keys_h, values_h,
-                               retrieved["indices"], retrieved["valid"]))
-        S = self.config.model.short_term_len
-        short_term = short_term_of(history["values"][:, -S:], history["mask"][:, -S:])
-        summary = retrieved.get("summary")
-        out = self.head(target_enc, interest, repeat(short_term),
-                        repeat(context[F.TARGET_SOURCE]), repeat(context[F.USER_ID]),
-                        None if summary is None else flat(summary), training)
-        return {k: unflat(v) for k, v in out.items()}
-
     def route(self, logits, source):
         tasks = self.config.model.tasks
         if len(tasks) == 1:
@@ -300,14 +323,20 @@ class LifelongRanker(tfrs.models.Model):
     def call_timelines(self, batch, training=False):
         """Scores a timeline batch (`seminar_tf.data.timelines`): the W behaviours of each
         window are pair-encoded once, and each of its T targets reads its own causal window
-        of the L most recent behaviours before it (target-dependent parts, time gaps and
-        everything after retrieval, per target). Equal to `call` on the per-example batch.
+        of the L most recent behaviours before it through `call` (the forward core) with
+        those encodings. Equal to `call` on the per-example batch.
+
+        Args:
+            batch: a finished timeline batch: the windows (`tl_*`), `targets` (the U*T
+                targets' contract features), `tl_flat` (U, T*L) window positions and
+                `tl_valid` (U*T, L), `t_mask` (U, T).
 
         Returns:
-            (outputs of `call` over all U*T rows, (U*T,) float weights: 1 for real targets).
+            (outputs of `call` over all U*T rows, the targets' features, (U*T,) float
+            weights: 1 for real targets).
         """
         L = self.config.data.max_seq_len
-        features, valid, flat = timelines.expand(batch, L)
+        valid = batch["tl_valid"]
         enc = self.pair_encoder(batch["tl_items"], batch["tl_attrs"], batch["tl_query"])
         # a padding behaviour's encoding where a target's window is shorter than L, exactly
         # what the per-example input encodes there
@@ -315,16 +344,16 @@ class LifelongRanker(tfrs.models.Model):
         pad = self.pair_encoder(tf.zeros([1, 1], tf.int64),
                                 tf.zeros([1, 1, d.num_attrs], tf.int64),
                                 tf.zeros([1, 1, d.max_query_tokens], tf.int64))
-        def windows(v, p):
-            got = timelines.gather_windows(v, flat, L)
+
+        def windows(v, p):  # (U, W, ...) -> each target's (U*T, L, ...) window
+            got = tf.gather(v, batch["tl_flat"], batch_dims=1)
+            got = tf.reshape(got, tf.concat([[-1, L], tf.shape(v)[2:]], 0))
             keep = tf.reshape(valid, tf.concat([tf.shape(valid), tf.ones(
                 [tf.rank(got) - 2], tf.int32)], 0))
             return tf.where(keep, got, p[0, 0])
 
         encoded = {k: windows(v, pad[k]) for k, v in enc.items()}
-        features[F.HIST_MASK] = features[F.HIST_ITEMS] != F.PAD_ID
-        features[F.TARGET_QUERY_MASK] = features[F.TARGET_QUERY] != F.PAD_ID
-        features[F.HIST_QUERY_MASK] = features[F.HIST_QUERY] != F.PAD_ID
+        features = batch["targets"]
         weights = tf.cast(tf.reshape(batch["t_mask"], [-1]), tf.float32)
         return self(features, training=training, encoded=encoded), features, weights
 

@@ -48,7 +48,7 @@ class ServingModule(tf.Module):
         self.tasks = tuple(model.config.model.tasks)
         self.xla = xla
         if xla:  # XLA pads dynamic shapes to their bound: use the static formulations
-            model.gsu.use_static_shapes(True)
+            model.use_static_shapes(True)
         self.signature_functions = {name: self._function(sig)
                                     for name, sig in SIGNATURES.items()}
 

@@ -213,3 +213,24 @@ def test_legacy_flat_gsu_fields_migrate():
     assert cfg.model.gsu_options == {"qin": {"first_k": 7}, "eta": {"bits": 8}}
     with pytest.raises(ConfigError, match="gsu_options.qin"):
         SeminarConfig.from_dict({"model": {"gsu_options": {"qin": {"k": 1}}}})
+
+
+def test_union_positions_encode_each_read_position_once():
+    """The union of N targets' picks and the short-term window, right-aligned; the indices
+    mapped into it read the same positions."""
+    from seminar_tf.layers.retrieval.base import union_positions
+    rng = np.random.default_rng(0)
+    B_, N_, K_, L_, S_ = 5, 3, 4, 30, 2
+    idx = np.stack([np.stack([rng.choice(L_, K_, replace=False) for _ in range(N_)])
+                    for _ in range(B_)]).astype(np.int32)
+    valid = rng.random((B_, N_, K_)) < 0.8
+    positions, mapped = union_positions(tf.constant(idx), tf.constant(valid), L_, S_)
+    positions, mapped = positions.numpy(), mapped.numpy()
+    U = positions.shape[1]
+    for b in range(B_):
+        union = sorted(set(idx[b][valid[b]].tolist()) | set(range(L_ - S_, L_)))
+        assert positions[b, U - len(union):].tolist() == union
+        assert positions[b, -S_:].tolist() == list(range(L_ - S_, L_))  # short-term last
+        np.testing.assert_array_equal(positions[b][mapped[b]][valid[b]], idx[b][valid[b]])
+    assert U == max(len(set(idx[b][valid[b]].tolist()) | set(range(L_ - S_, L_)))
+                    for b in range(B_)) <= min(L_, N_ * K_ + S_)

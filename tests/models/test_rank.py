@@ -142,15 +142,24 @@ def test_pq_rank_scoring_equals_per_candidate_scores(scoring):
 
 
 def test_fallback_call_many_repeats_the_history():
-    """A retriever without its own call_many (the base fallback) still agrees."""
-    from seminar_tf.layers.retrieval.base import Retrieval
+    """A retriever with only a per-target `call` (the base `call_many` repeats the history N
+    times) ranks like the shared-history exact GSU."""
+    from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+    from seminar_tf.layers.retrieval.exact import ExactTargetRetrieval
+
+    class PerTargetExact(ExactTargetRetrieval):
+        call_many = Retrieval.call_many
+
+        def call(self, inputs):
+            return masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)
+
     model, cfg = _model("twin")
     batch = distinct_batch(cfg, batch=8, seed=4)
     context, cands, flat = split(batch, cfg, 3, seed=4)
     expected = model.rank(context, cands)["score"].numpy()
-    model.gsu.call_many = lambda inputs: Retrieval.call_many(model.gsu, inputs)
-    np.testing.assert_allclose(model.rank(context, cands)["score"].numpy(), expected,
-                               atol=1e-5)
+    model.gsu = PerTargetExact(model.top_k, model.esu, name="gsu")
+    assert_paths_agree(model.rank(context, cands)["score"].numpy(), expected,
+                       gsu_determined(model, flat))
 
 
 def test_pq_static_shape_query_part_equals_unique_tokens():

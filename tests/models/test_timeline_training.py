@@ -60,10 +60,10 @@ def test_timeline_batch_loss_and_gradients_equal_per_example(name):
     model = build_model(cfg, item_table=tiny_item_table(cfg))
     # a batch without near-ties at any target's K-th GSU place (weights are random per run):
     # there, float noise between the two formulations cannot change what is retrieved
+    contract = F.FeatureContract.from_config(cfg.data)
     for seed in range(10):
-        batch = timeline_batch(cfg, seed=seed)
-        per_example = F.FeatureContract.from_config(cfg.data).finish(
-            timelines.to_examples(batch, cfg.data.max_seq_len))
+        batch = timelines.finish(contract, timeline_batch(cfg, seed=seed))
+        per_example = contract.finish(timelines.to_examples(batch, cfg.data.max_seq_len))
         if gsu_determined(model, per_example).all():
             break
     else:

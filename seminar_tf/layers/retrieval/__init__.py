@@ -31,7 +31,7 @@ RETRIEVERS: Dict[str, Entry] = {
     "eta": Entry("eta", "EtaRetrieval", {"bits": 64}),
     "qin": Entry("qin", "QinRetrieval", {"first_k": 100}),
     "last_n": Entry("last_n", "LastNRetrieval", {}),
-    "full": Entry("last_n", "LastNRetrieval", {}),  # last-N with K = L: all behaviours
+    "full": Entry("last_n", "LastNRetrieval", {"whole_history": True}),  # K = L
 }
 
 
@@ -51,6 +51,12 @@ def retriever_options(kind: str, overrides: Dict[str, Any] = None) -> Dict[str, 
                          f"{kind} takes {sorted(defaults) or 'none'}")
     defaults.update(overrides or {})
     return defaults
+
+
+def retrieval_top_k(kind: str, config) -> int:
+    """K of GSU `kind` under `config` (its class decides: `Retrieval.top_k_for`)."""
+    options = retriever_options(kind, config.model.gsu_options.get(kind, {}))
+    return retriever_class(kind).top_k_for(config, **options)
 
 
 def build_retrieval(kind: str, ranker):

@@ -88,31 +88,64 @@ def masked_top_k(scores: tf.Tensor, mask: tf.Tensor, k: int) -> Dict[str, tf.Ten
 TARGET_KEYS = ("target", "target_query", "target_item", "target_attrs")
 
 
+def rows(x):
+    """(B, N, ...) -> (B*N, ...): the one merge of the candidate axis into rows."""
+    return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
+
+
+def unrows(x, batch_shape):
+    """(B*N, ...) -> (B, N, ...) for `batch_shape` = [B, N]."""
+    return tf.reshape(x, tf.concat([batch_shape, tf.shape(x)[1:]], 0))
+
+
 def flatten_many(inputs):
     """Shared-history inputs -> per-candidate inputs: targets (B, N, ...) to (B*N, ...),
     history entries repeated N times."""
-    shape = tf.shape(inputs["target"])
-    B, N = shape[0], shape[1]
-    out = {}
-    for key, x in inputs.items():
-        if key in TARGET_KEYS:
-            out[key] = tf.reshape(x, tf.concat([[B * N], tf.shape(x)[2:]], 0))
-        else:
-            out[key] = tf.repeat(x, N, axis=0)
-    return out
+    N = tf.shape(inputs["target"])[1]
+    return {key: rows(x) if key in TARGET_KEYS else tf.repeat(x, N, axis=0)
+            for key, x in inputs.items() if key != "row_query"}
 
 
-def per_candidate(fn, x):
-    """Applies `fn` (written for (B, ...) rows) to (B, N, ...) by merging the first two axes."""
-    shape = tf.shape(x)
-    y = fn(tf.reshape(x, tf.concat([[shape[0] * shape[1]], shape[2:]], 0)))
-    return tf.reshape(y, tf.concat([shape[:2], tf.shape(y)[1:]], 0))
+def per_candidate(fn, *xs):
+    """Applies `fn` (written for (B, ...) rows) to (B, N, ...) tensors by merging the first
+    two axes; a dict output is split back key by key."""
+    y = fn(*[rows(x) for x in xs])
+    shape = tf.shape(xs[0])[:2]
+    return ({k: unrows(v, shape) for k, v in y.items()} if isinstance(y, dict)
+            else unrows(y, shape))
 
 
 def unflatten(outputs, batch_shape):
     """(B*N, ...) outputs -> (B, N, ...)."""
-    return {k: tf.reshape(v, tf.concat([batch_shape, tf.shape(v)[1:]], 0))
-            for k, v in outputs.items()}
+    return {k: unrows(v, batch_shape) for k, v in outputs.items()}
+
+
+def union_positions(indices, valid, L: int, S: int):
+    """The history positions a row's targets read, once: the union of the valid retrieved
+    positions of its N targets and the S most recent positions, ascending and right-aligned
+    in (B, U) with U the largest union of the batch (<= min(L, N*K + S); the slots before a
+    shorter row's union repeat position 0 and are never read).
+
+    Args:
+        indices, valid: (B, N, K) GSU output. L: history length. S: short-term window.
+
+    Returns:
+        positions (B, U) int32, and `indices` mapped into [0, U) (B, N, K).
+    """
+    B = tf.shape(indices)[0]
+    b = tf.broadcast_to(tf.range(B)[:, None, None], tf.shape(indices))
+    hits = tf.scatter_nd(tf.stack([b, tf.cast(indices, tf.int32)], -1),
+                         tf.cast(valid, tf.int32), tf.stack([B, L]))
+    used = (hits > 0) | (tf.range(L) >= L - S)[None, :]
+    count = tf.reduce_sum(tf.cast(used, tf.int32), 1)  # (B,)
+    U = tf.reduce_max(tf.concat([count, [min(L, S)]], 0))  # defined for B = 0 too
+    slot = tf.cumsum(tf.cast(used, tf.int32), axis=1, exclusive=True) + (U - count)[:, None]
+    rows_b = tf.broadcast_to(tf.range(B)[:, None], [B, L])
+    where = tf.boolean_mask(tf.stack([rows_b, slot], -1), used)
+    positions = tf.scatter_nd(where, tf.boolean_mask(
+        tf.broadcast_to(tf.range(L)[None, :], [B, L]), used), tf.stack([B, U]))
+    mapped = tf.gather(slot, tf.cast(indices, tf.int32), batch_dims=1)
+    return positions, tf.where(valid, mapped, tf.zeros_like(mapped))
 
 
 class Retrieval(tf.keras.layers.Layer):
@@ -149,12 +182,24 @@ class Retrieval(tf.keras.layers.Layer):
         return determined_rows(self.scores(inputs).numpy(), inputs["mask"].numpy(),
                                self.top_k, delta)
 
-    def call_many(self, inputs):
-        """N candidates against one history per row (see the module docstring).
+    @classmethod
+    def top_k_for(cls, config, **options) -> int:
+        """K under `config` and this retriever's table options (default `model.top_k`)."""
+        return config.model.top_k
 
-        Fallback: the history entries repeated N times and `call` on B*N rows. Retrievers
-        override it to score the N candidates against the shared history directly.
-        """
+    def call(self, inputs):
+        """One target per row: `call_many` with N = 1 (retrievers whose per-target form is
+        cheaper override it)."""
+        many = {k: (v[:, None] if k in TARGET_KEYS else v) for k, v in inputs.items()}
+        return {k: v[:, 0] for k, v in self.call_many(many).items()}
+
+    def call_many(self, inputs):
+        """N candidates against one history per row (see the module docstring). Every
+        retriever implements it; this fallback repeats the history N times and runs a
+        per-target `call` override on B*N rows."""
+        if type(self).call is Retrieval.call:
+            raise NotImplementedError(f"{type(self).__name__} implements neither call_many "
+                                      "nor call")
         return unflatten(self(flatten_many(inputs)), tf.shape(inputs["target"])[:2])
 
     @classmethod

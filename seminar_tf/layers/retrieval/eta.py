@@ -38,9 +38,6 @@ class EtaRetrieval(Retrieval):
         st = self.signatures(inputs["target"])
         return tf.einsum("bn,bln->bl", st, self.signatures(inputs["keys"]))
 
-    def call(self, inputs):
-        return masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)
-
     def call_many(self, inputs):
         st = self.signatures(inputs["target"])  # (B, N, bits)
         sh = self.signatures(inputs["keys"])  # (B, L, bits), once per history

@@ -37,9 +37,6 @@ class ExactTargetRetrieval(Retrieval):
         u = self.attention.query_in_key_space(inputs["target"])
         return tf.einsum("bd,bld->bl", u, inputs["keys"])
 
-    def call(self, inputs):
-        return masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)
-
     def scores_many(self, inputs):
         """(B, N, L): one (N x d) . (d x L) product per history, with the target mapped
         into key space (`u`, see `MultiHeadTargetAttention.query_in_key_space`)."""

@@ -39,22 +39,19 @@ class QinRetrieval(Retrieval):
         batch_dims = stage["indices"].shape.rank - 1
         return {k: tf.gather(v, order, batch_dims=batch_dims) for k, v in stage.items()}
 
-    def call(self, inputs):
-        keys, mask = inputs["keys"], inputs["mask"]
-        s1 = tf.einsum("bd,bld->bl", inputs["target_query"], keys)
-        stage1 = self._in_time_order(masked_top_k(s1, mask, self._first_k(keys)))
-        sub_keys = tf.gather(keys, stage1["indices"], batch_dims=1)
-        u = self.attention.query_in_key_space(inputs["target"])
-        stage2 = masked_top_k(tf.einsum("bd,bkd->bk", u, sub_keys), stage1["valid"],
-                              self.top_k)
-        stage2["indices"] = tf.gather(stage1["indices"], stage2["indices"], batch_dims=1)
-        return stage2
-
     def call_many(self, inputs):
+        """The query stage once per row when the N targets share the row's query
+        (`row_query`, as in `rank`), broadcast to them; else once per target."""
         keys, mask = inputs["keys"], inputs["mask"]
-        s1 = tf.einsum("bnd,bld->bnl", inputs["target_query"], keys)
-        stage1 = self._in_time_order(masked_top_k(s1, mask[:, None, :],
-                                                  self._first_k(keys)))  # (B, N, k1)
+        k1 = self._first_k(keys)
+        if "row_query" in inputs:
+            s1 = tf.einsum("bd,bld->bl", inputs["row_query"], keys)
+            shared = self._in_time_order(masked_top_k(s1, mask, k1))  # (B, k1)
+            shape = tf.concat([tf.shape(inputs["target"])[:2], [k1]], 0)
+            stage1 = {k: tf.broadcast_to(v[:, None], shape) for k, v in shared.items()}
+        else:
+            s1 = tf.einsum("bnd,bld->bnl", inputs["target_query"], keys)
+            stage1 = self._in_time_order(masked_top_k(s1, mask[:, None, :], k1))  # (B, N, k1)
         sub_keys = tf.gather(keys, stage1["indices"], batch_dims=1)  # (B, N, k1, d)
         u = per_candidate(self.attention.query_in_key_space, inputs["target"])  # (B, N, d)
         stage2 = masked_top_k(tf.einsum("bnd,bnkd->bnk", u, sub_keys), stage1["valid"],

@@ -21,11 +21,6 @@ class SimHardRetrieval(Retrieval):
         super().__init__(top_k, **kwargs)
         self.attr_index = attr_index
 
-    def call(self, inputs):
-        t = inputs["target_attrs"][:, self.attr_index][:, None]  # (B, 1)
-        h = inputs["hist_attrs"][:, :, self.attr_index]  # (B, L)
-        return self._select(t, h, inputs["mask"])
-
     def call_many(self, inputs):
         t = inputs["target_attrs"][..., self.attr_index][..., None]  # (B, N, 1)
         h = inputs["hist_attrs"][:, None, :, self.attr_index]  # (B, 1, L)

@@ -34,13 +34,6 @@ class SimSoftRetrieval(Retrieval):
         h = self.embedding(inputs["hist_items"])
         return tf.einsum("bd,bld->bl", t, h) / tf.sqrt(float(self.dim))
 
-    def call(self, inputs):
-        out = masked_top_k(self.scores(inputs), inputs["mask"], self.top_k)
-        w = masked_softmax(out["scores"], out["valid"])
-        h = self.embedding(tf.gather(inputs["hist_items"], out["indices"], batch_dims=1))
-        out["summary"] = tf.einsum("bk,bkd->bd", w, h)
-        return out
-
     def call_many(self, inputs):
         t = self.embedding(inputs["target_item"])  # (B, N, d)
         h = self.embedding(inputs["hist_items"])  # (B, L, d), once per history
