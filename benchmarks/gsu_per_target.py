@@ -47,8 +47,8 @@ def main():
     for L in args.lengths:
         cfg = model_config("seminar", SeminarConfig().replace(
             data=dict(max_seq_len=L, item_vocab_size=50_000, query_vocab_size=5_000),
-            model=dict(embedding_dim=64, num_heads=4, top_k=100, gsu="pq"),
-            pq=dict(num_subspaces=16, num_codewords=256)))
+            model=dict(embedding_dim=64, num_heads=4, top_k=100)))
+        cfg = cfg.replace(model={"gsu": "pq"}, pq=dict(num_subspaces=16, num_codewords=256))
         model = build_model(cfg)
         rng = np.random.default_rng(0)
         gsu = model.gsu
