@@ -72,6 +72,14 @@ def _rng(seed: int, *keys) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
 
+def unique_events(events: Iterable[Event]) -> List[Event]:
+    """A user's events with exact duplicate rows counted once, in input order: the one
+    de-duplication of the counting pass (`shards.scan_shard`) and the writing pass
+    (`shards.WriteShard`), so that both see the same events and the same split (a
+    duplicated last positive must not move the training boundary)."""
+    return list(dict.fromkeys(events))
+
+
 def train_time_events(events: Iterable[Event], options: BuildOptions) -> List[Event]:
     """The user's events before their first validation / test target, in input order: what
     vocabularies and popularity may be built from (the same split rules as

@@ -30,7 +30,7 @@ from beam_pipelines import fileio
 from beam_pipelines import records as R
 from beam_pipelines.ranks import bucket_of, merged, requests_by_bucket
 from beam_pipelines.sequences import (BuildOptions, Sampler, UserPlan, plan_examples,
-                                      plan_user, train_time_events)
+                                      plan_user, train_time_events, unique_events)
 from beam_pipelines.vocab import IdRows, KeyIds
 from seminar_tf import features as F
 from seminar_tf.data import store
@@ -119,7 +119,7 @@ def scan_shard(shard_batches, options: BuildOptions, buckets: int, output: str):
         users.append(user)
         items.update(e[2] for e in events if e[2])
         tokens.update(tok for e in events for tok in e[3])
-        train = train_time_events(events, options)
+        train = train_time_events(unique_events(events), options)
         if train:
             counts[("users", user)] += len(train)
         counts.update(("items", e[2]) for e in train)
@@ -267,7 +267,7 @@ class WriteShard(beam.DoFn):
         stats: collections.Counter = collections.Counter()
         # plain field tuples unless queries are synthesised (that code reads Event fields)
         for user, events in users_of(blobs, events=self.synth_queries):
-            unique = list(dict.fromkeys(events))  # exact duplicate rows count once
+            unique = unique_events(events)  # exact duplicate rows count once
             stats[("rows", "duplicate_events")] += len(events) - len(unique)
             if self.synth_queries:
                 unique = synthesize_queries(unique, look.titles)

@@ -10,6 +10,8 @@ The floors are folders: the model library is this package's own modules and subp
 workflows are `seminar_tf.workflows`, the orchestration is `seminar_tf.orchestration`
 (docs/design.md, section 2).
 """
+import sys
+
 from seminar_tf._keras_mode import ensure_legacy_keras as _ensure_legacy_keras
 
 _ensure_legacy_keras()
@@ -26,6 +28,31 @@ __all__ = list(_API)
 _MOVED = {"training": "training", "evaluation": "evaluation", "pretraining": "pretraining",
           "export": "export", "model_dir": "model_dir", "api": "api",
           "codebooks": "codebook_build"}
+
+
+class _MovedModules:
+    """`import seminar_tf.training` (and the other moved workflow modules): the module of
+    its new home under its old name (a meta path finder, no file at the old path)."""
+
+    @staticmethod
+    def find_spec(fullname, path=None, target=None):
+        import importlib.util
+        prefix, _, name = fullname.partition(".")
+        if prefix != "seminar_tf" or name not in _MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, _MovedModules())
+
+    @staticmethod
+    def create_module(spec):
+        import importlib
+        return importlib.import_module(f"seminar_tf.workflows.{_MOVED[spec.name[11:]]}")
+
+    @staticmethod
+    def exec_module(module):
+        pass
+
+
+sys.meta_path.append(_MovedModules())
 
 
 def __getattr__(name):

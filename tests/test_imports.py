@@ -142,3 +142,16 @@ def test_no_module_name_in_two_packages():
         seen.setdefault(base, set()).add(m.split(".")[0])
     dup = {b: sorted(pkgs) for b, pkgs in seen.items() if len(pkgs) > 1}
     assert not dup, dup
+
+
+def test_moved_workflow_modules_keep_their_old_paths():
+    """Notebooks and scripts that import the workflows by their pre-folder paths still do."""
+    import importlib
+
+    import seminar_tf
+    for old, new in seminar_tf._MOVED.items():
+        moved = importlib.import_module(f"seminar_tf.workflows.{new}")
+        assert importlib.import_module(f"seminar_tf.{old}") is moved
+        assert getattr(seminar_tf, old) is moved
+    from seminar_tf.pretraining import restore_into_ranker  # noqa: F401
+    from seminar_tf.training import load_model  # noqa: F401

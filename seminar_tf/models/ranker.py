@@ -96,8 +96,9 @@ class LifelongRanker(tfrs.models.Model):
             [mlp(m.tower_units, m.dropout, f"{t}_tower"),
              tf.keras.layers.Dense(1, name=f"{t}_logit")], name=f"{t}_head") for t in m.tasks}
         self.ranking_tasks = {t: tfrs.tasks.Ranking(
-            # summed here and divided by the *global* batch size in compute_loss, so that
-            # gradients summed across replicas (tf.distribute) equal the single-device mean
+            # summed here and divided by the all-replica count of real targets in
+            # compute_loss, so that gradients summed across replicas (tf.distribute) equal
+            # the single-device mean
             loss=tf.keras.losses.BinaryCrossentropy(
                 from_logits=True, reduction=tf.keras.losses.Reduction.SUM),
             metrics=[tf.keras.metrics.AUC(from_logits=True, name=f"{t}_auc")],
@@ -366,14 +367,19 @@ class LifelongRanker(tfrs.models.Model):
             out = self(features, training=training)
             weights = tf.ones_like(features[F.LABEL], tf.float32)
         labels = tf.cast(features[F.LABEL], tf.float32)
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        global_batch = tf.reduce_sum(weights) * replicas
+        # a mean over the real targets of *all* replicas: each replica divides its sum by the
+        # all-reduced count, so the gradients summed across replicas equal the single-device
+        # mean even where replicas carry different numbers of real targets (timeline batches)
+        count = tf.reduce_sum(weights)
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None and ctx.num_replicas_in_sync > 1:
+            count = ctx.all_reduce(tf.distribute.ReduceOp.SUM, count)
         loss = 0.0
         for t, w in self.task_weights(features[F.TARGET_SOURCE]).items():
             loss += self.ranking_tasks[t](labels=labels[:, None], predictions=out[t][:, None],
                                           sample_weight=w * weights, training=training)
         self.auc.update_state(labels, out["logit"], sample_weight=weights)
-        return loss / global_batch
+        return loss / tf.maximum(count, 1.0)
 
     def get_config(self):
         return {"config": self.config.to_dict()}

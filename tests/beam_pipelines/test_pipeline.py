@@ -235,3 +235,28 @@ def test_vocabularies_and_popularity_from_the_training_split(tmp_path, vocab_fro
     vocab_ids = set(range(F.FIRST_ID, F.FIRST_ID + len(items)))
     for ex in map(_parse_one, _examples(out, "train")):
         assert ex["target_item"][0] in vocab_ids
+
+
+def test_a_duplicated_last_positive_leaves_the_vocabulary_unchanged(tmp_path):
+    """Items seen only at validation (t=4) or test (t=5) time get no id; a duplicated row of
+    a user's last positive (the test target) must not move that user's training boundary
+    onto the test time, which would let the validation-only item into the vocabulary."""
+    def run(name, duplicate):
+        d = str(tmp_path / name)
+        rows = []
+        for u in range(3):  # 5 clicks each: train (t=1..3), valid (t=4), test (t=5)
+            for t in range(1, 6):
+                item = {4: f"val{u}", 5: f"late{u}"}.get(t, f"i{(u + t) % 4}")
+                rows.append({"user_id": f"u{u}", "item_id": item, "timestamp": 1000 * t,
+                             "query": ["q"], "label": 1})
+        if duplicate:
+            rows.append(dict(rows[4]))  # u0's last positive, twice
+        _write_jsonl(os.path.join(d, "events.jsonl"), rows)
+        out = str(tmp_path / f"out_{name}")
+        stats = pipeline.run("events", d, out, max_seq_len=4, num_candidates=3)
+        return _vocab(out, "items"), stats
+    items, _ = run("plain", False)
+    items_dup, stats = run("dup", True)
+    assert not {"val0", "val1", "val2", "late0"} & set(items)
+    assert items_dup == items
+    assert stats["rows"]["duplicate_events"] == 1

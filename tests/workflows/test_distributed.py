@@ -91,3 +91,43 @@ def test_parameter_server_cluster_trains(tiny_dataset, tmp_path):
         for s in servers:
             s.kill()
             s.wait()
+
+
+UNEVEN = r"""
+import os, sys
+sys.path.insert(0, sys.argv[1])
+import seminar_tf  # noqa: F401  (Keras 2 first)
+import numpy as np
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+from helpers import random_batch, tiny_config, tiny_item_table
+from seminar_tf.models.registry import build_model, model_config
+cfg = model_config("twin", tiny_config(dropout=0.0))
+reference = build_model(cfg, item_table=tiny_item_table(cfg))  # one device
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = build_model(cfg, item_table=tiny_item_table(cfg))
+model.set_weights(reference.get_weights())
+batch = random_batch(cfg, batch=10, seed=3)
+single = float(reference.compute_loss(batch))
+split = {0: slice(0, 3), 1: slice(3, 10)}  # 3 and 7 real targets
+values = strategy.experimental_distribute_values_from_function(
+    lambda ctx: {k: v[split[ctx.replica_id_in_sync_group]] for k, v in batch.items()})
+per_replica = strategy.run(tf.function(lambda b: model.compute_loss(b)), args=(values,))
+total = float(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
+print("LOSSES", single, total)
+"""
+
+
+def test_uneven_replicas_loss_equals_the_single_device_loss(tmp_path):
+    """Two replicas with 3 and 7 real targets: the replicas' losses sum to the mean over all
+    10 targets (each divides by the all-reduced count), not to a mean of the two means."""
+    script = tmp_path / "uneven.py"
+    script.write_text(UNEVEN)
+    tests_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, str(script), tests_dir], capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single, total = map(float, r.stdout.split("LOSSES")[1].split())
+    np.testing.assert_allclose(total, single, rtol=1e-5)
