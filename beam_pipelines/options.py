@@ -63,6 +63,10 @@ class PreprocessOptions:
     shards: Optional[int] = _opt(None, "output shards; users are hashed to shards, each built "
                                  "and written by one worker (default: 4 per 100 MB of input, "
                                  ">= 8)")
+    timestamp_unit: str = _opt(
+        "auto", "events source: the unit of `timestamp` for the whole input (auto: ms if any "
+        "of the first 1,000 rows is >= 1e11, else s; recorded in stats.json)",
+        ("auto", "s", "ms"))
     multiprocess: bool = _opt(False, "DirectRunner with one process per core")
     sampler_top: int = _opt(1_000_000, "negative sampler: items kept by count")
     tail_sample: int = _opt(1_000_000, "negative sampler: uniform sample of the other items")

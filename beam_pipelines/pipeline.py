@@ -100,7 +100,8 @@ def build_pipeline(p: beam.Pipeline, spec: SourceSpec, output: str,
               | "Files" >> beam.Create(file_splits(spec.files))
               | "Spread" >> beam.Reshuffle()
               | "ReadParse" >> beam.ParDo(ReadAndParse(
-                  spec.source, spec.encoding, shards=shards)).with_outputs(
+                  spec.source, spec.encoding, shards=shards,
+                  timestamp_unit=spec.timestamp_unit)).with_outputs(
                   "dead", "rows", "event_batches", "lines", main="records"))
     records = parsed.records
     items = records | "Items" >> beam.Filter(lambda r: isinstance(r, R.ItemRecord))
@@ -264,6 +265,11 @@ def run(source: str, input_dir: str, output: str,
     title_tokens, shards, fmt, synth_queries = o.title_tokens, o.shards, o.fmt, o.synth_queries
     source_cls = source_class(source)
     spec = source_cls.find(input_dir)
+    if o.timestamp_unit != "auto":
+        if spec.timestamp_unit is None:
+            raise ValueError(f"--timestamp-unit applies to sources whose unit varies by "
+                             f"input (events), not {source!r}")
+        spec = dataclasses.replace(spec, timestamp_unit=o.timestamp_unit)
     fileio.makedirs(output)
     setup_log(output)
     meta_path = fileio.join(input_dir, "meta.json")
@@ -333,6 +339,7 @@ def run(source: str, input_dir: str, output: str,
         "rows": row_accounting(summary["rows"], sum(summary["dead_letters"].values())),
         "vocab_sizes": sizes, "item_table": table_stats, "options": options._asdict(),
         "synth_queries": synth_queries, "has_negatives": spec.has_negatives,
+        "timestamp_unit": spec.timestamp_unit,
         "format": fmt, "shards": shards,
     }
     fileio.write_json(fileio.join(output, "stats.json"), stats)

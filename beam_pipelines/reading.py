@@ -3,8 +3,11 @@ row accounted for (parsed, dead-lettered with a reason, or a named skip)."""
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
+import inspect
 import json
+import math
 import os
 import zlib
 from typing import List, Optional, Sequence, Tuple
@@ -34,6 +37,28 @@ def any_has_key(paths: Sequence[str], key: str, probe: int = 1000) -> bool:
     return False
 
 
+def first_values(paths: Sequence[str], key: str, probe: int = 1000) -> list:
+    """Numeric values of `key` in the first `probe` JSON rows of the files (malformed rows
+    and non-numbers skipped: the reader dead-letters them later)."""
+    out = []
+    for p in paths:
+        with open_file(p) as f:
+            try:
+                for raw in f:
+                    if len(out) >= probe:
+                        return out
+                    try:
+                        value = float(json.loads(raw).get(key))
+                    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError,
+                            TypeError, ValueError):
+                        continue
+                    if math.isfinite(value):
+                        out.append(value)
+            except (OSError, EOFError, zlib.error):
+                continue
+    return out
+
+
 def open_file(path: str):
     """Opens a local or remote (any Beam filesystem) file for reading bytes, gunzipping
     `.gz` files."""
@@ -57,13 +82,20 @@ class ReadAndParse(beam.DoFn):
     row naming the line it broke at, instead of failing the job.
     """
 
-    def __init__(self, source: str, encoding: str, shards: int = 0, chunk: int = 20000):
+    def __init__(self, source: str, encoding: str, shards: int = 0, chunk: int = 20000,
+                 timestamp_unit: Optional[str] = None):
         self.source, self.encoding = source, encoding
+        self.timestamp_unit = timestamp_unit
         self.shards, self.chunk = shards, chunk
         self.rows = Metrics.counter("preprocess", "rows")
 
     def setup(self):
-        self.parsers = source_class(self.source).parsers
+        self.parsers = dict(source_class(self.source).parsers)
+        for kind, (parser, fmt) in self.parsers.items():  # the input's one timestamp unit
+            if self.timestamp_unit and "timestamp_unit" in inspect.signature(
+                    parser).parameters:
+                self.parsers[kind] = (functools.partial(
+                    parser, timestamp_unit=self.timestamp_unit), fmt)
         self.columns = source_class(self.source).columns
 
     def process(self, split):

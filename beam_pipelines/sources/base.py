@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import os
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -21,6 +21,7 @@ class SourceSpec:
     files: List[Tuple[str, str]]
     encoding: str = "utf-8"
     has_negatives: bool = True
+    timestamp_unit: Optional[str] = None  # "s" / "ms" for sources whose unit varies by input
 
 
 class Source(abc.ABC):

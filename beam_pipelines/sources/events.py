@@ -8,7 +8,9 @@ from beam_pipelines.records import (SOURCE_REC, SOURCE_SEARCH, Event, ItemRecord
 from beam_pipelines.sources.base import Source, SourceSpec
 
 
-def generic_event(line: str) -> Event:
+def generic_event(line: str, timestamp_unit: str = "ms") -> Event:
+    """One events*.jsonl row; `timestamp` in `timestamp_unit` ("s" or "ms"), decided once
+    for the whole input (`GenericEvents.find`, or `--timestamp-unit`), never per row."""
     obj = json_object(line)
     query = obj.get("query")
     if query is None:
@@ -31,7 +33,7 @@ def generic_event(line: str) -> Event:
     label = obj.get("label", 1.0)
     return Event(user=parse_string_id(obj.get("user_id"), "user_id"),
                  timestamp_ms=parse_timestamp_ms(obj.get("timestamp"), "timestamp",
-                                                 unit="auto"),
+                                                 unit=timestamp_unit),
                  item=parse_string_id(obj.get("item_id"), "item_id"), query=tokens,
                  label=1.0 if parse_number(label, "label") > 0 else 0.0, source=source)
 
@@ -70,5 +72,15 @@ class GenericEvents(Source):
         files = cls.need(input_dir, "generic_event", "events*.jsonl", "events*.jsonl.gz",
                          "events*.json")
         files += cls.optional(input_dir, "generic_item", "items*.jsonl", "items*.jsonl.gz")
-        has_label = any_has_key([p for k, p in files if k == "generic_event"], "label")
-        return SourceSpec(cls.name, files, has_negatives=has_label)
+        events = [p for k, p in files if k == "generic_event"]
+        return SourceSpec(cls.name, files, has_negatives=any_has_key(events, "label"),
+                          timestamp_unit=probe_timestamp_unit(events))
+
+
+def probe_timestamp_unit(paths, probe: int = 1000) -> str:
+    """The unit of the input's `timestamp` values, decided once from its first rows: "ms"
+    if any probed value is >= 1e11 (a Unix time in ms after 1973), else "s". Relative
+    millisecond clocks below 1e11 need `--timestamp-unit ms`."""
+    from beam_pipelines.reading import first_values
+    values = first_values(paths, "timestamp", probe)
+    return "ms" if any(v >= 1e11 for v in values) else "s"

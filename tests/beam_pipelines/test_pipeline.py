@@ -260,3 +260,24 @@ def test_a_duplicated_last_positive_leaves_the_vocabulary_unchanged(tmp_path):
     assert not {"val0", "val1", "val2", "late0"} & set(items)
     assert items_dup == items
     assert stats["rows"]["duplicate_events"] == 1
+
+
+@pytest.mark.parametrize("unit,scale,expect", [("auto", 1, "s"), ("auto", 1000, "ms"),
+                                               ("ms", 1, "ms")])
+def test_events_timestamp_unit_is_decided_once_per_input(tmp_path, unit, scale, expect):
+    """One unit for the whole input: seconds (auto, all < 1e11), Unix milliseconds (auto),
+    or a relative millisecond clock named by the flag; recorded in stats.json. Before, each
+    row was guessed alone: a relative ms clock was read as seconds."""
+    d = str(tmp_path / "in")
+    base = 1_700_000_000 * scale if unit == "auto" else 5_000
+    rows = [{"user_id": f"u{u}", "item_id": f"i{(u + t) % 5}", "timestamp": base + 60 * t,
+             "label": 1} for u in range(3) for t in range(1, 7)]
+    _write_jsonl(os.path.join(d, "events.jsonl"), rows)
+    out = str(tmp_path / "out")
+    stats = pipeline.run("events", d, out, max_seq_len=4, num_candidates=3,
+                         timestamp_unit=unit)
+    assert stats["timestamp_unit"] == expect
+    seconds = 60.0 if expect == "s" else 0.060  # consecutive events are 60 units apart
+    ex = [_parse_one(r) for r in _examples(out, "test")]
+    gaps = [g for e in ex for g in e["hist_time_gaps"] if g > 0]
+    assert gaps and min(gaps) == pytest.approx(seconds, rel=1e-3)
