@@ -1,10 +1,11 @@
 """Request errors and the one mapping from any failure to a gRPC status and an HTTP code.
 
 Every failure a request can meet ends here, so gRPC and REST answer the same way:
-a `RequestError` keeps its own code; TensorFlow errors raised while parsing or running a
-signature on the request's data are the request's fault (INVALID_ARGUMENT, or
-RESOURCE_EXHAUSTED when TF ran out of memory for it); anything else is INTERNAL. No failure
-reaches the client as UNKNOWN.
+a `RequestError` keeps its own code; a TensorFlow error raised while parsing or running a
+signature on the request's data keeps the kernel's own code, as TensorFlow Serving passes it
+through (InvalidArgument -> INVALID_ARGUMENT, NotFound -> NOT_FOUND, DataLoss -> DATA_LOSS,
+...), with TensorFlow Serving's HTTP mapping for REST (`HTTP_STATUS`); Python conversion
+errors of request values are INVALID_ARGUMENT; anything else is INTERNAL.
 """
 from __future__ import annotations
 
@@ -12,12 +13,17 @@ from typing import Tuple
 
 import grpc
 
-# gRPC status -> HTTP status of TF Serving's REST API.
-HTTP_STATUS = {grpc.StatusCode.OK: 200, grpc.StatusCode.INVALID_ARGUMENT: 400,
-               grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.UNIMPLEMENTED: 501,
-               grpc.StatusCode.RESOURCE_EXHAUSTED: 413, grpc.StatusCode.INTERNAL: 500,
-               grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.FAILED_PRECONDITION: 400,
-               grpc.StatusCode.DEADLINE_EXCEEDED: 408}
+_C = grpc.StatusCode
+# status -> HTTP status, as TensorFlow Serving's REST server maps them (a RequestError may
+# name its own, e.g. 413 for a body over the limit, 408 for a request read too slowly)
+HTTP_STATUS = {_C.OK: 200, _C.CANCELLED: 499, _C.UNKNOWN: 500, _C.INVALID_ARGUMENT: 400,
+               _C.DEADLINE_EXCEEDED: 504, _C.NOT_FOUND: 404, _C.ALREADY_EXISTS: 409,
+               _C.PERMISSION_DENIED: 403, _C.RESOURCE_EXHAUSTED: 429,
+               _C.FAILED_PRECONDITION: 400, _C.ABORTED: 409, _C.OUT_OF_RANGE: 400,
+               _C.UNIMPLEMENTED: 501, _C.INTERNAL: 500, _C.UNAVAILABLE: 503,
+               _C.DATA_LOSS: 500, _C.UNAUTHENTICATED: 401}
+# TensorFlow's error codes are gRPC's numbers
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class RequestError(Exception):
@@ -51,15 +57,11 @@ def classify(err: BaseException, where: str = "") -> Tuple[grpc.StatusCode, str,
     prefix = f"{where}: " if where else ""
     if isinstance(err, RequestError):
         return err.code, str(err), err.http_status
-    if isinstance(err, tf.errors.ResourceExhaustedError):
-        return (grpc.StatusCode.RESOURCE_EXHAUSTED, prefix + _first_line(err.message), 413)
-    if isinstance(err, (tf.errors.InvalidArgumentError, tf.errors.OutOfRangeError,
-                        tf.errors.FailedPreconditionError, tf.errors.UnimplementedError,
-                        tf.errors.NotFoundError, tf.errors.UnknownError,
-                        tf.errors.DataLossError)):
-        # raised by kernels on the request's data (bad serialized Example, out-of-range id)
-        return (grpc.StatusCode.INVALID_ARGUMENT,
-                f"{prefix}{type(err).__name__}: {_first_line(err.message)}", 400)
+    if isinstance(err, tf.errors.OpError):
+        # raised by a kernel on the request's data: its own code, as TF Serving answers
+        code = _BY_NUMBER.get(err.error_code, grpc.StatusCode.UNKNOWN)
+        return (code, f"{prefix}{type(err).__name__}: {_first_line(err.message)}",
+                HTTP_STATUS.get(code, 500))
     if isinstance(err, (ValueError, TypeError, OverflowError, RecursionError)):
         # conversions of request values (e.g. an int too large for the input's dtype)
         return grpc.StatusCode.INVALID_ARGUMENT, f"{prefix}{type(err).__name__}: {err}", 400

@@ -20,6 +20,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import threading
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -30,6 +31,7 @@ import tensorflow as tf
 from serving.errors import RequestError
 
 LOG = logging.getLogger("serving")
+VERSION_RE = re.compile(r"[0-9]{1,18}")  # a version folder: ASCII digits only
 Fingerprint = Tuple[Tuple[str, int, int], ...]
 
 
@@ -127,6 +129,7 @@ class ModelManager:
         self._seen: Dict[int, Tuple[Fingerprint, float]] = {}
         self.failed: Dict[int, Tuple[Fingerprint, str]] = {}
         self.unloaded: List[int] = []
+        self._skipped: set = set()
 
     @property
     def load_errors(self) -> Dict[int, str]:
@@ -137,7 +140,16 @@ class ModelManager:
         d = os.path.join(self.base, self.name)
         if not os.path.isdir(d):
             return []
-        return sorted(int(v) for v in os.listdir(d) if v.isdigit())
+        versions = []
+        for v in os.listdir(d):
+            if VERSION_RE.fullmatch(v):
+                versions.append(int(v))
+            elif v not in self._skipped and os.path.isdir(os.path.join(d, v)) \
+                    and not v.startswith("."):
+                self._skipped.add(v)  # logged once: e.g. "²" (isdigit) or "v2"
+                LOG.warning(json.dumps({"event": "version_folder_skipped", "model": self.name,
+                                        "folder": v, "reason": "not ASCII digits"}))
+        return sorted(versions)
 
     def _settled(self, version: int, path: str, now: float) -> Optional[Fingerprint]:
         """The version's fingerprint once it is complete and unchanged long enough."""
@@ -204,7 +216,10 @@ class ModelManager:
                              "version": model.version, "drained": drained}))
 
     def start(self) -> "ModelManager":
-        self.poll_once()
+        try:  # the first poll as guarded as the others: the server starts and keeps polling
+            self.poll_once()
+        except Exception:
+            LOG.exception("first version poll failed; retrying at the next poll")
         self._thread = threading.Thread(target=self._loop, name="version-poller", daemon=True)
         self._thread.start()
         return self

@@ -6,16 +6,21 @@
 
 The body is checked before it is read: `Content-Length` missing (or chunked) → 411, not a
 non-negative integer → 400, over the limit → 413 (the body is not drained; the connection is
-closed). Reads time out after `read_timeout` seconds (408). Every error, including malformed
-request lines and unsupported methods, is JSON in TF Serving's `{"error": "..."}` shape.
+closed). A request (line, headers and body) must arrive within `request_deadline` seconds
+of its first byte being awaited, however slowly it trickles (408, connection closed), and
+single reads time out after `read_timeout`. Past `max_connections` open connections a new one
+is answered 503 at once and closed (`BoundedHTTPServer`): a crowd of slow clients costs
+connections, never the compute of the others. Every error, including malformed request lines
+and unsupported methods, is JSON in TF Serving's `{"error": "..."}` shape.
 """
 from __future__ import annotations
 
 import json
 import logging
 import socket
+import threading
 import time
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Tuple
 
 import grpc
@@ -40,6 +45,29 @@ class RestHandler(BaseHTTPRequestHandler):
     max_body: int
     protocol_version = "HTTP/1.1"
     timeout = 30.0  # socket timeout: a client that stops sending cannot hold a thread
+    request_deadline = 10.0  # the whole request, however slowly it trickles in
+
+    def handle_one_request(self):
+        """One request under the whole-request deadline: if its line, headers and body have
+        not all arrived in `request_deadline` seconds, the reading side is shut down (the
+        pending read ends) and the request is answered 408 if it got that far."""
+        self._received, self._expired = threading.Event(), False
+        timer = threading.Timer(self.request_deadline, self._expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            timer.cancel()
+
+    def _expire(self):
+        if not self._received.is_set():
+            self._expired = True
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already closed
 
     def log_message(self, fmt, *args):  # structured logs instead of stderr lines
         LOG.debug(json.dumps({"event": "http", "line": fmt % args}))
@@ -137,19 +165,27 @@ class RestHandler(BaseHTTPRequestHandler):
         if length > self.max_body:
             self.close_connection = True  # the body is not drained: the connection ends
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                               f"request of {length} bytes exceeds the limit {self.max_body}")
+                               f"request of {length} bytes exceeds the limit {self.max_body}",
+                               http_status=413)
         try:
             body = self.rfile.read(length)
-        except (socket.timeout, TimeoutError) as e:
+        except (socket.timeout, TimeoutError, OSError) as e:
             self.close_connection = True
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
-                               f"request body not received within {self.timeout} s") from e
+                               f"request body not received within {self.timeout} s",
+                               http_status=408) from e
+        if self._expired:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"request not received within {self.request_deadline} s",
+                               http_status=408)
+        self._received.set()
         if len(body) != length:
             self.close_connection = True
             raise invalid(f"request body has {len(body)} of the announced {length} bytes")
         return body
 
     def do_GET(self):
+        self._received.set()
         if self.path.split("?")[0] == "/monitoring/prometheus/metrics":
             return self._send(200, self.metrics.render(), CONTENT_TYPE)
         self._handle("GET", self._get)
@@ -205,8 +241,45 @@ class RestHandler(BaseHTTPRequestHandler):
 
 
 def make_handler(manager: ModelManager, metrics: Metrics, max_batch: int, max_body: int,
-                 read_timeout: float = 30.0):
+                 read_timeout: float = 30.0, request_deadline: float = 10.0):
     """A RestHandler class bound to one manager (http.server instantiates per connection)."""
     return type("Handler", (RestHandler,), {"manager": manager, "metrics": metrics,
                                             "max_batch": max_batch, "max_body": max_body,
-                                            "timeout": read_timeout})
+                                            "timeout": read_timeout,
+                                            "request_deadline": request_deadline})
+
+
+class BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once: past that a new
+    connection is answered 503 (JSON error) at once and closed, without a thread."""
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections: int, metrics: Metrics):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections, self.metrics = max_connections, metrics
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            body = json.dumps({"error": f"server busy: {self.max_connections} connections "
+                                        "open; retry later"}).encode()
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                b"application/json\r\nConnection: close\r\nContent-Length: "
+                                + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass  # the client is gone
+            self.metrics.record("rest", "connect", grpc.StatusCode.UNAVAILABLE.name, 0.0)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()

@@ -19,7 +19,6 @@ import logging
 import os
 import signal
 import threading
-from http.server import ThreadingHTTPServer
 from typing import Optional
 
 import seminar_tf  # noqa: F401  (Keras mode before TensorFlow)
@@ -29,7 +28,7 @@ from serving.errors import RequestError  # noqa: F401  (re-exported for callers)
 from serving.grpc_api import add_services
 from serving.monitoring import Metrics
 from serving.models import ModelManager
-from serving.rest_api import make_handler
+from serving.rest_api import BoundedHTTPServer, make_handler
 
 LOG = logging.getLogger("serving")
 MAX_REQUEST_BYTES = 64 * 2**20
@@ -45,26 +44,38 @@ class Server:
         poll_seconds, settle_seconds: version polling (see `serving.models`).
         max_batch: the largest batch one request may carry.
         max_request_bytes: the largest gRPC message / REST body accepted.
-        workers: gRPC worker threads.
+        workers: gRPC worker threads (the compute pool of gRPC requests).
+        read_timeout: seconds one REST socket read may wait.
+        request_deadline: seconds a whole REST request (line, headers, body) may take to
+            arrive (408 and closed past it).
+        max_connections: open REST connections at most (503 at once past it).
+        max_concurrent_rpcs: gRPC calls in flight at most (RESOURCE_EXHAUSTED past it).
+
+    Memory per request is bounded by `max_request_bytes` (the message or body) plus the
+    decoded tensors of at most `max_batch` rows; at most `max_concurrent_rpcs` gRPC and
+    `max_connections` REST requests are in memory at once.
     """
 
     def __init__(self, base: str, name: str, host: str = "127.0.0.1", grpc_port: int = 8500,
                  rest_port: int = 8501, poll_seconds: float = 2.0, max_batch: int = 1024,
                  workers: Optional[int] = None, settle_seconds: float = 1.0,
-                 max_request_bytes: int = MAX_REQUEST_BYTES, read_timeout: float = 30.0):
+                 max_request_bytes: int = MAX_REQUEST_BYTES, read_timeout: float = 30.0,
+                 request_deadline: float = 10.0, max_connections: int = 128,
+                 max_concurrent_rpcs: int = 64):
         self.manager = ModelManager(base, name, poll_seconds, settle_seconds)
         self.metrics = Metrics(name)
         workers = workers or max(4, 4 * (os.cpu_count() or 1))
         opts = [("grpc.max_receive_message_length", max_request_bytes),
                 ("grpc.max_send_message_length", max_request_bytes)]
-        self.grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(workers), options=opts)
+        self.grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(workers), options=opts,
+                                maximum_concurrent_rpcs=max_concurrent_rpcs)
         add_services(self.grpc, self.manager, self.metrics, max_batch)
         self.grpc_port = self.grpc.add_insecure_port(f"{host}:{grpc_port}")
         if self.grpc_port == 0:
             raise OSError(f"cannot bind gRPC to {host}:{grpc_port}")
-        self.http = ThreadingHTTPServer((host, rest_port), make_handler(
-            self.manager, self.metrics, max_batch, max_request_bytes, read_timeout))
-        self.http.daemon_threads = True
+        self.http = BoundedHTTPServer((host, rest_port), make_handler(
+            self.manager, self.metrics, max_batch, max_request_bytes, read_timeout,
+            request_deadline), max_connections, self.metrics)
         self.rest_port = self.http.server_address[1]
         self.host = host
 

@@ -1,0 +1,144 @@
+"""The server's bounds: slow clients cut at the whole-request deadline, connections past the
+limit refused with 503 at once, TensorFlow's status codes passed through as TF Serving does,
+version folders of ASCII digits only."""
+import json
+import os
+import shutil
+import socket
+import time
+
+import grpc
+import pytest
+import tensorflow as tf
+
+from serving.errors import classify
+from serving.models import ModelManager
+from serving.server import Server
+
+NAME = "seminar"
+
+
+@pytest.fixture()
+def bounded(tmp_path):
+    s = Server(str(tmp_path / "none"), NAME, grpc_port=0, rest_port=0, poll_seconds=60,
+               read_timeout=5.0, request_deadline=1.0, max_connections=2).start()
+    yield s
+    s.stop()
+
+
+def _read_answer(sock, wait=5.0):
+    sock.settimeout(wait)
+    data = b""
+    try:
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    except OSError:
+        pass
+    return data
+
+
+def test_a_trickling_request_is_cut_at_the_deadline(bounded):
+    """A body sent a byte every 0.3 s: answered 408 and closed about when the 1 s deadline
+    passes (a per-read timeout alone would wait forever)."""
+    t0 = time.time()
+    with socket.create_connection(("127.0.0.1", bounded.rest_port)) as s:
+        s.sendall(b"POST /v1/models/seminar:predict HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Length: 100\r\n\r\n")
+        got = b""
+        for _ in range(20):
+            try:
+                s.sendall(b"x")
+            except OSError:
+                break
+            s.settimeout(0.3)
+            try:
+                got += s.recv(65536)
+            except socket.timeout:
+                continue
+            if got:
+                break
+        got += _read_answer(s, 2.0)
+    assert got.startswith(b"HTTP/1.1 408"), got[:200]
+    assert time.time() - t0 < 3.0
+
+
+def test_trickling_headers_lose_the_connection(bounded):
+    """Request-line bytes every 0.3 s for 2.1 s: the server has closed the connection (EOF
+    or reset) instead of waiting for the rest."""
+    with socket.create_connection(("127.0.0.1", bounded.rest_port)) as s:
+        try:
+            for b in b"GET /mon":
+                s.sendall(bytes([b]))
+                time.sleep(0.3)
+        except OSError:
+            return  # already cut
+        s.settimeout(2.0)
+        try:
+            assert s.recv(65536) == b""
+        except ConnectionResetError:
+            pass
+
+
+def test_connections_past_the_limit_get_503_at_once(bounded):
+    port = bounded.rest_port
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+    try:
+        time.sleep(0.2)
+        t0 = time.time()
+        with socket.create_connection(("127.0.0.1", port)) as extra:
+            got = _read_answer(extra, 2.0)
+        assert got.startswith(b"HTTP/1.1 503"), got[:200]
+        assert time.time() - t0 < 1.0
+        assert "connections open" in json.loads(got.partition(b"\r\n\r\n")[2])["error"]
+        # gRPC is not behind the REST limit: it answers at once (no model is loaded here)
+        with grpc.insecure_channel(f"127.0.0.1:{bounded.grpc_port}") as ch:
+            from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+            req = get_model_status_pb2.GetModelStatusRequest()
+            req.model_spec.name = NAME
+            t0 = time.time()
+            try:
+                model_service_pb2_grpc.ModelServiceStub(ch).GetModelStatus(req, timeout=5)
+            except grpc.RpcError as e:
+                assert e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+            assert time.time() - t0 < 2.0
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(1.5)  # the held connections are released (closed, or cut at the deadline)
+    with socket.create_connection(("127.0.0.1", port)) as s:
+        s.sendall(b"GET /monitoring/prometheus/metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _read_answer(s).startswith(b"HTTP/1.1 200")
+    assert bounded.metrics.count("UNAVAILABLE") >= 1
+
+
+@pytest.mark.parametrize("error,code,http", [
+    (tf.errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT, 400),
+    (tf.errors.NotFoundError, grpc.StatusCode.NOT_FOUND, 404),
+    (tf.errors.FailedPreconditionError, grpc.StatusCode.FAILED_PRECONDITION, 400),
+    (tf.errors.DataLossError, grpc.StatusCode.DATA_LOSS, 500),
+    (tf.errors.UnknownError, grpc.StatusCode.UNKNOWN, 500),
+    (tf.errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED, 429),
+    (tf.errors.OutOfRangeError, grpc.StatusCode.OUT_OF_RANGE, 400)])
+def test_tensorflow_status_codes_pass_through(error, code, http):
+    got, message, status = classify(error(None, None, "kernel said no"), "signature 'x'")
+    assert (got, status) == (code, http) and "kernel said no" in message
+
+
+def test_version_folders_must_be_ascii_digits(trained, tmp_path):
+    base = tmp_path / "models"
+    shutil.copytree(os.path.join(trained[1], NAME, "1"), base / NAME / "3")
+    for bad in ("²", "v4", "٥"):  # isdigit() is True for the first and the last
+        (base / NAME / bad).mkdir()
+    m = ModelManager(str(base), NAME, settle_seconds=0.0).start()
+    try:
+        assert m.versions_on_disk() == [3]
+        deadline = time.time() + 30
+        while m.current is None and time.time() < deadline:
+            m.poll_once()
+            time.sleep(0.05)
+        assert m.current.version == 3
+    finally:
+        m.stop()
