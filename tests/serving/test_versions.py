@@ -1,5 +1,6 @@
 """Version management: failed versions retried when their files change, half-copied versions
-never served, replaced versions unloaded only after their in-flight requests."""
+never served (nor even loaded: the settle guard, not TensorFlow's refusal, keeps them out),
+replaced versions unloaded only after their in-flight requests."""
 import os
 import shutil
 import time
@@ -70,6 +71,33 @@ def test_half_copied_version_is_never_served(trained, tmp_path):
     out = m.current.signatures["serving_default"](
         examples=__import__("tensorflow").constant(trained[3]))
     assert np.all(np.isfinite(out["score"].numpy()))
+
+
+def test_a_loadable_version_still_being_written_is_not_loaded(trained, tmp_path,
+                                                               monkeypatch):
+    """Every file of version 2 is in place and loadable, but one keeps changing (a copy still
+    writing): the settle guard alone keeps it from being *loaded* until its files have been
+    unchanged for settle_seconds; then it is served."""
+    base = tmp_path / "models"
+    shutil.copytree(_good(trained), base / NAME / "1")
+    m = ModelManager(str(base), NAME, settle_seconds=1.0)
+    m.poll_once()
+    assert m.current.version == 1
+    loads = []
+    real_load = m._load
+    monkeypatch.setattr(m, "_load", lambda v, p, fp: loads.append(v) or real_load(v, p, fp))
+    shutil.copytree(_good(trained), base / NAME / "2")
+    growing = base / NAME / "2" / "assets.extra" / "copy_in_progress"
+    growing.parent.mkdir(exist_ok=True)
+    t_end = time.time() + 2.0
+    while time.time() < t_end:  # still being written: a byte every 0.1 s
+        with open(growing, "ab") as f:
+            f.write(b"x")
+        m.poll_once()
+        time.sleep(0.1)
+    assert m.current.version == 1 and loads == []  # never tried while it changed
+    assert _poll_until(m, lambda: m.current.version == 2, seconds=10)
+    assert loads == [2]
 
 
 def test_replaced_version_waits_for_in_flight_requests(trained, tmp_path):
