@@ -68,6 +68,8 @@ class PreprocessOptions:
         "of the first 1,000 rows is >= 1e11, else s; recorded in stats.json)",
         ("auto", "s", "ms"))
     multiprocess: bool = _opt(False, "DirectRunner with one process per core")
+    overwrite: bool = _opt(False, "replace a non-empty output directory whole (without it a "
+                           "non-empty output is refused: two runs' files never mix)")
     sampler_top: int = _opt(1_000_000, "negative sampler: items kept by count")
     tail_sample: int = _opt(1_000_000, "negative sampler: uniform sample of the other items")
 

@@ -265,6 +265,12 @@ def run(source: str, input_dir: str, output: str,
     title_tokens, shards, fmt, synth_queries = o.title_tokens, o.shards, o.fmt, o.synth_queries
     source_cls = source_class(source)
     spec = source_cls.find(input_dir)
+    if fileio.glob(fileio.join(output, "*")):
+        if not o.overwrite:
+            raise FileExistsError(
+                f"output {output} already holds files (an earlier run?): two runs' shards "
+                "would mix; choose another --output or pass --overwrite to replace it whole")
+        fileio.delete_tree(output)
     if o.timestamp_unit != "auto":
         if spec.timestamp_unit is None:
             raise ValueError(f"--timestamp-unit applies to sources whose unit varies by "

@@ -67,7 +67,8 @@ def prepare_data(work, regime, seed, args):
     synthetic.generate(raw, synthetic.SyntheticConfig(
         num_users=args.users, num_items=args.items, seq_len=args.seq_len, seed=seed,
         regime=regime))
-    pipeline.run("kuaisar", raw, data, max_seq_len=args.L, num_candidates=100, seed=seed)
+    pipeline.run("kuaisar", raw, data, max_seq_len=args.L, num_candidates=100, seed=seed,
+                 overwrite=True)  # a partial earlier run of this cache is replaced
     return data
 
 

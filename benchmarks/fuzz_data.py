@@ -45,7 +45,7 @@ def one_run(source, compression, seed, work):
         fuzz.mutate_file(f, rng, compressed_level=compression == "gzip-stream")
     expected = sum(fuzz.count_rows(f) for f in files)
     stats = pipeline.run(source, d, os.path.join(work, "out"), max_seq_len=5,
-                         num_candidates=3)
+                         num_candidates=3, overwrite=True)
     rows = stats["rows"]
     ok = rows["read"] == expected == (rows["parsed"] + rows["dead_letters"]
                                       + rows["skipped_header"] + rows["skipped_blank"])

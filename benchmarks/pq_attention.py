@@ -54,7 +54,8 @@ def trained_model(work, args):
         raw = os.path.join(work, "raw")
         synthetic.generate(raw, synthetic.SyntheticConfig(
             num_users=args.users, num_items=args.items, seq_len=250, seed=0))
-        pipeline.run("kuaisar", raw, data, max_seq_len=200, num_candidates=10)
+        pipeline.run("kuaisar", raw, data, max_seq_len=200, num_candidates=10,
+                     overwrite=True)
         cfg = training.config_for("seminar", data, model=dict(top_k=50, embedding_dim=64),
                                   train=dict(batch_size=256, epochs=1))
         pretrain(data, os.path.join(work, "psu"), cfg, verbose=2, steps=args.pretrain_steps)

@@ -30,7 +30,9 @@ def preprocess(cfg: Dict, raw: str, out: str) -> Dict:
     from beam_pipelines.options import PreprocessOptions
     p = dict(cfg["preprocess"])
     source = p.pop("source", "kuaisar")
-    stats = beam_pipeline.run(source, raw, out, PreprocessOptions.from_dict(p), progress=True)
+    # the stage owns its directory: a rerun (changed inputs or config) replaces it whole
+    stats = beam_pipeline.run(source, raw, out, PreprocessOptions.from_dict(p), progress=True,
+                              overwrite=True)
     return {"data": out, "examples": stats["examples"], "events": stats["events"],
             "dead_letters": stats["dead_letters_total"]}
 

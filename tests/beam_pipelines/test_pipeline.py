@@ -281,3 +281,18 @@ def test_events_timestamp_unit_is_decided_once_per_input(tmp_path, unit, scale, 
     ex = [_parse_one(r) for r in _examples(out, "test")]
     gaps = [g for e in ex for g in e["hist_time_gaps"] if g > 0]
     assert gaps and min(gaps) == pytest.approx(seconds, rel=1e-3)
+
+
+def test_a_rerun_into_a_used_output_is_refused_unless_overwrite(tmp_path):
+    """A grown input writes a different shard count: without the refusal its files would sit
+    beside the earlier run's and training would read both. With --overwrite the output is
+    replaced whole: only the new run's shards remain."""
+    raw = fixtures.write_kuaisar(str(tmp_path / "raw"))
+    out = str(tmp_path / "out")
+    pipeline.run("kuaisar", raw, out, max_seq_len=4, num_candidates=3, shards=3)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        pipeline.run("kuaisar", raw, out, max_seq_len=4, num_candidates=3, shards=2)
+    pipeline.run("kuaisar", raw, out, max_seq_len=4, num_candidates=3, shards=2,
+                 overwrite=True)
+    names = [n for n in os.listdir(out) if n.startswith(("train-", "test-", "timelines-"))]
+    assert names and all("-of-00002" in n for n in names), names  # none of the 3-shard run
