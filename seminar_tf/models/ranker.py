@@ -246,9 +246,10 @@ class LifelongRanker(tfrs.models.Model):
         The GSU scores all N targets against the history (`call_many`). A GSU that scores
         the float keys of the whole history gets them encoded once per row; otherwise only the
         union of the retrieved positions and the short-term window is encoded, once per row
-        (`union_positions`). The ESU projects what was encoded once and each target attends
-        over its own K (dense with a selection mask where K is a large share of the encoded
-        length, `rank_dense_esu`, else gathered).
+        (`union_positions`). With one target per row the ESU projects only its K behaviours;
+        with N, it projects what was encoded once and each target attends over its own K
+        (dense with a selection mask where K is a large share of the encoded length,
+        `rank_dense_esu`, else gathered).
         """
         features = dict(context, **{F.TARGET_ITEM: items, F.TARGET_ATTRS: attrs})
         S, L = self.config.model.short_term_len, self.config.data.max_seq_len
@@ -262,9 +263,16 @@ class LifelongRanker(tfrs.models.Model):
             if not self.static_shapes:  # XLA pads a dynamic length to L: encode all
                 positions, idx = union_positions(idx, retrieved["valid"], L, S)
             history = self.encode_behaviours(context, positions, encoded)
-        keys_h, values_h = self.esu.project_history(history["keys"], history["values"])
-        attend = self.esu.attend_selected if self.rank_dense_esu else self.esu.attend_gathered
-        interest = attend(target_enc["pair"], keys_h, values_h, idx, retrieved["valid"])
+        if items.shape[1] == 1:  # one target per row: project only its K behaviours
+            keys_k = tf.gather(history["keys"], idx[:, 0], batch_dims=1)
+            values_k = tf.gather(history["values"], idx[:, 0], batch_dims=1)
+            interest = self.esu(target_enc["pair"][:, 0], keys_k, retrieved["valid"][:, 0],
+                                values_k)[:, None]
+        else:  # N targets share one projection of what was encoded
+            keys_h, values_h = self.esu.project_history(history["keys"], history["values"])
+            attend = (self.esu.attend_selected if self.rank_dense_esu
+                      else self.esu.attend_gathered)
+            interest = attend(target_enc["pair"], keys_h, values_h, idx, retrieved["valid"])
         short_term = short_term_of(history["values"][:, -S:], history["mask"][:, -S:])
         N = tf.shape(items)[1]
 
