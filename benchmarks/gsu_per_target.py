@@ -7,14 +7,11 @@ distinct history of L behaviours.
 
     python benchmarks/gsu_per_target.py [--batch 64] [--lengths 1000 10000]
 
-Prints a table and writes benchmarks/results/gsu_per_target.json.
+Prints a table and writes benchmarks/results/gsu_per_target.json and .md.
 """
 import argparse
-import json
 import os
-import platform
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import seminar_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
@@ -22,26 +19,20 @@ import seminar_tf  # noqa: E402,F401  (Keras 2 before TensorFlow)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.common import machine, median_seconds, write_results  # noqa: E402
 from seminar_tf.config import SeminarConfig  # noqa: E402
 from seminar_tf.models.registry import build_model, model_config  # noqa: E402
 
 
-def median_ms(fn, reps=7):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
+def median_ms(fn):
+    return round(1000 * median_seconds(fn, repeats=7, warmup=1), 2)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--lengths", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
-                                                  "gsu_per_target.json"))
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     args = ap.parse_args()
     rows = []
     for L in args.lengths:
@@ -64,16 +55,18 @@ def main():
         per_target = tf.function(lambda: gsu(inputs)["indices"])
         via_many = tf.function(lambda: gsu.call_many(many)["indices"])
         row = {"L": L, "batch": B, "bytes_per_behaviour": 16,
-               "per_target_call_ms": round(median_ms(lambda: per_target().numpy()), 2),
-               "call_many_n1_ms": round(median_ms(lambda: via_many().numpy()), 2)}
+               "per_target_call_ms": median_ms(lambda: per_target().numpy()),
+               "call_many_n1_ms": median_ms(lambda: via_many().numpy())}
         row["speedup"] = round(row["call_many_n1_ms"] / row["per_target_call_ms"], 2)
         rows.append(row)
         print(f"L={L:>6} B={B}: per-target call {row['per_target_call_ms']:8.2f} ms   "
               f"call_many(N=1) {row['call_many_n1_ms']:8.2f} ms   x{row['speedup']}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump({"machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-                   "tf": tf.__version__, "rows": rows}, f, indent=2)
+    table = "\n".join(["| L | batch | per-target call ms | call_many(N=1) ms | ratio |",
+                       "|---|---|---|---|---|"] + [
+        f"| {r['L']} | {r['batch']} | {r['per_target_call_ms']} | {r['call_many_n1_ms']} | "
+        f"{r['speedup']} |" for r in rows])
+    write_results("gsu_per_target", {"machine": machine(), "tf": tf.__version__,
+                                     "rows": rows}, table, args.out)
 
 
 if __name__ == "__main__":

@@ -61,8 +61,12 @@ def measure(name, L, K, batch, steps, xla):
     tl_s = None
     if TIMELINES[0]:  # the same targets' work from shared windows (train.input_mode)
         tl_fn = model.make_train_function(force=True)
-        tl_ds = iter(tf.data.Dataset.from_tensors(
-            timeline_batch(cfg, batch, TIMELINES[0])).repeat())
+        # finished as `timeline_dataset` hands them over (targets expanded by tf.data,
+        # which runs beside the step in training)
+        from seminar_tf.data.timelines import finish
+        tl_ds = iter(tf.data.Dataset.from_tensors(finish(
+            F.FeatureContract.from_config(cfg.data),
+            timeline_batch(cfg, batch, TIMELINES[0]))).repeat())
         tl_s = median_seconds(lambda: tl_fn(tl_ds), steps)
     eval_fn = tf.function(lambda b: model(b, training=False)["score"], jit_compile=xla)
     eval_s = median_seconds(lambda: eval_fn(data).numpy(), steps)
