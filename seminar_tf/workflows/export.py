@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from typing import Dict, List, Optional, Sequence
@@ -62,7 +63,8 @@ class ServingModule(tf.Module):
 def next_version(model_base: str) -> int:
     if not os.path.isdir(model_base):
         return 1
-    versions = [int(v) for v in os.listdir(model_base) if v.isdigit()]
+    # ASCII digits only, as the server reads version folders ("²".isdigit() is True)
+    versions = [int(v) for v in os.listdir(model_base) if re.fullmatch(r"[0-9]{1,18}", v)]
     return max(versions, default=0) + 1
 
 

@@ -142,3 +142,10 @@ def test_version_folders_must_be_ascii_digits(trained, tmp_path):
         assert m.current.version == 3
     finally:
         m.stop()
+
+
+def test_export_numbers_versions_by_the_same_rule(tmp_path):
+    from seminar_tf.workflows.export import next_version
+    for name in ("1", "3", "²", "v9"):
+        (tmp_path / name).mkdir()
+    assert next_version(str(tmp_path)) == 4
