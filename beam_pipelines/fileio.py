@@ -10,7 +10,12 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from beam_pipelines import tf_filesystem  # noqa: F401  (registers ram:// for Beam)
+from seminar_tf import storage
+
 join = FileSystems.join
+STAGING = "_staging"
+UNLISTED = ("beam.log",)  # moved with the output, not part of it (still being appended to)
 
 
 def exists(path: str) -> bool:
@@ -121,3 +126,55 @@ def _header(f):
     read = (np.lib.format.read_array_header_1_0 if version == (1, 0)
             else np.lib.format.read_array_header_2_0)
     return read(f)
+
+
+def tree(directory: str) -> List[Tuple[str, int]]:
+    """(path relative to `directory`, size) of every file under it."""
+    root = directory.rstrip("/")
+    found = FileSystems.match([root + "/**"])[0].metadata_list
+    return sorted((m.path[len(root) + 1:], m.size_in_bytes) for m in found
+                  if m.path.startswith(root + "/"))
+
+
+def commit_staging(output: str, kind: str, **extra) -> None:
+    """Publishes `output/_staging/` whole: moves every file up into `output`, writes the
+    `_SUCCESS` manifest (`seminar_tf.storage`) listing them, then removes the staging area.
+
+    A reader reads only what a manifest lists and refuses an output without one, so a job
+    killed at any point before the manifest leaves nothing it picks up; `_staging/` left
+    behind marks the debris that the next run clears (`prepare_output`)."""
+    staging = join(output, STAGING)
+    files = tree(staging)
+    for rel, _ in files:
+        makedirs(join(output, *rel.split("/")[:-1]) if "/" in rel else output)
+    if files:
+        FileSystems.rename([join(staging, rel) for rel, _ in files],
+                           [join(output, rel) for rel, _ in files])
+    listed = {rel: n for rel, n in files if rel not in UNLISTED}
+    write_bytes(join(output, storage.MANIFEST), storage.manifest_bytes(kind, listed, **extra))
+    delete_tree(staging)
+
+
+def prepare_output(output: str, overwrite: bool, log=None) -> str:
+    """Clears the way for a run into `output` and returns its (empty) staging directory.
+
+    A published output (a manifest) or foreign files are refused unless `overwrite`
+    (replaced whole); the debris of a failed run (a staging area, no manifest) is cleared.
+
+    Raises:
+        FileExistsError: `output` holds files and `overwrite` is off.
+    """
+    entries = glob(join(output, "*"))
+    debris = exists(join(output, STAGING)) and not exists(join(output, storage.MANIFEST))
+    if entries or debris:
+        if not (overwrite or debris):
+            raise FileExistsError(
+                f"output {output} already holds files (an earlier run?): two runs' shards "
+                "would mix; choose another --output or pass --overwrite to replace it whole")
+        if log is not None:
+            log("clearing %s (%s)", output, "a failed run's debris" if debris else
+                "--overwrite")
+        delete_tree(output)
+    staging = join(output, STAGING)
+    makedirs(staging)
+    return staging

@@ -265,19 +265,13 @@ def run(source: str, input_dir: str, output: str,
     title_tokens, shards, fmt, synth_queries = o.title_tokens, o.shards, o.fmt, o.synth_queries
     source_cls = source_class(source)
     spec = source_cls.find(input_dir)
-    if fileio.glob(fileio.join(output, "*")):
-        if not o.overwrite:
-            raise FileExistsError(
-                f"output {output} already holds files (an earlier run?): two runs' shards "
-                "would mix; choose another --output or pass --overwrite to replace it whole")
-        fileio.delete_tree(output)
     if o.timestamp_unit != "auto":
         if spec.timestamp_unit is None:
             raise ValueError(f"--timestamp-unit applies to sources whose unit varies by "
                              f"input (events), not {source!r}")
         spec = dataclasses.replace(spec, timestamp_unit=o.timestamp_unit)
-    fileio.makedirs(output)
-    setup_log(output)
+    final_output, output = output, fileio.prepare_output(output, o.overwrite, LOG.info)
+    setup_log(output)  # everything is written under the staging area, then committed
     meta_path = fileio.join(input_dir, "meta.json")
     min_target_time_ms = o.min_target_time_ms
     if min_target_time_ms is None:
@@ -318,12 +312,16 @@ def run(source: str, input_dir: str, output: str,
                                                           f"{name}_item_ids.txt")))
     with Heartbeat("preprocess", status=lambda: f"Beam job on {len(spec.files)} files, "
                    f"{input_mb:.1f} MB") if progress else contextlib.nullcontext():
-        with beam.Pipeline(runner=default_runner(beam_args),
-                           options=PipelineOptions(list(beam_args))) as p:
-            build_pipeline(p, spec, output, contract, options, min_count=o.min_count,
-                           title_tokens=title_tokens, synth_queries=synth_queries,
-                           shards=shards, fmt=fmt, buckets=buckets, vectors=vectors,
-                           sampler_top=o.sampler_top, tail_sample=o.tail_sample)
+        try:
+            with beam.Pipeline(runner=default_runner(beam_args),
+                               options=PipelineOptions(list(beam_args))) as p:
+                build_pipeline(p, spec, output, contract, options, min_count=o.min_count,
+                               title_tokens=title_tokens, synth_queries=synth_queries,
+                               shards=shards, fmt=fmt, buckets=buckets, vectors=vectors,
+                               sampler_top=o.sampler_top, tail_sample=o.tail_sample)
+        except BaseException:  # the spilled events go; beam.log stays for the post-mortem
+            fileio.delete_tree(fileio.join(output, SPILL_DIR))
+            raise
     seconds = time.time() - t0
     LOG.info("beam pipeline finished in %.1f s", seconds)
 
@@ -356,6 +354,7 @@ def run(source: str, input_dir: str, output: str,
                    "user_vocab_size": sizes["users"], "text_dim": table_stats["text_dim"],
                    "image_dim": table_stats["image_dim"], "title_tokens": title_tokens}
     fileio.write_json(fileio.join(output, "data_config.json"), data_config)
+    fileio.commit_staging(final_output, "dataset", source=source, shards=shards)
     n_dead = stats["dead_letters_total"]
     rows = stats["rows"]
     if rows["short_candidate_groups"]:

@@ -1,4 +1,5 @@
-"""Faults under load: version swap and server kill / restart while 4 gRPC clients call.
+"""Faults under load: version swap, server kill / restart, and crowds of slow or huge
+requests (`benchmarks/crowds.py`) against `seminar serve`.
 
 A SEMINAR ranker (random weights, L=--L, PQ GSU) is exported as version 1 of model "seminar";
 the server (`seminar serve`, a subprocess on loopback) serves it while `--clients` threads
@@ -8,10 +9,14 @@ send Predict requests of `--candidates` Examples. Then:
    calls, and no response from a half-copied version;
 2. kill: the server process gets SIGKILL and is restarted on the same ports; clients see
    UNAVAILABLE in the gap and succeed after; reported: the gap (kill -> first success) and
-   the failures by status.
+   the failures by status;
+3. slow / limit / huge: the crowd scenarios of `benchmarks/crowds.py`, each on a fresh
+   server (its own peak RSS): 200 slow REST clients beside 2 gRPC + 2 REST normal ones for
+   60 s; twice the connection limit of slow connections; 50 concurrent 60 MB requests.
 Loopback only; bounded in time. Writes benchmarks/results/serving_faults.{json,md}.
 
     python benchmarks/serving_faults.py [--L 1000] [--clients 4] [--phase-seconds 8]
+        [--scenarios swap,slow,limit,huge]
 """
 import argparse
 import collections
@@ -35,10 +40,11 @@ from benchmarks.serving_load import free_port, make_exports, request_examples  #
 
 
 def start_server(base, grpc_port, rest_port, poll, stderr=subprocess.DEVNULL,
-                 name="seminar"):
+                 name="seminar", extra=()):
     proc = subprocess.Popen([sys.executable, "-m", "seminar_tf.cli", "serve", "--model-base",
                              base, "--name", name, "--grpc-port", str(grpc_port),
-                             "--rest-port", str(rest_port), "--poll-seconds", str(poll)],
+                             "--rest-port", str(rest_port), "--poll-seconds", str(poll),
+                             *extra],
                             stdout=subprocess.PIPE, stderr=stderr, text=True)
     line = ""
     while '"ready"' not in line:
@@ -102,14 +108,62 @@ def main():
     p.add_argument("--phase-seconds", type=float, default=8.0)
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "serving_faults"))
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    p.add_argument("--scenarios", default="swap,slow,limit,huge",
+                   help="comma list of: swap (swap + kill), slow, limit, huge")
+    p.add_argument("--slow", type=int, default=200, help="slow REST clients")
+    p.add_argument("--crowd-seconds", type=float, default=60.0)
+    p.add_argument("--limit", type=int, default=64, help="--max-connections of `limit`")
+    p.add_argument("--huge", type=int, default=50, help="concurrent huge requests")
+    p.add_argument("--huge-mb", type=float, default=60.0)
     args = p.parse_args()
+    scenarios = args.scenarios.split(",")
     src = os.path.join(make_exports(args.work, args.L), "seminar_pq", "1")
     base = os.path.join(args.work, "base")
     shutil.rmtree(base, ignore_errors=True)
     shutil.copytree(src, os.path.join(base, "seminar", "1"))
+    examples = request_examples(args.L, args.candidates)
+    rows, crowd = [], []
+    if "swap" in scenarios:
+        rows = swap_and_kill(args, src, base, examples)
+    for name in ("slow", "limit", "huge"):
+        if name in scenarios:
+            crowd.append(run_crowd(name, args, base, examples))
+    for r in rows + crowd:
+        print(json.dumps(r))
+    cols = ["phase", "calls", "ok", "failed", "failures_by_status", "versions_served",
+            "recovery_seconds", "served_v2_before_copy_finished"]
+    md = markdown_table(rows, cols) if rows else ""
+    for r in crowd:
+        md += f"\n\n**{r['scenario']}**\n\n" + markdown_table(
+            [{"figure": k, "value": json.dumps(v)} for k, v in r.items() if k != "scenario"],
+            ["figure", "value"])
+    write_results("serving_faults", {"machine": machine(), "rows": rows, "crowds": crowd,
+                                     "config": vars(args)}, md, args.out)
+
+
+def run_crowd(name, args, base, examples):
+    """One crowd scenario on a fresh server (default bounds unless the scenario sets one)."""
+    from benchmarks import crowds
+    gport, rport = free_port(), free_port()
+    extra = {"limit": ["--max-connections", str(args.limit)],
+             "huge": ["--max-batch", "65536"]}.get(name, [])
+    proc = start_server(base, gport, rport, poll=0.5, extra=extra)
+    try:
+        if name == "slow":
+            return crowds.slow_clients(proc, gport, rport, examples, args.slow,
+                                       args.crowd_seconds)
+        if name == "limit":
+            return crowds.connection_limit(proc, gport, rport, examples, args.limit)
+        return crowds.huge_requests(proc, rport, examples, args.huge, args.huge_mb)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def swap_and_kill(args, src, base, examples):
     gport, rport = free_port(), free_port()
     proc = start_server(base, gport, rport, poll=0.5)
-    load = Load(gport, request_examples(args.L, args.candidates), args.clients).start()
+    load = Load(gport, examples, args.clients).start()
     rows = []
     try:
         time.sleep(args.phase_seconds / 2)
@@ -153,12 +207,8 @@ def main():
         load.finish()
         proc.terminate()
         proc.wait(timeout=30)
-    for r in rows:
-        print(json.dumps(r))
-    cols = ["phase", "calls", "ok", "failed", "failures_by_status", "versions_served",
-            "recovery_seconds", "served_v2_before_copy_finished"]
-    write_results("serving_faults", {"machine": machine(), "rows": rows, "config": vars(args)},
-                  markdown_table(rows, cols), args.out)
+    # version 2 stays the served one for the crowd scenarios
+    return rows
 
 
 if __name__ == "__main__":

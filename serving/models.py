@@ -2,11 +2,13 @@
 changes.
 
 Policy (TF Serving's "latest" policy, made safe against half-copied directories):
-- a version directory is a candidate once it holds `saved_model.pb` (and, where it has a
-  `variables/` folder, `variables/variables.index`) and its files (names, sizes, mtimes) have
-  stayed unchanged for `settle_seconds`; a copy still in progress is never loaded. Writing a
-  version to a temporary name and renaming it into place (as `seminar export` does) makes
-  it a candidate at once;
+- a version directory committed by `seminar export` (`_SUCCESS`, `seminar_tf.storage`) is a
+  candidate once every file its manifest lists is present with its size: at once after a
+  local rename, and only after the last file of a file-by-file copy to object storage;
+- a SavedModel written by another tool (no manifest) is a candidate once it holds
+  `saved_model.pb` (and, where it has a `variables/` folder, `variables/variables.index`)
+  and its files (names, sizes, mtimes) have stayed unchanged for `settle_seconds`;
+- every path goes through `tf.io.gfile` (local disk, gs://, ram://);
 - the newest candidate is loaded and warmed up (its `assets.extra/tf_serving_warmup_requests`
   replayed) before it replaces the served version;
 - a version that fails to load is remembered with the fingerprint of its files and retried
@@ -20,7 +22,6 @@ import contextlib
 import json
 import logging
 import os
-import re
 import threading
 import time
 from typing import Dict, Iterator, List, Optional, Tuple
@@ -28,10 +29,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import grpc
 import tensorflow as tf
 
+from seminar_tf import storage
 from serving.errors import RequestError
 
 LOG = logging.getLogger("serving")
-VERSION_RE = re.compile(r"[0-9]{1,18}")  # a version folder: ASCII digits only
+VERSION_RE = storage.VERSION_RE  # a version folder: ASCII digits only
 Fingerprint = Tuple[Tuple[str, int, int], ...]
 
 
@@ -56,7 +58,7 @@ class LoadedModel:
 
         from serving.codec import run_predict
         path = os.path.join(self.path, "assets.extra", "tf_serving_warmup_requests")
-        if not os.path.exists(path):
+        if not storage.exists(path):
             return 0
         n = 0
         for raw in tf.data.TFRecordDataset(path):
@@ -85,25 +87,38 @@ class LoadedModel:
 
 def fingerprint(path: str) -> Fingerprint:
     """(relative path, size, mtime ns) of every file below `path`, sorted."""
-    out = []
-    for root, _, files in os.walk(path):
+    g, out = tf.io.gfile, []
+    root = path.rstrip("/")
+    for d, _, files in g.walk(root):
         for f in files:
-            p = os.path.join(root, f)
+            p = os.path.join(d, f)
             try:
-                st = os.stat(p)
-            except FileNotFoundError:  # removed while walking: the next poll sees it
+                st = g.stat(p)
+            except tf.errors.NotFoundError:  # removed while walking: the next poll sees it
                 continue
-            out.append((os.path.relpath(p, path), st.st_size, st.st_mtime_ns))
+            out.append((p[len(root) + 1:], int(st.length), int(st.mtime_nsec)))
     return tuple(sorted(out))
 
 
 def looks_complete(path: str) -> bool:
     """The files a SavedModel needs before anyone should try to load it."""
-    if not os.path.exists(os.path.join(path, "saved_model.pb")):
+    if not storage.exists(os.path.join(path, "saved_model.pb")):
         return False
     variables = os.path.join(path, "variables")
-    return not os.path.isdir(variables) or os.path.exists(
+    return not storage.isdir(variables) or storage.exists(
         os.path.join(variables, "variables.index"))
+
+
+def committed(path: str) -> Optional[bool]:
+    """True: the export's manifest holds; False: it has one that does not hold (yet);
+    None: no manifest (a SavedModel from another tool)."""
+    if not storage.exists(os.path.join(path, storage.MANIFEST)):
+        return None
+    try:
+        storage.manifest(path, "export")
+    except (storage.UncommittedError, tf.errors.OpError):
+        return False
+    return True
 
 
 class ModelManager:
@@ -138,13 +153,13 @@ class ModelManager:
 
     def versions_on_disk(self) -> List[int]:
         d = os.path.join(self.base, self.name)
-        if not os.path.isdir(d):
+        if not storage.isdir(d):
             return []
         versions = []
-        for v in os.listdir(d):
+        for v in storage.listdir(d):
             if VERSION_RE.fullmatch(v):
                 versions.append(int(v))
-            elif v not in self._skipped and os.path.isdir(os.path.join(d, v)) \
+            elif v not in self._skipped and storage.isdir(os.path.join(d, v)) \
                     and not v.startswith("."):
                 self._skipped.add(v)  # logged once: e.g. "²" (isdigit) or "v2"
                 LOG.warning(json.dumps({"event": "version_folder_skipped", "model": self.name,
@@ -152,8 +167,12 @@ class ModelManager:
         return sorted(versions)
 
     def _settled(self, version: int, path: str, now: float) -> Optional[Fingerprint]:
-        """The version's fingerprint once it is complete and unchanged long enough."""
-        if not looks_complete(path):
+        """The version's fingerprint once it is committed, or (without a manifest) complete
+        and unchanged long enough."""
+        state = committed(path)
+        if state is True:
+            return fingerprint(path)
+        if state is False or not looks_complete(path):
             self._seen.pop(version, None)
             return None
         fp = fingerprint(path)

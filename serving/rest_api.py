@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable, Tuple
+from typing import Callable, Optional, Tuple
 
 import grpc
 
@@ -46,6 +46,7 @@ class RestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     timeout = 30.0  # socket timeout: a client that stops sending cannot hold a thread
     request_deadline = 10.0  # the whole request, however slowly it trickles in
+    _held = 0  # bytes of `body_budget` this connection's current request holds
 
     def handle_one_request(self):
         """One request under the whole-request deadline: if its line, headers and body have
@@ -167,6 +168,12 @@ class RestHandler(BaseHTTPRequestHandler):
             raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                f"request of {length} bytes exceeds the limit {self.max_body}",
                                http_status=413)
+        if not self.body_budget.take(length):
+            self.close_connection = True
+            raise RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                               f"server busy: {self.body_budget.limit} bytes of request bodies "
+                               "in flight; retry later", http_status=503)
+        self._held = length
         try:
             body = self.rfile.read(length)
         except (socket.timeout, TimeoutError, OSError) as e:
@@ -211,6 +218,13 @@ class RestHandler(BaseHTTPRequestHandler):
         self._handle("POST", self._post)
 
     def _post(self):
+        try:
+            return self._post_held()
+        finally:
+            self.body_budget.give(self._held)
+            self._held = 0
+
+    def _post_held(self):
         name, version, verb, extra = self._parse_path()
         body = self._read_body()  # before anything else: the connection must stay in sync
         if verb != "predict" or extra:
@@ -228,7 +242,8 @@ class RestHandler(BaseHTTPRequestHandler):
                 raise invalid(f"Serving signature name: \"{signature}\" not found; available: "
                               f"{sorted(model.signatures)}")
             inputs, rows = rest_inputs(body, model.input_specs[signature])
-            out = call_signature(model, signature, inputs, self.max_batch)
+            with self.compute_slots:  # the bounded compute pool: connections only wait here
+                out = call_signature(model, signature, inputs, self.max_batch)
         return 200, rest_response(out, rows)
 
     def _method_not_allowed(self):
@@ -240,13 +255,40 @@ class RestHandler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _method_not_allowed
 
 
+class ByteBudget:
+    """Bytes of request bodies held at once across connections (taken before a body is
+    read, given back when its request is answered)."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used, self._lock = limit, 0, threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.limit and n > 0:
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
+
+
 def make_handler(manager: ModelManager, metrics: Metrics, max_batch: int, max_body: int,
-                 read_timeout: float = 30.0, request_deadline: float = 10.0):
-    """A RestHandler class bound to one manager (http.server instantiates per connection)."""
+                 read_timeout: float = 30.0, request_deadline: float = 10.0,
+                 compute_workers: int = 4, max_inflight_bytes: Optional[int] = None):
+    """A RestHandler class bound to one manager (http.server instantiates per connection);
+    at most `compute_workers` of its requests run a signature at once, and request bodies
+    of at most `max_inflight_bytes` (default 4 x `max_body`) are held at once: past it a
+    request is refused with 503 before its body is read."""
     return type("Handler", (RestHandler,), {"manager": manager, "metrics": metrics,
                                             "max_batch": max_batch, "max_body": max_body,
                                             "timeout": read_timeout,
-                                            "request_deadline": request_deadline})
+                                            "request_deadline": request_deadline,
+                                            "compute_slots": threading.BoundedSemaphore(
+                                                compute_workers),
+                                            "body_budget": ByteBudget(
+                                                max_inflight_bytes or 4 * max_body)})
 
 
 class BoundedHTTPServer(ThreadingHTTPServer):

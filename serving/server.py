@@ -44,24 +44,30 @@ class Server:
         poll_seconds, settle_seconds: version polling (see `serving.models`).
         max_batch: the largest batch one request may carry.
         max_request_bytes: the largest gRPC message / REST body accepted.
-        workers: gRPC worker threads (the compute pool of gRPC requests).
+        workers: gRPC worker threads (the compute pool of gRPC requests); REST requests
+            run their signature in a pool of the same size (a REST connection waiting
+            for its body holds a connection slot, never a compute slot).
         read_timeout: seconds one REST socket read may wait.
         request_deadline: seconds a whole REST request (line, headers, body) may take to
             arrive (408 and closed past it).
         max_connections: open REST connections at most (503 at once past it).
         max_concurrent_rpcs: gRPC calls in flight at most (RESOURCE_EXHAUSTED past it).
+        max_inflight_bytes: REST request bodies held at once, in bytes (default 4 x
+            `max_request_bytes`; 503 before the body is read past it).
 
-    Memory per request is bounded by `max_request_bytes` (the message or body) plus the
-    decoded tensors of at most `max_batch` rows; at most `max_concurrent_rpcs` gRPC and
-    `max_connections` REST requests are in memory at once.
+    Memory per request is bounded by `max_request_bytes` (the message or body) plus its
+    decoded form (JSON objects: a few times the body) and the tensors of at most `max_batch`
+    rows; at most `max_concurrent_rpcs` gRPC messages and `max_inflight_bytes` of REST
+    bodies are held at once, and an idle or trickling REST connection costs one thread
+    (up to `max_connections`) until the request deadline cuts it.
     """
 
     def __init__(self, base: str, name: str, host: str = "127.0.0.1", grpc_port: int = 8500,
                  rest_port: int = 8501, poll_seconds: float = 2.0, max_batch: int = 1024,
                  workers: Optional[int] = None, settle_seconds: float = 1.0,
                  max_request_bytes: int = MAX_REQUEST_BYTES, read_timeout: float = 30.0,
-                 request_deadline: float = 10.0, max_connections: int = 128,
-                 max_concurrent_rpcs: int = 64):
+                 request_deadline: float = 10.0, max_connections: int = 512,
+                 max_concurrent_rpcs: int = 64, max_inflight_bytes: Optional[int] = None):
         self.manager = ModelManager(base, name, poll_seconds, settle_seconds)
         self.metrics = Metrics(name)
         workers = workers or max(4, 4 * (os.cpu_count() or 1))
@@ -75,7 +81,7 @@ class Server:
             raise OSError(f"cannot bind gRPC to {host}:{grpc_port}")
         self.http = BoundedHTTPServer((host, rest_port), make_handler(
             self.manager, self.metrics, max_batch, max_request_bytes, read_timeout,
-            request_deadline), max_connections, self.metrics)
+            request_deadline, workers, max_inflight_bytes), max_connections, self.metrics)
         self.rest_port = self.http.server_address[1]
         self.host = host
 
@@ -95,10 +101,14 @@ class Server:
 
 
 def serve_forever(base: str, name: str, host: str = "127.0.0.1", grpc_port: int = 8500,
-                  rest_port: int = 8501, poll_seconds: float = 2.0, max_batch: int = 1024) -> int:
-    """Runs the server until SIGINT / SIGTERM; prints one JSON "ready" line with the ports."""
+                  rest_port: int = 8501, poll_seconds: float = 2.0, max_batch: int = 1024,
+                  **bounds) -> int:
+    """Runs the server until SIGINT / SIGTERM; prints one JSON "ready" line with the ports.
+    `bounds`: `Server`'s workers, max_request_bytes, request_deadline, max_connections,
+    max_concurrent_rpcs."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    server = Server(base, name, host, grpc_port, rest_port, poll_seconds, max_batch).start()
+    server = Server(base, name, host, grpc_port, rest_port, poll_seconds, max_batch,
+                    **bounds).start()
     if server.manager.current is None:
         LOG.warning(json.dumps({"event": "no_version_yet", "base": base, "model": name}))
     print(json.dumps({"ready": True, "grpc_port": server.grpc_port,

@@ -2,13 +2,12 @@
 sequence store (`seminar_tf.data.store`), the same batches from either."""
 from __future__ import annotations
 
-import glob
-import json
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import tensorflow as tf
 
+from seminar_tf import storage
 from seminar_tf.data import store
 from seminar_tf.features import FeatureContract
 
@@ -20,8 +19,8 @@ def list_shards(pattern: Union[str, Sequence[str]]) -> List[str]:
         FileNotFoundError: nothing matches, naming the pattern.
     """
     patterns = [pattern] if isinstance(pattern, str) else list(pattern)
-    files = sorted({f for p in patterns for f in (glob.glob(p) if any(
-        ch in p for ch in "*?[") else ([p] if os.path.exists(p) else []))})
+    files = sorted({f for p in patterns for f in (storage.glob(p) if any(
+        ch in p for ch in "*?[") else ([p] if storage.exists(p) else []))})
     if not files:
         raise FileNotFoundError(f"no TFRecord shards match {patterns!r}")
     return files
@@ -31,13 +30,17 @@ def load_data_config(data_dir: str) -> Dict:
     """A preprocessed dataset's `data_config.json` (shapes and vocabulary sizes).
 
     Raises:
-        FileNotFoundError: the dataset has none (not preprocessed).
+        UncommittedError: the directory is not a committed dataset (not preprocessed, or
+            the job did not finish): a FileNotFoundError.
     """
-    path = os.path.join(data_dir, "data_config.json")
-    if not tf.io.gfile.exists(path):
-        raise FileNotFoundError(f"{path} not found: run `seminar preprocess` first")
-    with tf.io.gfile.GFile(path) as f:
-        return json.load(f)
+    dataset_manifest(data_dir)
+    return storage.read_json(os.path.join(data_dir, "data_config.json"))
+
+
+def dataset_manifest(data_dir: str) -> Dict:
+    """The dataset's commit manifest (`seminar_tf.storage`): the files a reader may read."""
+    return storage.manifest(data_dir, "dataset",
+                            hint=": run `seminar preprocess` (again) into it")
 
 
 def dataset_contract(data_dir: str, max_seq_len: Optional[int] = None) -> FeatureContract:
@@ -48,10 +51,18 @@ def dataset_contract(data_dir: str, max_seq_len: Optional[int] = None) -> Featur
                            dc["attr_vocab_size"], dc["user_vocab_size"])
 
 
-def split_pattern(data_dir: str, split: str) -> str:
-    """The shard pattern of one split of a preprocessed dataset directory (either format:
-    `{split}-*.tfrecord.gz` matches both Example shards and store target shards)."""
-    return os.path.join(data_dir, f"{split}-*.tfrecord.gz")
+def split_pattern(data_dir: str, split: str) -> List[str]:
+    """The shard files of one split of a committed dataset directory, as its manifest lists
+    them (either format: `{split}-*.tfrecord.gz` matches both Example shards and store
+    target shards); files outside the manifest (another run's) are never read.
+
+    Raises:
+        UncommittedError: no commit manifest. FileNotFoundError: the split has no shards.
+    """
+    files = storage.listed(data_dir, f"{split}-*.tfrecord.gz", dataset_manifest(data_dir))
+    if not files:
+        raise FileNotFoundError(f"{data_dir} has no {split!r} shards")
+    return files
 
 
 def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, *,
@@ -130,7 +141,9 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
 
 def write_tfrecords(path: str, examples) -> int:
     """Writes serialized Examples (or Example protos) to one gzip TFRecord file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    if storage.is_local(path):
+        path = os.path.abspath(path)
+    storage.makedirs(os.path.dirname(path))
     n = 0
     with tf.io.TFRecordWriter(path, options="GZIP") as w:
         for ex in examples:

@@ -133,7 +133,12 @@ def _cmd_serve(args) -> int:
     from serving.server import serve_forever
     return serve_forever(args.model_base, args.name, host=args.host, grpc_port=args.grpc_port,
                          rest_port=args.rest_port, poll_seconds=args.poll_seconds,
-                         max_batch=args.max_batch)
+                         max_batch=args.max_batch, workers=args.workers,
+                         max_request_bytes=args.max_request_mb * 2**20,
+                         request_deadline=args.request_deadline,
+                         max_connections=args.max_connections,
+                         max_concurrent_rpcs=args.max_concurrent_rpcs,
+                         max_inflight_bytes=args.max_inflight_mb * 2**20)
 
 
 def _cmd_demo(args) -> int:
@@ -155,6 +160,8 @@ def _cmd_run_pipeline(args) -> int:
         raise UserError("give --run-dir or 'run_dir' in the config")
     cfg.pop("run_dir", None)
     stages = args.stages or list(STAGES)
+    if args.force_push:
+        cfg.setdefault("push", {})["force"] = True
     Pipeline(run_dir, cfg, verbose=2 if args.verbose else 1).run(stages, args.force)
     return 0
 
@@ -274,13 +281,26 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--rest-port", type=int, default=8501)
     sv.add_argument("--poll-seconds", type=float, default=2.0)
     sv.add_argument("--max-batch", type=int, default=1024)
+    sv.add_argument("--workers", type=int, help="compute pool size (default 4 x cores, >= 4)")
+    sv.add_argument("--max-request-mb", type=int, default=64,
+                    help="largest gRPC message / REST body")
+    sv.add_argument("--request-deadline", type=float, default=10.0,
+                    help="seconds a whole REST request may take to arrive (408 past it)")
+    sv.add_argument("--max-connections", type=int, default=512,
+                    help="open REST connections at most (503 at once past it)")
+    sv.add_argument("--max-inflight-mb", type=int, default=256,
+                    help="REST request bodies held at once (503 past it)")
+    sv.add_argument("--max-concurrent-rpcs", type=int, default=64,
+                    help="gRPC calls in flight at most (RESOURCE_EXHAUSTED past it)")
     sv.set_defaults(func=_cmd_serve)
 
     rp = sub.add_parser("run-pipeline", help="run the TFX-style stages of a pipeline JSON")
     rp.add_argument("--config", required=True)
     rp.add_argument("--run-dir")
     rp.add_argument("--stages", nargs="*", help="subset of stages to run")
-    rp.add_argument("--force", action="store_true")
+    rp.add_argument("--force", action="store_true", help="rerun finished stages")
+    rp.add_argument("--force-push", action="store_true",
+                    help="publish the export even if the blessing gate (push section) fails")
     rp.set_defaults(func=_cmd_run_pipeline)
 
     cp = sub.add_parser("compile-pipeline", help="write the Kubeflow Pipelines v2 IR (YAML)")

@@ -16,7 +16,10 @@ SIZES = {
                        "mlp_units": [16], "tower_units": [8]},
              "train": {"batch_size": 128},
              "pq": {"num_subspaces": 2, "num_codewords": 32},
-             "serve": {"requests": 5, "candidates": 20}},
+             "serve": {"requests": 5, "candidates": 20},
+             # 40 users, one epoch: not expected to beat popularity; the tiny demo runs every
+             # stage, so its push is forced past the gate (the summary says so)
+             "push": {"force": True}},
     "small": {},
 }
 
@@ -48,10 +51,23 @@ def print_summary(m, seconds: float) -> None:
           f"{cb['info']['bytes_per_behaviour']} bytes per behaviour "
           f"(float keys {cb['info']['float_key_bytes_per_behaviour']}); "
           f"recall@{cb['top_k']} vs exact GSU: {cb['recall_at_k']:.3f}")
-    print(f"Export: {exp['path']} (GSU {exp['gsu']}, signatures {exp['signatures']})")
-    print(f"Served over gRPC: {serve['requests']} requests x "
-          f"{serve['candidates_per_request']} candidates, p50 {serve['latency_ms_p50']:.1f} ms, "
-          f"p99 {serve['latency_ms_p99']:.1f} ms; first scores {serve['first_scores']}")
+    b = exp.get("blessing")
+    if b:
+        fig = ", ".join(f"{k} {v:.4f}" for k, v in b["figures"].items() if k != "examples")
+        verdict = ("blessed" if b["blessed"] else "FAILED: " + "; ".join(b["reasons"])) + (
+            " (push forced)" if b.get("forced") else "")
+        print(f"Blessing gate (validation {b['metric']}: {fig}): {verdict}")
+    if exp.get("published", True):
+        print(f"Export: {exp['path']} (GSU {exp['gsu']}, signatures {exp['signatures']})")
+    else:
+        print(f"Export: not published under {exp['base']} (--force-push publishes anyway)")
+    if "latency_ms_p50" in serve:
+        print(f"Served over gRPC: {serve['requests']} requests x "
+              f"{serve['candidates_per_request']} candidates, p50 "
+              f"{serve['latency_ms_p50']:.1f} ms, p99 {serve['latency_ms_p99']:.1f} ms; "
+              f"first scores {serve['first_scores']}")
+    else:
+        print(f"Serving: skipped ({serve.get('skipped')})")
     stage_times = ", ".join(f"{k} {v['seconds']:.0f}s" for k, v in m.items())
     print(f"Stage times: {stage_times}")
     print(f"Total {seconds:.0f} s. Report: seminar report --run <run dir>")

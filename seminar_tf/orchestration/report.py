@@ -156,7 +156,18 @@ def write_report(run_dir: str) -> str:
             plt.close(fig)
             lines += ["![gsu latency](report/gsu_latency.png)", "",
                       markdown_table(lat, ["L", "exact_ms", "pq_ms"]), ""]
-    if "serve" in man:
+    if "export" in man and "blessing" in man["export"]["outputs"]:
+        e = man["export"]["outputs"]
+        b = e["blessing"]
+        verdict = ("published" if e.get("published") else "NOT published") + (
+            " (forced past the gate)" if b.get("forced") else "")
+        rows = [{"model": k, b["metric"]: v} for k, v in b["figures"].items()
+                if k != "examples"]
+        lines += ["## Blessing gate", "", f"Validation {b['metric']} on {b['figures']['examples']}"
+                  f" {b['split']} examples; thresholds {b['thresholds']}: **{verdict}**.", "",
+                  markdown_table(rows, ["model", b["metric"]], {b["metric"]: ".4f"}), ""]
+        lines += [f"- {r}" for r in b["reasons"]] + ([""] if b["reasons"] else [])
+    if "serve" in man and "latency_ms_p50" in man["serve"]["outputs"]:
         s = man["serve"]["outputs"]
         lines += ["## Serving", "", f"{s['requests']} gRPC Predict requests x "
                   f"{s['candidates_per_request']} candidates: p50 {s['latency_ms_p50']:.1f} ms,"

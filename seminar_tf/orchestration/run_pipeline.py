@@ -41,6 +41,9 @@ DEFAULTS = {
     "pretrain": {"epochs": 1},
     "pq": {"num_subspaces": 4, "num_codewords": 256},
     "baseline": "twin",
+    # the blessing gate of the export (push) stage: `seminar_tf.workflows.blessing`
+    "push": {"metric": "auc", "min_lift_over_popularity": 0.0, "max_drop_vs_published": 0.0,
+             "force": False},
     "serve": {"requests": 20, "candidates": 50},
 }
 
@@ -67,7 +70,7 @@ def _fingerprint(stage: str, cfg: Dict, manifests: Dict[str, Dict]) -> str:
     relevant = {"generate": ["generate"], "preprocess": ["preprocess"],
                 "pretrain": ["model", "train", "pretrain"], "finetune": ["model", "train"],
                 "baseline": ["model", "train", "baseline"], "codebooks": ["pq"],
-                "evaluate": [], "export": [], "serve": ["serve"]}[stage]
+                "evaluate": [], "export": ["push"], "serve": ["serve"]}[stage]
     payload = {"stage": stage, "config": {k: cfg.get(k) for k in relevant},
                "upstream": {u: manifests[u]["fingerprint"] for u in UPSTREAM[stage]}}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
@@ -199,6 +202,12 @@ class Pipeline:
 
     def _stage_serve(self):
         exp = self.manifests["export"]["outputs"]
+        if not exp.get("published", True):
+            from seminar_tf.workflows.blessing import latest_version
+            if latest_version(exp["base"], exp["name"]) is None:
+                self.log("[serve] skipped: the export was not blessed and no version is "
+                         "published")
+                return {"skipped": "no published version", "requests": 0}
         return serve_and_query(exp["base"], exp["name"], self.data_dir(),
                                self.manifests["finetune"]["outputs"]["model_dir"],
                                **self.cfg["serve"], log=self.log)

@@ -8,10 +8,10 @@ JSON-able dict of outputs.
 """
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from typing import Dict, Optional
+
+from seminar_tf import storage
 
 
 def generate(cfg: Dict, out: str) -> Dict:
@@ -67,8 +67,8 @@ def codebooks(cfg: Dict, model_dir: str, data: Optional[str] = None,
               out: Optional[str] = None) -> Dict:
     """PQ codebooks for a trained model (in place, or into a copy at `out`)."""
     from seminar_tf.workflows.codebook_build import build_for_model_dir, pq_recall
-    if out is not None and os.path.abspath(out) != os.path.abspath(model_dir):
-        shutil.copytree(model_dir, out, dirs_exist_ok=True)
+    if out is not None and out.rstrip("/") != model_dir.rstrip("/"):
+        storage.copy_tree(model_dir, out)
         model_dir = out
     info = build_for_model_dir(model_dir, data, **cfg["pq"])
     recall = pq_recall(model_dir, data, with_metrics=False)
@@ -87,14 +87,27 @@ def evaluate(cfg: Dict, data: str, seminar_dir: str, baseline_dir: Optional[str]
         if model_dir:
             results[model_info(model_dir)["model"]] = run(model_dir, data)
     results["seminar_pq"] = run(seminar_dir, data, gsu="pq", with_popularity=False)
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "metrics.json"), "w", encoding="utf-8") as f:
-        json.dump(results, f, indent=2, sort_keys=True)
+    storage.write_json(os.path.join(out, "metrics.json"), results, sort_keys=True)
     return {"metrics": results, "table": metrics_table(results)}
 
 
-def export(cfg: Dict, model_dir: str, data: str, out: str, name: str = "seminar") -> Dict:
-    """A TF Serving SavedModel with the PQ GSU under `out/<name>/<version>`."""
+def export(cfg: Dict, model_dir: str, data: str, out: str, name: str = "seminar",
+           force: Optional[bool] = None) -> Dict:
+    """The push step: a TF Serving SavedModel with the PQ GSU under `out/<name>/<version>`,
+    published only if the blessing gate passes (`seminar_tf.workflows.blessing`: the
+    pipeline's `push` section; `force` (default `push.force`) publishes anyway, recorded)."""
+    from seminar_tf.workflows import blessing
     from seminar_tf.workflows.export import export_from_model_dir
+    from seminar_tf.workflows.model_dir import load_model
+    push = dict(cfg.get("push") or {})
+    force = bool(push.get("force", False)) if force is None else force
+    decision = blessing.evaluate_for_push(load_model(model_dir, gsu="pq"), data, out, name,
+                                          blessing.Thresholds.from_dict(push))
+    decision["forced"] = bool(force and not decision["blessed"])
+    decision["record"] = blessing.record(out, name, decision)
+    if not (decision["blessed"] or force):
+        print(f"[export] not published: {'; '.join(decision['reasons'])} (--force-push "
+              "publishes anyway)", flush=True)
+        return {"base": out, "name": name, "published": False, "blessing": decision}
     report = export_from_model_dir(model_dir, out, name, gsu="pq", data_dir=data)
-    return {"base": out, "name": name, **report}
+    return {"base": out, "name": name, "published": True, "blessing": decision, **report}

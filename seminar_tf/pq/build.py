@@ -6,7 +6,6 @@ a ranker whose GSU is `PQLookupAttention` (`load_model(model_dir, gsu="pq")`).
 """
 from __future__ import annotations
 
-import json
 import os
 import weakref
 from typing import Dict, Optional, Tuple
@@ -15,6 +14,7 @@ import numpy as np
 
 import tensorflow as tf
 
+from seminar_tf import storage
 from seminar_tf.pq.quantizer import ProductQuantizer
 
 
@@ -82,22 +82,39 @@ def quantize_parts(parts: np.ndarray, pq_cfg, sample_size: Optional[int] = None
 
 
 def save_codebooks(model_dir: str, pq: ProductQuantizer, codes: np.ndarray,
-                   info: Dict) -> str:
+                   info: Dict, model_fingerprint: Optional[str] = None) -> str:
+    """Writes `<model_dir>/pq/` and commits it (`seminar_tf.storage`) with the fingerprint
+    of the weights the key parts came from."""
     out = os.path.join(model_dir, "pq")
-    os.makedirs(out, exist_ok=True)
-    np.save(os.path.join(out, "codebooks.npy"), pq.codebooks)
-    np.save(os.path.join(out, "item_codes.npy"), codes)
-    with open(os.path.join(out, "pq.json"), "w", encoding="utf-8") as f:
-        json.dump(info, f, indent=2, sort_keys=True)
+    storage.uncommit(out)
+    storage.save_npy(os.path.join(out, "codebooks.npy"), pq.codebooks)
+    storage.save_npy(os.path.join(out, "item_codes.npy"), codes)
+    storage.write_json(os.path.join(out, "pq.json"), info, sort_keys=True)
+    storage.commit(out, "codebooks", model_fingerprint=model_fingerprint,
+                   exclude=("recall.json", "key_parts*", "codes-*"))
     return out
 
 
-def load_codebooks(model_dir: str) -> Tuple[np.ndarray, np.ndarray, Dict]:
+class CodebookMismatchError(ValueError):
+    """Codebooks built from other weights than the model's."""
+
+
+def load_codebooks(model_dir: str, model_fingerprint: Optional[str] = None
+                   ) -> Tuple[np.ndarray, np.ndarray, Dict]:
+    """(codebooks, item codes, pq.json) of a committed `<model_dir>/pq/`.
+
+    Raises:
+        UncommittedError: no (complete) codebooks. CodebookMismatchError: they were built
+            from weights whose fingerprint is not `model_fingerprint`.
+    """
     d = os.path.join(model_dir, "pq")
-    if not os.path.exists(os.path.join(d, "codebooks.npy")):
-        raise FileNotFoundError(f"no codebooks in {d}: run `seminar build-codebooks "
-                                f"--model-dir {model_dir}` first")
-    with open(os.path.join(d, "pq.json"), encoding="utf-8") as f:
-        info = json.load(f)
-    return np.load(os.path.join(d, "codebooks.npy")), np.load(
-        os.path.join(d, "item_codes.npy")), info
+    m = storage.manifest(d, "codebooks", hint=(
+        f": run `seminar build-codebooks --model-dir {model_dir}` first"))
+    if model_fingerprint is not None and m.get("model_fingerprint") != model_fingerprint:
+        raise CodebookMismatchError(
+            f"{d} was built from other weights (fingerprint {m.get('model_fingerprint')}) "
+            f"than {model_dir} holds ({model_fingerprint}): the model was retrained since; "
+            f"rerun `seminar build-codebooks --model-dir {model_dir}`")
+    return (storage.load_npy(os.path.join(d, "codebooks.npy")),
+            storage.load_npy(os.path.join(d, "item_codes.npy")),
+            storage.read_json(os.path.join(d, "pq.json")))

@@ -3,7 +3,6 @@ recall check (`seminar pq-recall`): a workflow over `seminar_tf.pq`."""
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from typing import Callable, Dict, Optional
@@ -12,10 +11,11 @@ import numpy as np
 
 import tensorflow as tf
 
+from seminar_tf import storage
 from seminar_tf.data.dataset import make_dataset, split_pattern
 from seminar_tf.pq.build import item_key_parts, quantize_parts, save_codebooks
 from seminar_tf.pq.quantizer import ProductQuantizer
-from seminar_tf.workflows.model_dir import data_dir_of
+from seminar_tf.workflows.model_dir import data_dir_of, model_manifest
 
 
 def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
@@ -47,7 +47,8 @@ def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
                                                            -1)))}
     else:  # no key part leaves the workers
         out = os.path.join(model_dir, "pq")
-        os.makedirs(out, exist_ok=True)
+        storage.uncommit(out)
+        storage.makedirs(out)
         books, codes, stats = encoder(model_dir, data_dir, out, pq_cfg)
         pq = ProductQuantizer(pq_cfg.num_subspaces, pq_cfg.num_codewords, codebooks=books)
     P, S = codes.shape[1:]
@@ -58,7 +59,8 @@ def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
             "quantization_mse": float(stats["quantization_mse"]),
             "mean_part_sq_norm": float(stats["mean_part_sq_norm"]),
             "seconds": round(time.time() - t0, 2)}
-    save_codebooks(model_dir, pq, codes, info)
+    save_codebooks(model_dir, pq, codes, info,
+                   model_fingerprint=model_manifest(model_dir).get("fingerprint"))
     return info
 
 
@@ -102,6 +104,5 @@ def pq_recall(model_dir: str, data_dir: Optional[str] = None, split: str = "test
             if "candidates" in m:
                 result[f"ndcg@10_{name}"] = m["candidates"]["ndcg@10"]
         result["auc_delta"] = result["auc_pq"] - result["auc_exact"]
-    with open(os.path.join(model_dir, "pq", "recall.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
+    storage.write_json(os.path.join(model_dir, "pq", "recall.json"), result, sort_keys=True)
     return result

@@ -3,7 +3,6 @@ candidate metrics (HIT/NDCG@K, MRR) on the fixed 1+99 candidate groups, and a po
 baseline on the same examples."""
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, Optional
 
@@ -12,6 +11,7 @@ import tensorflow as tf
 
 from seminar_tf import features as F
 from seminar_tf import metrics as M
+from seminar_tf import storage
 from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
 from seminar_tf.workflows.model_dir import contract_of, data_dir_of, load_model
@@ -146,12 +146,12 @@ def evaluate(model_dir: str, data_dir: Optional[str] = None, *, model=None,
             result["popularity_baseline"]["candidates"] = candidate_metrics(popc)
     if write:
         suffix = "" if gsu is None else f"_{gsu}"
-        np.savez(os.path.join(model_dir, f"predictions{suffix}.npz"),
-                 **{f"test_{k}": v for k, v in test.items()},
-                 **({f"cand_{k}": v for k, v in cand.items()} if cand is not None else {}))
-        name = f"metrics{suffix}.json"
-        with open(os.path.join(model_dir, name), "w", encoding="utf-8") as f:
-            json.dump(result, f, indent=2, sort_keys=True)
+        storage.save_npz(os.path.join(model_dir, f"predictions{suffix}.npz"),
+                         **{f"test_{k}": v for k, v in test.items()},
+                         **({f"cand_{k}": v for k, v in cand.items()} if cand is not None
+                            else {}))
+        storage.write_json(os.path.join(model_dir, f"metrics{suffix}.json"), result,
+                           sort_keys=True)
     return result
 
 

@@ -11,14 +11,16 @@ mapped to OOV, since XLA gathers clamp out-of-range ids instead of failing) is a
 holds PredictionLog records (gRPC PredictRequests) that TF Serving replays at load.
 The export check refuses graphs with ops outside stock TensorFlow (PyFunc, EagerPyFunc, custom
 ops) and verifies that every signature reproduces the Keras model's outputs.
+
+A version is published whole: it is written under a temporary sibling (`.tmp-export-*`,
+not a version number), committed with `_SUCCESS` (`seminar_tf.storage`: every file and its
+size) and moved to `<version>/` (one atomic rename on local disk; file by file with
+`_SUCCESS` last elsewhere). `serving.models` serves a version only once its manifest holds.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
-import shutil
-import tempfile
+import uuid
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -26,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from seminar_tf import features as F
+from seminar_tf import storage
 from seminar_tf.layers.retrieval import ties
 from seminar_tf.workflows.signatures import (  # noqa: F401  (rank_request re-exported)
     SIGNATURES, Check, SignatureError, rank_request)
@@ -61,10 +64,11 @@ class ServingModule(tf.Module):
 
 
 def next_version(model_base: str) -> int:
-    if not os.path.isdir(model_base):
+    if not storage.isdir(model_base):
         return 1
     # ASCII digits only, as the server reads version folders ("²".isdigit() is True)
-    versions = [int(v) for v in os.listdir(model_base) if re.fullmatch(r"[0-9]{1,18}", v)]
+    versions = [int(v) for v in storage.listdir(model_base)
+                if storage.VERSION_RE.fullmatch(v)]
     return max(versions, default=0) + 1
 
 
@@ -121,7 +125,7 @@ def write_warmup(version_dir: str, name: str, examples: Sequence[bytes]) -> str:
     the `warmup` requests of every signature built from the sample Examples."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
     path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
+    storage.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as w:
         for signature, sig in SIGNATURES.items():
             for inputs in sig.warmup(examples):
@@ -144,8 +148,7 @@ def export_model(model, base: str, name: str, version: Optional[int] = None,
     report = export_to(model, os.path.join(model_base, str(version)), name, data_dir, atol,
                        xla=xla)
     report["version"] = version
-    with open(os.path.join(model_base, f"export-{version}.json"), "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    storage.write_json(os.path.join(model_base, f"export-{version}.json"), report)
     return report
 
 
@@ -156,16 +159,16 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
     Args:
         xla: compile the dense part of every signature with XLA (`jit_compile=True`).
     """
-    if os.path.exists(final):
+    if storage.exists(final):
         raise FileExistsError(f"{final} exists: choose another --version")
-    parent = os.path.dirname(os.path.abspath(final))
-    os.makedirs(parent, exist_ok=True)
-    # write into a temporary sibling and rename: a polling server never sees a partial dir
-    tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
+    final = os.path.abspath(final) if storage.is_local(final) else final.rstrip("/")
+    parent = os.path.dirname(final)
+    storage.makedirs(parent)
+    # a temporary sibling a polling server ignores (not a version number), then committed
+    tmp = os.path.join(parent, f".tmp-export-{uuid.uuid4().hex[:12]}")
     try:
         cfg_path = os.path.join(tmp, "seminar_config.json")
-        with open(cfg_path, "w", encoding="utf-8") as f:
-            f.write(model.config.to_json())
+        storage.write_text(cfg_path, model.config.to_json())
         module = ServingModule(model, cfg_path, xla=xla)
         sigs = module.signature_functions
         out_dir = os.path.join(tmp, "model")
@@ -174,9 +177,13 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
         examples = sample_examples(model, data_dir)
         write_warmup(out_dir, name, examples)
         max_diff = verify_outputs(model, out_dir, examples, atol)
-        os.rename(out_dir, final)
+        storage.commit(out_dir, "export", model_gsu=model.config.model.gsu, xla=xla)
+        if storage.is_local(final):
+            os.rename(out_dir, final)  # atomic
+        else:
+            storage.move_tree(out_dir, final, last=(storage.MANIFEST,))
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        storage.rmtree(tmp)
     return {"path": final, "name": name, "gsu": model.config.model.gsu, "ops": len(ops),
             "signatures": sorted(sigs), "xla": xla, "max_abs_diff_vs_keras": max_diff}
 

@@ -5,6 +5,12 @@ data directory), `weights/` (TF checkpoint of every variable, item tables includ
 `backup/` (BackupAndRestore state while training runs), `checkpoints/` (best weights on the
 validation metric), `logs/` (TensorBoard), `history.csv`, and after evaluation
 `metrics.json`; `pq/` after `seminar build-codebooks`.
+
+`_SUCCESS` (`seminar_tf.storage`) commits the directory once training has finished: it lists
+the weights, `config.json` and `model.json` and carries the weights' `fingerprint`. A run
+into the directory removes it first, so `load_model` refuses a model whose training is
+unfinished (killed, or still running) instead of loading its initial weights. Codebooks
+record the fingerprint of the weights they were built from and are refused for others.
 """
 from __future__ import annotations
 
@@ -15,14 +21,15 @@ from typing import Dict, Optional
 import numpy as np
 
 from seminar_tf import features as F
+from seminar_tf import storage
 from seminar_tf.config import SeminarConfig
-from seminar_tf.data.dataset import load_data_config  # noqa: F401  (re-exported)
+from seminar_tf.data.dataset import dataset_manifest, load_data_config  # noqa: F401
 from seminar_tf.models.registry import build_model
 
 
 def load_item_table(data_dir: str) -> Dict[str, np.ndarray]:
-    with np.load(os.path.join(data_dir, "item_table.npz")) as z:
-        return {k: z[k] for k in z.files}
+    dataset_manifest(data_dir)  # refuses an uncommitted dataset
+    return storage.load_npz(os.path.join(data_dir, "item_table.npz"))
 
 
 def config_for(model_name: str, data_dir: str, config_path: Optional[str] = None,
@@ -46,11 +53,10 @@ def config_for(model_name: str, data_dir: str, config_path: Optional[str] = None
     from seminar_tf.models.registry import registry_changes
     written = {}
     if config_path:
-        with open(config_path, encoding="utf-8") as f:
-            try:
-                written = json.load(f)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{config_path} is not valid JSON: {e}") from e
+        try:
+            written = json.loads(storage.read_text(config_path))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{config_path} is not valid JSON: {e}") from e
         if not isinstance(written, dict):
             raise ConfigError(f"{config_path} must hold a JSON object")
     registry = registry_changes(model_name)
@@ -93,23 +99,51 @@ def weights_path(model_dir: str) -> str:
     return os.path.join(model_dir, "weights", "model")
 
 
-def save_model_dir(model, model_dir: str, model_name: str, data_dir: str) -> None:
-    os.makedirs(model_dir, exist_ok=True)
+def save_model_dir(model, model_dir: str, model_name: str, data_dir: str,
+                   commit: bool = True) -> Optional[Dict]:
+    """Writes weights, `config.json` and `model.json`; with `commit`, then `_SUCCESS`
+    (returned). Without it the directory is left uncommitted (its manifest removed first):
+    `train` saves the config up front so a killed run can resume, not be served."""
+    storage.uncommit(model_dir)
+    storage.makedirs(model_dir)
+    for old in storage.glob(weights_path(model_dir) + ".*"):
+        storage.remove(old)  # fresh files (TF's ram:// appends to a file opened again)
     model.save_weights(weights_path(model_dir))
-    with open(os.path.join(model_dir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(model.config.to_json())
-    with open(os.path.join(model_dir, "model.json"), "w", encoding="utf-8") as f:
-        json.dump({"model": model_name, "data_dir": os.path.abspath(data_dir)}, f, indent=2)
+    storage.write_text(os.path.join(model_dir, "config.json"), model.config.to_json())
+    local = storage.is_local(data_dir)
+    storage.write_json(os.path.join(model_dir, "model.json"), {
+        "model": model_name, "data_dir": os.path.abspath(data_dir) if local else data_dir})
+    if not commit:
+        return None
+    return commit_model_dir(model_dir)
+
+
+def commit_model_dir(model_dir: str) -> Dict:
+    """Commits the weights, config and model.json under their fingerprint."""
+    weights = storage.glob(weights_path(model_dir) + ".*")
+    return storage.commit(model_dir, "model", fingerprint=storage.content_fingerprint(weights),
+                          exclude=[p for p in _uncommitted_patterns()])
+
+
+def _uncommitted_patterns():
+    # what changes after the commit (evaluation, codebooks) or only matters while training
+    return ("backup/*", "checkpoints/*", "logs/*", "pq/*", "workers/*", "*.csv", "*.npz",
+            "metrics*.json", "start_steps.txt", "weights/initial*", "export*")
+
+
+def model_manifest(model_dir: str) -> Dict:
+    """The model directory's commit manifest (refuses an unfinished or foreign one)."""
+    return storage.manifest(model_dir, "model", hint=(
+        ": finish (or resume) training with the same command, or choose a trained model"))
 
 
 def model_info(model_dir: str) -> Dict[str, str]:
     """The directory's `model.json`: `model` (registry name) and `data_dir` (the dataset it
     was trained on). The one reader of the file (`save_model_dir` is its one writer)."""
     path = os.path.join(model_dir, "model.json")
-    if not os.path.exists(path):
+    if not storage.exists(path):
         raise FileNotFoundError(f"{model_dir} is not a model directory (no model.json)")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return storage.read_json(path)
 
 
 def data_dir_of(model_dir: str, data_dir: Optional[str] = None) -> str:
@@ -125,12 +159,12 @@ def load_model(model_dir: str, gsu: Optional[str] = None):
         gsu: optionally swap the GSU: "pq" loads the codebooks of `build-codebooks`
             (its `pq/` folder) into a `PQLookupAttention`; "exact" scores float keys.
     """
-    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
-        cfg = SeminarConfig.from_json(f.read())
+    fingerprint = model_manifest(model_dir).get("fingerprint")
+    cfg = SeminarConfig.from_json(storage.read_text(os.path.join(model_dir, "config.json")))
     pq_info = None
     if gsu == "pq":
         from seminar_tf.pq.build import load_codebooks
-        codebooks, codes, pq_info = load_codebooks(model_dir)
+        codebooks, codes, pq_info = load_codebooks(model_dir, fingerprint)
         cfg = cfg.replace(model={"gsu": "pq"}, pq=pq_info["pq_config"])
     elif gsu is not None:
         cfg = cfg.replace(model={"gsu": gsu})
@@ -145,10 +179,9 @@ def steps_per_epoch(data_dir: str, batch_size: int, split: str = "train",
                     drop_remainder: bool = False) -> Optional[int]:
     """Batches in one pass over `split` from the dataset's stats.json (None if unknown)."""
     path = os.path.join(data_dir, "stats.json")
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return None
-    with open(path, encoding="utf-8") as f:
-        n = json.load(f).get("examples", {}).get(split)
+    n = storage.read_json(path).get("examples", {}).get(split)
     if not n:
         return None
     return n // batch_size if drop_remainder else -(-n // batch_size)

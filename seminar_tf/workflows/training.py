@@ -15,12 +15,13 @@ import numpy as np
 
 import tensorflow as tf
 
+from seminar_tf import storage
 from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
 from seminar_tf.workflows.evaluation import evaluate, format_metrics  # noqa: F401  (re-exported)
 from seminar_tf.workflows.model_dir import (  # noqa: F401  (re-exported)
-    config_for, contract_of, load_data_config, load_item_table, load_model, save_model_dir,
-    steps_per_epoch, weights_path)
+    commit_model_dir, config_for, contract_of, load_data_config, load_item_table, load_model,
+    save_model_dir, steps_per_epoch, weights_path)
 from seminar_tf.models.registry import build_model
 from seminar_tf.progress import ProgressBar
 
@@ -35,12 +36,9 @@ class BatchLogger(tf.keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         if step % self.every == 0 and logs:
-            new = not os.path.exists(self.path)
-            with open(self.path, "a", encoding="utf-8") as f:
-                if new:
-                    f.write("step,loss,auc\n")
-                f.write(f"{step},{float(logs.get('loss', np.nan)):.6f},"
-                        f"{float(logs.get('auc', np.nan)):.6f}\n")
+            head = "" if storage.exists(self.path) else "step,loss,auc\n"
+            storage.append_text(self.path, f"{head}{step},{float(logs.get('loss', np.nan)):.6f},"
+                                f"{float(logs.get('auc', np.nan)):.6f}\n")
 
 
 class StepLogger(tf.keras.callbacks.Callback):
@@ -51,8 +49,7 @@ class StepLogger(tf.keras.callbacks.Callback):
         self.path = path
 
     def on_train_begin(self, logs=None):
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(f"{int(self.model.optimizer.iterations.numpy())}\n")
+        storage.append_text(self.path, f"{int(self.model.optimizer.iterations.numpy())}\n")
 
 
 class InitialWeights(tf.keras.callbacks.Callback):
@@ -152,7 +149,7 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
     if strategy == "multi_worker" and not is_chief:
         # non-chief workers write their copies elsewhere (same weights, no clobbering)
         model_dir = os.path.join(model_dir, "workers", f"{task_type}-{task_index}")
-    os.makedirs(model_dir, exist_ok=True)
+    storage.makedirs(model_dir)
     with dist.scope():
         if model is None:
             model = build_model(cfg, item_table=load_item_table(data_dir))
@@ -229,7 +226,8 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
     if verbose == 1:  # one progress line (steps, rate, ETA) instead of Keras' bar
         callbacks.append(ProgressBar(model_name, t.batch_size, steps_per_epoch=(
             t.steps_per_epoch or steps_per_epoch(data_dir, t.batch_size))))
-    save_model_dir(model, model_dir, model_name, data_dir)  # config first: resumable
+    # config first (resumable), uncommitted: nothing loads this model until it is trained
+    save_model_dir(model, model_dir, model_name, data_dir, commit=False)
     t0 = time.time()
     if strategy == "parameter_server":
         # the coordinator has no validation data and no per-batch logs: keep the callbacks
@@ -240,19 +238,20 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
                         steps_per_epoch=t.steps_per_epoch, callbacks=callbacks,
                         verbose=0 if verbose == 1 else verbose)
     seconds = time.time() - t0
-    save_model_dir(model, model_dir, model_name, data_dir)
+    save_model_dir(model, model_dir, model_name, data_dir, commit=False)
     result = {"history": {k: [float(x) for x in v] for k, v in history.history.items()},
               "train_seconds": round(seconds, 2),
               "steps": int(model.optimizer.iterations.numpy())}
-    with open(os.path.join(model_dir, "train.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2)
+    storage.write_json(os.path.join(model_dir, "train.json"), result)
+    if strategy != "multi_worker" or is_chief:
+        commit_model_dir(model_dir)
     return result
 
 
 def backup_step(backup_dir: str) -> int:
     """The optimizer step stored by BackupAndRestore in `backup_dir` (0 when none)."""
     for d in (os.path.join(backup_dir, "chief"), backup_dir):
-        path = tf.train.latest_checkpoint(d) if os.path.isdir(d) else None
+        path = tf.train.latest_checkpoint(d) if storage.isdir(d) else None
         if path:
             reader = tf.train.load_checkpoint(path)
             for name, _ in tf.train.list_variables(path):

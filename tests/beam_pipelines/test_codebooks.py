@@ -32,6 +32,7 @@ def test_model_mode_computes_key_parts_in_workers_like_the_in_process_builder(tm
     the job (two worker processes), same codebooks, codes and statistics as in-process."""
     import json
     import os
+    from seminar_tf import storage
     from seminar_tf.orchestration.cli import _beam_encoder
     from seminar_tf.workflows.codebook_build import build_for_model_dir
     from seminar_tf.workflows.model_dir import save_model_dir
@@ -41,6 +42,7 @@ def test_model_mode_computes_key_parts_in_workers_like_the_in_process_builder(tm
     data_dir, model_dir = str(tmp_path / "data"), str(tmp_path / "model")
     os.makedirs(data_dir)
     np.savez(os.path.join(data_dir, "item_table.npz"), **table)
+    storage.commit(data_dir, "dataset")  # as `seminar preprocess` publishes a dataset
     model = build_model(cfg, item_table=table)
     save_model_dir(model, model_dir, "seminar", data_dir)
     local = build_for_model_dir(model_dir, data_dir)

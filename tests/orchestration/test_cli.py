@@ -52,7 +52,7 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
             (["preprocess", "--source", "kuaisar", "--input", str(tmp_path / "none"),
               "--output", str(tmp_path / "o")], "rec_inter.csv"),
             (["train", "--model", "twin", "--data", str(tmp_path / "none"), "--out",
-              str(tmp_path / "m")], "data_config.json"),
+              str(tmp_path / "m")], "not a committed dataset"),
             (["run-pipeline", "--config", str(bad), "--run-dir", str(tmp_path / "r")],
              "model.top_k")]:
         r = subprocess.run([sys.executable, "-m", "seminar_tf.cli", *args],

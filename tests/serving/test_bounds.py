@@ -114,6 +114,66 @@ def test_connections_past_the_limit_get_503_at_once(bounded):
     assert bounded.metrics.count("UNAVAILABLE") >= 1
 
 
+def test_request_bodies_past_the_memory_budget_get_503_before_they_are_read(tmp_path):
+    s = Server(str(tmp_path / "none"), NAME, grpc_port=0, rest_port=0, poll_seconds=60,
+               request_deadline=3.0, max_request_bytes=1000, max_inflight_bytes=1500).start()
+    head = (b"POST /v1/models/seminar:predict HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    try:
+        with socket.create_connection(("127.0.0.1", s.rest_port)) as first:
+            first.sendall(head + b"{")  # 1000 bytes announced and held while they arrive
+            time.sleep(0.3)
+            t0 = time.time()
+            with socket.create_connection(("127.0.0.1", s.rest_port)) as second:
+                second.sendall(head)
+                got = _read_answer(second, 2.0)
+                assert time.time() - t0 < 1.0
+                got += second.recv(4096)  # the JSON body after the headers
+            assert got.startswith(b"HTTP/1.1 503"), got[:200]
+            assert "bytes of request bodies in flight" in got.decode()
+        time.sleep(3.5)  # the first is cut at the deadline and gives its bytes back
+        with socket.create_connection(("127.0.0.1", s.rest_port)) as third:
+            third.sendall(head + b" " * 1000)
+            got = _read_answer(third, 5.0)
+        assert got.startswith(b"HTTP/1.1 400"), got[:200]  # read and answered: bad JSON
+    finally:
+        s.stop()
+
+
+def test_grpc_calls_past_the_limit_get_resource_exhausted(trained, monkeypatch):
+    """`max_concurrent_rpcs`: with one call in flight (held in compute), the next ones are
+    refused with RESOURCE_EXHAUSTED at once, and served again once it finished."""
+    import threading
+    from serving import grpc_api
+    from serving.client import GrpcClient
+    gate = threading.Event()
+    real = grpc_api.run_predict
+
+    def held(*args, **kwargs):
+        gate.wait(10)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(grpc_api, "run_predict", held)
+    s = Server(trained[1], NAME, grpc_port=0, rest_port=0, poll_seconds=60,
+               max_concurrent_rpcs=1).start()
+    try:
+        client = GrpcClient(f"127.0.0.1:{s.grpc_port}", NAME)
+        req = client.predict_request(trained[3][:2])
+        first = client.predict_stub.Predict.future(req, timeout=20)
+        time.sleep(0.5)
+        t0 = time.time()
+        with pytest.raises(grpc.RpcError) as e:
+            client.predict_stub.Predict(req, timeout=5)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert time.time() - t0 < 1.0
+        gate.set()
+        assert tf.make_ndarray(first.result().outputs["score"]).shape == (2,)
+        again = client.predict_stub.Predict(req, timeout=20)
+        assert tf.make_ndarray(again.outputs["score"]).shape == (2,)
+    finally:
+        gate.set()
+        s.stop()
+
+
 @pytest.mark.parametrize("error,code,http", [
     (tf.errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT, 400),
     (tf.errors.NotFoundError, grpc.StatusCode.NOT_FOUND, 404),

@@ -1,12 +1,14 @@
 """Version management: failed versions retried when their files change, half-copied versions
-never served (nor even loaded: the settle guard, not TensorFlow's refusal, keeps them out),
-replaced versions unloaded only after their in-flight requests."""
+never served (nor even loaded: the commit manifest of `seminar export`, or for SavedModels
+from other tools the settle guard, not TensorFlow's refusal, keeps them out), replaced
+versions unloaded only after their in-flight requests."""
 import os
 import shutil
 import time
 
 import numpy as np
 
+from seminar_tf import storage
 from serving.models import ModelManager
 
 NAME = "seminar"
@@ -31,6 +33,7 @@ def test_failed_version_is_retried_when_its_files_change(trained, tmp_path):
     shutil.copytree(_good(trained), base / NAME / "1")
     broken = base / NAME / "2"
     shutil.copytree(_good(trained), broken)
+    (broken / storage.MANIFEST).unlink()  # a SavedModel copied in by another tool
     (broken / "saved_model.pb").write_bytes(b"not a SavedModel")
     m = ModelManager(str(base), NAME, settle_seconds=0.2)
     assert _poll_until(m, lambda: m.current is not None and 2 in m.failed)
@@ -87,6 +90,7 @@ def test_a_loadable_version_still_being_written_is_not_loaded(trained, tmp_path,
     real_load = m._load
     monkeypatch.setattr(m, "_load", lambda v, p, fp: loads.append(v) or real_load(v, p, fp))
     shutil.copytree(_good(trained), base / NAME / "2")
+    (base / NAME / "2" / storage.MANIFEST).unlink()  # another tool's copy: settle guard
     growing = base / NAME / "2" / "assets.extra" / "copy_in_progress"
     growing.parent.mkdir(exist_ok=True)
     t_end = time.time() + 2.0
@@ -97,6 +101,37 @@ def test_a_loadable_version_still_being_written_is_not_loaded(trained, tmp_path,
         time.sleep(0.1)
     assert m.current.version == 1 and loads == []  # never tried while it changed
     assert _poll_until(m, lambda: m.current.version == 2, seconds=10)
+    assert loads == [2]
+
+
+def test_committed_version_copied_file_by_file_is_loaded_only_when_whole(trained, tmp_path,
+                                                                          monkeypatch):
+    """An export copied file by file (object storage), its manifest first: with no settle
+    time at all, the manager neither serves nor even tries to load it while a listed file is
+    missing or short; once the last one is whole it is served at once."""
+    base = tmp_path / "models"
+    shutil.copytree(_good(trained), base / NAME / "1")
+    m = ModelManager(str(base), NAME, settle_seconds=0.0)
+    m.poll_once()
+    assert m.current.version == 1
+    loads = []
+    real_load = m._load
+    monkeypatch.setattr(m, "_load", lambda v, p, fp: loads.append(v) or real_load(v, p, fp))
+    src, dst = _good(trained), base / NAME / "2"
+    files = sorted(storage.manifest(src, "export")["files"])
+    os.makedirs(dst)
+    shutil.copy(os.path.join(src, storage.MANIFEST), dst / storage.MANIFEST)
+    for rel in files:
+        target = dst / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        full = open(os.path.join(src, rel), "rb").read()
+        target.write_bytes(full[: len(full) // 2])  # arriving
+        m.poll_once()
+        target.write_bytes(full)
+        if rel != files[-1]:
+            m.poll_once()
+            assert m.current.version == 1 and loads == [], rel
+    assert _poll_until(m, lambda: m.current.version == 2, seconds=5)
     assert loads == [2]
 
 
