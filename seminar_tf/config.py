@@ -385,12 +385,12 @@ def load_config(path: Optional[str] = None, **overrides: Any) -> SeminarConfig:
     if path is None:
         cfg = SeminarConfig()
     else:
-        with open(path, encoding="utf-8") as f:
-            cfg = SeminarConfig.from_json(f.read())
+        from seminar_tf import storage
+        cfg = SeminarConfig.from_json(storage.read_text(path))
     return cfg.replace(**overrides) if overrides else cfg
 
 
 def save_config(cfg: SeminarConfig, path: str) -> None:
     """Writes the config as JSON."""
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(cfg.to_json() + "\n")
+    from seminar_tf import storage
+    storage.write_text(path, cfg.to_json() + "\n")

@@ -59,11 +59,12 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
-import json
 import os
 from typing import Dict
 
 import numpy as np
+
+from seminar_tf import storage
 
 ITEM_TYPES = ("VIDEO", "IMAGE_ATLAS", "LIVE", "COMMODITY")
 REC_COLUMNS = ("user_id", "item_id", "playing_time", "duration_ms", "time", "timestamp",
@@ -128,7 +129,7 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
         raise ValueError(f"regime must be 'category' or 'semantic', not {cfg.regime!r}")
     semantic = cfg.regime == "semantic"
     rng = np.random.default_rng(cfg.seed)
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     n_cat2 = cfg.n_cat1 * cfg.cat2_per_cat1
     M = cfg.num_items
 
@@ -247,7 +248,7 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
 
     # --- write files ------------------------------------------------------------------------
     n_sci = 0
-    with open(os.path.join(out_dir, "rec_inter.csv"), "w", newline="", encoding="utf-8") as f:
+    with _text(os.path.join(out_dir, "rec_inter.csv")) as f:
         w = csv.writer(f)
         w.writerow(REC_COLUMNS)
         for k, (u, i, t_ms, click) in enumerate(rec_rows):
@@ -259,14 +260,13 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
             w.writerow((u, item_raw_id[i], playing, duration, _fmt_time(t_ms), ts, click,
                         int(click and rng.random() < 0.05), int(click and rng.random() < 0.2),
                         int(click and rng.random() < 0.02), 0, 0))
-    with open(os.path.join(out_dir, "src_inter.csv"), "w", newline="", encoding="utf-8") as f:
+    with _text(os.path.join(out_dir, "src_inter.csv")) as f:
         w = csv.writer(f)
         w.writerow(SRC_COLUMNS)
         for u, sid, t_ms, query, i, clicks in src_rows:
             w.writerow((u, sid, _fmt_time(t_ms), f"{float(t_ms):.1f}", _fmt_list(query),
                         "USER_INPUT", item_raw_id[i], clicks, ITEM_TYPES[item_type[i]]))
-    with open(os.path.join(out_dir, "item_features.csv"), "w", newline="",
-              encoding="utf-8") as f:
+    with _text(os.path.join(out_dir, "item_features.csv")) as f:
         w = csv.writer(f)
         w.writerow(ITEM_COLUMNS)
         for i in range(M):
@@ -278,8 +278,7 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
                         _fmt_time(upload_ms)[:10], "UPLOAD", c1 + 1, 100 + c2, 1000 + c3, 0,
                         f"一级类目{c1 + 1}", f"二级类目{c2}", f"三级类目{c3}", "",
                         f"category_{c1 + 1}", f"subcategory_{c2}", f"subsubcategory_{c3}", ""))
-    with open(os.path.join(out_dir, "user_features.csv"), "w", newline="",
-              encoding="utf-8") as f:
+    with _text(os.path.join(out_dir, "user_features.csv")) as f:
         w = csv.writer(f)
         w.writerow(USER_COLUMNS)
         for u in range(cfg.num_users):
@@ -287,10 +286,10 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
                         int(rng.integers(0, 8)), int(rng.integers(0, 40))))
     has_image = rng.random(M) >= cfg.missing_image_fraction
     if semantic:  # ground truth for tests and analysis (not an input of any pipeline)
-        np.save(os.path.join(out_dir, "semantic_clusters.npy"), sem_of_item)
-    np.save(os.path.join(out_dir, "text_vectors.npy"), text)
+        storage.save_npy(os.path.join(out_dir, "semantic_clusters.npy"), sem_of_item)
+    storage.save_npy(os.path.join(out_dir, "text_vectors.npy"), text)
     _write_ids(os.path.join(out_dir, "text_item_ids.txt"), item_raw_id)
-    np.save(os.path.join(out_dir, "image_vectors.npy"), image[has_image])
+    storage.save_npy(os.path.join(out_dir, "image_vectors.npy"), image[has_image])
     _write_ids(os.path.join(out_dir, "image_item_ids.txt"), item_raw_id[has_image])
 
     related = np.array(truth_related, bool)
@@ -323,8 +322,7 @@ def generate(out_dir: str, cfg: SyntheticConfig) -> Dict[str, object]:
             if (~lifelong_hit).any() else None,
         },
     }
-    with open(os.path.join(out_dir, "meta.json"), "w", encoding="utf-8") as f:
-        json.dump(meta, f, indent=2, sort_keys=True)
+    storage.write_json(os.path.join(out_dir, "meta.json"), meta, sort_keys=True)
     return stats
 
 
@@ -342,5 +340,10 @@ def _draw_from_cat(rng, c, items_by_cat2, retired_by_cat2, early, active_items, 
 
 
 def _write_ids(path, ids) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(str(int(i)) for i in ids) + "\n")
+    storage.write_text(path, "\n".join(str(int(i)) for i in ids) + "\n")
+
+
+def _text(path):
+    """A text writer for `path` on any filesystem (csv rows end in \\r\\n as csv writes)."""
+    import tensorflow as tf
+    return tf.io.gfile.GFile(path, "w")

@@ -7,13 +7,14 @@ against bytes per behaviour; GSU latency, exact vs PQ, against sequence length.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 from typing import Dict, List
 
 import numpy as np
 
 from seminar_tf import metrics as M
+from seminar_tf import storage
 from seminar_tf.tables import markdown_table
 
 
@@ -24,19 +25,25 @@ def _plt():
     return plt
 
 
+def _savefig(fig, path: str) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    storage.write_bytes(path, buf.getvalue())
+
+
 def _read_csv(path: str) -> List[Dict[str, float]]:
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return []
-    with open(path, encoding="utf-8") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    text = storage.read_text(path)
+    return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
 
 
 def bootstrap(model_dir: str, n: int = 200, seed: int = 0) -> Dict[str, Dict[str, float]]:
     """Mean and std of AUC (resampling users) and NDCG@10 (resampling candidate groups)."""
     path = os.path.join(model_dir, "predictions.npz")
-    if not os.path.exists(path):
+    if not storage.exists(path):
         return {}
-    z = np.load(path)
+    z = storage.load_npz(path)
     rng = np.random.default_rng(seed)
     out = {}
     users = np.unique(z["test_user"])
@@ -49,7 +56,7 @@ def bootstrap(model_dir: str, n: int = 200, seed: int = 0) -> Dict[str, Dict[str
             aucs.append(a)
     out["auc"] = {"mean": M.auc(z["test_label"], z["test_score"]),
                   "std": float(np.std(aucs))}
-    if "cand_user" in z.files and len(z["cand_user"]):
+    if "cand_user" in z and len(z["cand_user"]):
         groups = z["cand_user"].astype(np.int64) * 10**10 + z["cand_timestamp"].astype(np.int64)
         ranks = M.positive_ranks(groups, z["cand_label"], z["cand_score"])
         ndcg = np.where(ranks <= 10, 1.0 / np.log2(1.0 + ranks), 0.0)
@@ -61,14 +68,14 @@ def bootstrap(model_dir: str, n: int = 200, seed: int = 0) -> Dict[str, Dict[str
 def write_report(run_dir: str) -> str:
     plt = _plt()
     man = {}
-    for stage in os.listdir(run_dir):
+    for stage in storage.listdir(run_dir):
         p = os.path.join(run_dir, stage, "manifest.json")
-        if os.path.exists(p):
-            with open(p, encoding="utf-8") as f:
-                man[stage] = json.load(f)
+        if storage.exists(p):
+            man[stage] = storage.read_json(p)
     figs = os.path.join(run_dir, "report")
-    os.makedirs(figs, exist_ok=True)
-    lines = ["# SEMINAR-TF run report", "", f"Run directory: `{os.path.abspath(run_dir)}`", ""]
+    storage.makedirs(figs)
+    shown = os.path.abspath(run_dir) if storage.is_local(run_dir) else run_dir
+    lines = ["# SEMINAR-TF run report", "", f"Run directory: `{shown}`", ""]
     models = {s: man[s]["outputs"] for s in ("finetune", "baseline") if s in man}
 
     # 1. training curves
@@ -96,7 +103,7 @@ def write_report(run_dir: str) -> str:
         if "pretrain" in man:
             pass
         fig.tight_layout()
-        fig.savefig(os.path.join(figs, "training_curves.png"), dpi=110)
+        _savefig(fig, os.path.join(figs, "training_curves.png"))
         plt.close(fig)
         lines += ["## Training", "", "![training curves](report/training_curves.png)", ""]
 
@@ -113,7 +120,7 @@ def write_report(run_dir: str) -> str:
                        color=["tab:red" if k == "seminar" else "tab:blue" for k in names])
                 ax.set_title(f"test {metric} (bootstrap std over users)")
             fig.tight_layout()
-            fig.savefig(os.path.join(figs, "model_comparison.png"), dpi=110)
+            _savefig(fig, os.path.join(figs, "model_comparison.png"))
             plt.close(fig)
             lines += ["## Model comparison", "", "![comparison](report/model_comparison.png)",
                       ""]
@@ -135,7 +142,7 @@ def write_report(run_dir: str) -> str:
             ax.set_ylabel(f"recall@{cb['top_k']} vs exact GSU")
             ax.set_title("PQ recall on the trained model")
             fig.tight_layout()
-            fig.savefig(os.path.join(figs, "pq_recall_vs_bytes.png"), dpi=110)
+            _savefig(fig, os.path.join(figs, "pq_recall_vs_bytes.png"))
             plt.close(fig)
             lines += ["## Product quantization", "",
                       "![pq recall](report/pq_recall_vs_bytes.png)", ""]
@@ -152,7 +159,7 @@ def write_report(run_dir: str) -> str:
             ax.set_ylabel("ms per call (batch 32)")
             ax.legend(fontsize=8)
             fig.tight_layout()
-            fig.savefig(os.path.join(figs, "gsu_latency.png"), dpi=110)
+            _savefig(fig, os.path.join(figs, "gsu_latency.png"))
             plt.close(fig)
             lines += ["![gsu latency](report/gsu_latency.png)", "",
                       markdown_table(lat, ["L", "exact_ms", "pq_ms"]), ""]
@@ -177,6 +184,5 @@ def write_report(run_dir: str) -> str:
         [{"stage": k, "seconds": v["seconds"]} for k, v in man.items()], ["stage", "seconds"],
         {"seconds": ".1f"})]
     path = os.path.join(run_dir, "report.md")
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines) + "\n")
+    storage.write_text(path, "\n".join(lines) + "\n")
     return path

@@ -17,10 +17,10 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import time
 from typing import Callable, Dict, Optional
 
+from seminar_tf import storage
 from seminar_tf.orchestration import stages
 from seminar_tf.orchestration.measurements import (gsu_latency_by_length, recall_sweep,
                                                    serve_and_query)
@@ -81,7 +81,7 @@ class Pipeline:
 
     def __init__(self, run_dir: str, config: Optional[Dict] = None, verbose: int = 1,
                  log: Callable[[str], None] = print):
-        self.run_dir = os.path.abspath(run_dir)
+        self.run_dir = os.path.abspath(run_dir) if storage.is_local(run_dir) else run_dir
         self.cfg = merge(DEFAULTS, config or {})
         self.verbose, self.log = verbose, log
         self.manifests: Dict[str, Dict] = {}
@@ -106,9 +106,9 @@ class Pipeline:
         return os.path.join(self.run_dir, stage, *rest)
 
     def run(self, stages=STAGES, force: bool = False) -> Dict[str, Dict]:
-        os.makedirs(self.run_dir, exist_ok=True)
-        with open(os.path.join(self.run_dir, "pipeline.json"), "w", encoding="utf-8") as f:
-            json.dump(self.cfg, f, indent=2, sort_keys=True)
+        storage.makedirs(self.run_dir)
+        storage.write_json(os.path.join(self.run_dir, "pipeline.json"), self.cfg,
+                           sort_keys=True)
         total = time.time()
         for stage in STAGES:
             if stage not in stages:
@@ -120,9 +120,8 @@ class Pipeline:
 
     def _load_manifest(self, stage):
         p = self.path(stage, "manifest.json")
-        if os.path.exists(p):
-            with open(p, encoding="utf-8") as f:
-                self.manifests[stage] = json.load(f)
+        if storage.exists(p):
+            self.manifests[stage] = storage.read_json(p)
 
     def run_stage(self, stage: str, force: bool = False) -> Dict:
         for up in UPSTREAM[stage]:
@@ -132,16 +131,15 @@ class Pipeline:
                     raise RuntimeError(f"stage {stage} needs {up}, which has not run")
         fp = _fingerprint(stage, self.cfg, self.manifests)
         mpath = self.path(stage, "manifest.json")
-        if not force and os.path.exists(mpath):
-            with open(mpath, encoding="utf-8") as f:
-                old = json.load(f)
+        if not force and storage.exists(mpath):
+            old = storage.read_json(mpath)
             if old.get("fingerprint") == fp and old.get("status") == "complete":
                 self.log(f"[{stage}] skipped: inputs unchanged since {old['finished']}")
                 self.manifests[stage] = old
                 return old
         if force and stage in ("finetune", "baseline", "pretrain"):
-            shutil.rmtree(self.path(stage), ignore_errors=True)
-        os.makedirs(self.path(stage), exist_ok=True)
+            storage.rmtree(self.path(stage))
+        storage.makedirs(self.path(stage))
         self.log(f"[{stage}] running ...")
         t0 = time.time()
         outputs = getattr(self, f"_stage_{stage}")()
@@ -151,8 +149,7 @@ class Pipeline:
                     "outputs": outputs, "config": {k: self.cfg.get(k) for k in self.cfg},
                     "versions": versions(), "seconds": seconds,
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        with open(mpath, "w", encoding="utf-8") as f:
-            json.dump(manifest, f, indent=2, sort_keys=True, default=str)
+        storage.write_text(mpath, json.dumps(manifest, indent=2, sort_keys=True, default=str))
         self.manifests[stage] = manifest
         self.log(f"[{stage}] done in {seconds:.1f} s")
         return manifest

@@ -7,7 +7,6 @@ not restored.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from typing import Dict, List, Optional
@@ -15,6 +14,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import tensorflow as tf
 
+from seminar_tf import storage
 from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
 from seminar_tf.workflows.model_dir import contract_of, load_item_table, steps_per_epoch
@@ -30,7 +30,7 @@ def pretrain(data_dir: str, out_dir: str, cfg: SeminarConfig, *, verbose: int = 
     alignment statistics before and after, timings).
     """
     tf.keras.utils.set_random_seed(cfg.train.seed)
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     table = load_item_table(data_dir)
     psu = PretrainingSearchUnit(cfg)
     psu.set_item_table(table)
@@ -53,13 +53,11 @@ def pretrain(data_dir: str, out_dir: str, cfg: SeminarConfig, *, verbose: int = 
     seconds = time.time() - t0
     after = alignment_report(psu, table)
     psu.shared_checkpoint().save(os.path.join(out_dir, "psu", "ckpt"))
-    with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
-        f.write(cfg.to_json())
+    storage.write_text(os.path.join(out_dir, "config.json"), cfg.to_json())
     result = {"history": {k: [float(x) for x in v] for k, v in hist.history.items()},
               "seconds": round(seconds, 2), "alignment_before": before,
               "alignment_after": after}
-    with open(os.path.join(out_dir, "pretrain.json"), "w", encoding="utf-8") as f:
-        json.dump(result, f, indent=2, sort_keys=True)
+    storage.write_json(os.path.join(out_dir, "pretrain.json"), result, sort_keys=True)
     return result
 
 

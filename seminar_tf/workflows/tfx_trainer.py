@@ -13,10 +13,8 @@ the fields the Trainer passes:
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Dict
-
 
 
 def _get(fn_args: Any, name: str, default=None):
@@ -26,6 +24,7 @@ def _get(fn_args: Any, name: str, default=None):
 
 def run_fn(fn_args: Any) -> Dict:
     """Trains on `train_files`, evaluates on `eval_files`, exports to `serving_model_dir`."""
+    from seminar_tf import storage
     from seminar_tf.workflows import training
     from seminar_tf.data.dataset import make_dataset
     from seminar_tf.workflows.export import export_to
@@ -59,6 +58,5 @@ def run_fn(fn_args: Any) -> Dict:
     report = export_to(model, _get(fn_args, "serving_model_dir"), model_name, data_dir)
     summary = {"train": {k: result[k] for k in ("steps", "train_seconds")},
                "eval": {k: float(v) for k, v in eval_logs.items()}, "export": report}
-    with open(os.path.join(run_dir, "run_fn.json"), "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2)
+    storage.write_json(os.path.join(run_dir, "run_fn.json"), summary)
     return summary

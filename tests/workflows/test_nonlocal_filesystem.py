@@ -12,12 +12,7 @@ from seminar_tf import storage
 NAME = "seminar"
 
 
-def _upload(local_dir, remote_dir):
-    for name in os.listdir(local_dir):
-        tf.io.gfile.copy(os.path.join(local_dir, name), f"{remote_dir}/{name}", overwrite=True)
-
-
-def test_preprocess_train_evaluate_export_serve_on_ram_filesystem(tmp_path):
+def test_generate_preprocess_train_evaluate_export_serve_on_ram_filesystem():
     from beam_pipelines import pipeline
     from seminar_tf.data import synthetic
     from seminar_tf.workflows import export, training
@@ -26,12 +21,9 @@ def test_preprocess_train_evaluate_export_serve_on_ram_filesystem(tmp_path):
     from serving.models import ModelManager
     from tensorflow_serving.apis import predict_pb2
 
-    local = str(tmp_path / "raw")
-    synthetic.generate(local, synthetic.SyntheticConfig(num_users=24, num_items=120,
-                                                        seq_len=30, seed=11))
-    root = "ram://e2e"
-    tf.io.gfile.makedirs(f"{root}/raw")
-    _upload(local, f"{root}/raw")
+    root = "ram://e2e"  # the generator writes there too
+    synthetic.generate(f"{root}/raw", synthetic.SyntheticConfig(num_users=24, num_items=120,
+                                                                seq_len=30, seed=11))
     data, model_dir, base = f"{root}/data", f"{root}/model", f"{root}/models"
     stats = pipeline.run("kuaisar", f"{root}/raw", data, max_seq_len=10, num_candidates=8,
                          shards=2)
