@@ -36,7 +36,12 @@ import seminar_tf  # noqa: E402,F401
 import grpc  # noqa: E402
 
 from benchmarks.common import machine, markdown_table, write_results  # noqa: E402
-from benchmarks.serving_load import free_port, make_exports, request_examples  # noqa: E402
+from benchmarks.serving_load import free_port, make_exports, user_requests  # noqa: E402
+
+
+def request_examples(L, N):
+    """One user's N per-candidate Examples with a distinct history of L behaviours."""
+    return user_requests(L, N, 1)[0][2]
 
 
 def start_server(base, grpc_port, rest_port, poll, stderr=subprocess.DEVNULL,

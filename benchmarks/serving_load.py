@@ -57,7 +57,9 @@ def make_exports(work, L, items=20000, xla=False):
         shutil.rmtree(model_dir)
     training.save_model_dir(model, model_dir, "seminar", work)
     pq, codes = build_codebooks(model, table["attrs"], cfg.pq, sample_size=20000)
-    save_codebooks(model_dir, pq, codes, {"pq_config": cfg.pq.__dict__})
+    from seminar_tf.workflows.model_dir import model_manifest
+    save_codebooks(model_dir, pq, codes, {"pq_config": cfg.pq.__dict__},
+                   model_fingerprint=model_manifest(model_dir)["fingerprint"])
     for gsu in ("pq", "exact"):
         export.export_model(training.load_model(model_dir, gsu=gsu), base, f"seminar_{gsu}",
                             version=1, xla=xla)

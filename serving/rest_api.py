@@ -295,6 +295,9 @@ class BoundedHTTPServer(ThreadingHTTPServer):
     """A thread per connection, at most `max_connections` at once: past that a new
     connection is answered 503 (JSON error) at once and closed, without a thread."""
     daemon_threads = True
+    # the listen backlog: http.server's 5 makes a burst of connects wait for SYN retries
+    # (1 s, 3 s, ...) before the server even sees them
+    request_queue_size = 1024
 
     def __init__(self, address, handler, max_connections: int, metrics: Metrics):
         super().__init__(address, handler)

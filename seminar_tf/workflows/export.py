@@ -59,8 +59,10 @@ class ServingModule(tf.Module):
     def _function(self, sig):
         dense = tf.function(lambda *args: sig.dense(self, *args), jit_compile=self.xla or None)
         spec = sig.inputs(self) if callable(sig.inputs) else sig.inputs
-        return tf.function(lambda *request: dense(*sig.parse(self, *request)),
-                           input_signature=spec)
+        finish = sig.finish or (lambda module, out, *request: out)
+        return tf.function(
+            lambda *request: finish(self, dense(*sig.parse(self, *request)), *request),
+            input_signature=spec)
 
 
 def next_version(model_base: str) -> int:
@@ -120,7 +122,8 @@ def sample_examples(model, data_dir: Optional[str], n: int = 8) -> List[bytes]:
     return out
 
 
-def write_warmup(version_dir: str, name: str, examples: Sequence[bytes]) -> str:
+def write_warmup(version_dir: str, name: str, examples: Sequence[bytes],
+                 xla: bool = False) -> str:
     """`assets.extra/tf_serving_warmup_requests`: PredictionLog records of PredictRequests,
     the `warmup` requests of every signature built from the sample Examples."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
@@ -128,7 +131,7 @@ def write_warmup(version_dir: str, name: str, examples: Sequence[bytes]) -> str:
     storage.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as w:
         for signature, sig in SIGNATURES.items():
-            for inputs in sig.warmup(examples):
+            for inputs in sig.warmup(examples, xla):
                 req = predict_pb2.PredictRequest()
                 req.model_spec.name = name
                 req.model_spec.signature_name = signature
@@ -175,7 +178,7 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
         tf.saved_model.save(module, out_dir, signatures=sigs)
         ops = check_stock_ops(out_dir)
         examples = sample_examples(model, data_dir)
-        write_warmup(out_dir, name, examples)
+        write_warmup(out_dir, name, examples, xla)
         max_diff = verify_outputs(model, out_dir, examples, atol)
         storage.commit(out_dir, "export", model_gsu=model.config.model.gsu, xla=xla)
         if storage.is_local(final):

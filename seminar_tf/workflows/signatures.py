@@ -15,6 +15,12 @@ Signatures (all stock TF ops; item tables, PQ codebooks and codes are variables 
 - `rank`: `context` (string [B], Examples with the user, query, source and history) and
   `candidates` (string [B, N], Examples with target_item / target_attrs; "" pads a row) ->
   `score`, `ctr`, `search` (B, N) (0 at padding) and `mask` (B, N) bool.
+
+XLA exports compile the dense part once per input shape. `rank` therefore pads N (with ""
+candidates, outside the compiled part) up to the next of `N_BUCKETS` (beyond the last, a
+multiple of it) and slices the outputs back to N, and its warm-up requests cover every
+bucket: a request with an N not seen before runs a function compiled at load. B is not
+padded.
 """
 from __future__ import annotations
 
@@ -29,6 +35,7 @@ from seminar_tf.layers.retrieval import ties
 EXAMPLES = [tf.TensorSpec([None], tf.string, name="examples")]
 RANK_INPUTS = [tf.TensorSpec([None], tf.string, name="context"),
                tf.TensorSpec([None, None], tf.string, name="candidates")]
+N_BUCKETS = (8, 32, 128, 512, 2048)  # candidates per `rank` row in an XLA export
 
 
 class SignatureError(RuntimeError):
@@ -51,8 +58,10 @@ class Signature(NamedTuple):
     parse: Callable  # parse(module, *request tensors) -> tuple of model inputs
     dense: Callable  # dense(module, *model inputs) -> dict of output tensors
     inputs: Any  # list of TensorSpecs, or inputs(module) -> list
-    warmup: Callable[[Sequence[bytes]], List[Dict]] = lambda examples: []
+    warmup: Callable[[Sequence[bytes], bool], List[Dict]] = lambda examples, xla: []
     verify: Optional[Callable[[Check], List[float]]] = None  # max |diff| per output
+    # finish(module, outputs, *request tensors) -> outputs, after the dense part (not compiled)
+    finish: Optional[Callable] = None
 
 
 # ------------------------------------------------------------------ parsing (outside XLA)
@@ -71,7 +80,19 @@ def parse_dense(module, features):
     return (module.contract.sanitize_dense(features),)
 
 
+def bucket_size(n):
+    """The N an XLA `rank` compiles for: the next of `N_BUCKETS`, or a multiple of the last."""
+    n = tf.convert_to_tensor(n)
+    buckets = tf.constant(N_BUCKETS, n.dtype)
+    last = buckets[-1]
+    first_fit = tf.reduce_min(tf.where(buckets >= n, buckets, last))
+    return tf.where(n <= last, first_fit, (n + last - 1) // last * last)
+
+
 def parse_rank(module, context, candidates):
+    if module.xla:  # "" candidates up to the bucket: masked like any padding
+        n = tf.shape(candidates)[1]
+        candidates = tf.pad(candidates, [[0, 0], [0, bucket_size(n) - n]], constant_values="")
     rows = tf.debugging.assert_equal(
         tf.shape(candidates)[0], tf.shape(context)[0],
         message="rank: 'candidates' must have one row per 'context' Example")
@@ -106,8 +127,16 @@ def rank(module, context, candidates):
     return result
 
 
+def rank_finish(module, out, context, candidates):
+    """The request's N columns of a bucket-padded XLA `rank`."""
+    if not module.xla:
+        return out
+    n = tf.shape(candidates)[1]
+    return {k: v[:, :n] for k, v in out.items()}
+
+
 # ----------------------------------------------------------------- warm-up requests
-def examples_warmup(examples):
+def examples_warmup(examples, xla=False):
     """One request with one sample Example and one with all of them."""
     return [{"examples": list(examples[:1])}, {"examples": list(examples)}]
 
@@ -120,9 +149,16 @@ def rank_request(examples: Sequence[bytes]):
     return np.array(context, dtype=object), np.array(candidates, dtype=object)
 
 
-def rank_warmup(examples):
+def rank_warmup(examples, xla=False):
+    """The padded two-row request; for XLA exports also one row at every N bucket."""
     context, candidates = rank_request(examples)
-    return [{"context": context, "candidates": candidates}]
+    out = [{"context": context, "candidates": candidates}]
+    if xla:
+        for n in N_BUCKETS:
+            row = [examples[i % len(examples)] for i in range(n)]
+            out.append({"context": np.array(context[:1], dtype=object),
+                        "candidates": np.array([row], dtype=object)})
+    return out
 
 
 # ------------------------------------------------------------------ output checks
@@ -202,5 +238,6 @@ SIGNATURES: Dict[str, Signature] = {
                          verify=verify_predict),
     "retrieve": Signature(parse_examples, retrieve, EXAMPLES, examples_warmup,
                           verify_retrieve),
-    "rank": Signature(parse_rank, rank, RANK_INPUTS, rank_warmup, verify_rank),
+    "rank": Signature(parse_rank, rank, RANK_INPUTS, rank_warmup, verify_rank,
+                      finish=rank_finish),
 }

@@ -65,3 +65,42 @@ def test_xla_export_compiles_dense_parts_and_matches(trained, tmp_path):
     assert_paths_agree(xla.signatures["predict"](**oov)["score"],
                        plain.signatures["predict"](**one)["score"],
                        gsu_determined(model, dict(dense, target_item=one["target_item"])))
+
+
+def test_xla_rank_pads_n_to_buckets_and_an_unseen_n_runs_warm(trained, tmp_path):
+    """N is padded to `signatures.N_BUCKETS` outside the compiled part and every bucket is
+    warmed up from `assets.extra`: after the load's warm-up, the first request with an N no
+    request had is no slower than 2x a warm request of its bucket, and its scores equal the
+    plain export's."""
+    import time
+    from serving.models import LoadedModel
+    model_dir, base, _, examples = trained
+    export.export_from_model_dir(model_dir, str(tmp_path), NAME, version=1, gsu="pq",
+                                 xla=True)
+    loaded = LoadedModel(NAME, 1, os.path.join(str(tmp_path), NAME, "1"))
+    assert loaded.warmup() >= 2 + len(signatures.N_BUCKETS)
+    plain = tf.saved_model.load(os.path.join(base, NAME, "1")).signatures["rank"]
+    rank = loaded.signatures["rank"]
+    context = tf.constant(examples[:1])
+    model = training.load_model(model_dir, gsu="pq")
+    contract = export.F.FeatureContract.from_config(model.config.data)
+
+    def request(n):
+        return tf.constant([[examples[i % len(examples)] for i in range(n)]])
+
+    for unseen, bucket in ((5, 8), (20, 32), (100, 128)):
+        warm = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            rank(context=context, candidates=request(bucket))
+            warm.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        got = rank(context=context, candidates=request(unseen))
+        first = time.perf_counter() - t0
+        assert first <= 2 * float(np.median(warm)), (unseen, first, warm)
+        assert got["score"].shape == (1, unseen) and got["mask"].numpy().all()
+        want = plain(context=context, candidates=request(unseen))["score"]
+        flat = signatures.rank_as_examples(contract.parse_context(context),
+                                           contract.parse_candidates(request(unseen)))
+        assert_paths_agree(got["score"], want, gsu_determined(model, flat))
+    assert int(signatures.bucket_size(3000)) == 4096 and int(signatures.bucket_size(8)) == 8
