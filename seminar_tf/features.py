@@ -33,7 +33,7 @@ Parsing also yields `hist_mask` (B, L) bool (real behaviours), `target_query_mas
 from __future__ import annotations
 
 import dataclasses
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import numpy as np
 
@@ -114,12 +114,24 @@ class FeatureContract(ExampleWriter):
         raw = tf.io.parse_example(serialized, self.feature_spec())
         return self.densify(raw)
 
-    def parse_context(self, serialized: tf.Tensor) -> Dict[str, tf.Tensor]:
+    def parse_context(self, serialized: tf.Tensor,
+                      item_attrs: Optional[tf.Tensor] = None) -> Dict[str, tf.Tensor]:
         """Parses the `rank` signature's context Examples (B,): user, query, source and
-        history, as in `parse_examples` (target item, attributes and label not needed)."""
+        history, as in `parse_examples` (target item, attributes and label not needed).
+
+        Args:
+            item_attrs: (item vocabulary, A) ids: the behaviours' attributes are looked up
+                by item id instead of read from the Examples (which may leave them out).
+        """
         spec = dict(self.feature_spec(), **{TARGET_ITEM: tf.io.FixedLenFeature(
             [], tf.int64, default_value=PAD_ID)})
-        out = self.densify(tf.io.parse_example(serialized, spec))
+        raw = tf.io.parse_example(serialized, spec)
+        if item_attrs is not None:
+            items = raw[HIST_ITEMS]
+            attrs = tf.gather(item_attrs, self._oov(items.flat_values, self.item_vocab_size))
+            raw[HIST_ATTRS] = tf.RaggedTensor.from_row_lengths(
+                tf.reshape(attrs, [-1]), items.row_lengths() * self.num_attrs)
+        out = self.densify(raw)
         return {k: v for k, v in out.items() if k not in CANDIDATE_FEATURES}
 
     def parse_candidates(self, serialized: tf.Tensor) -> Dict[str, tf.Tensor]:

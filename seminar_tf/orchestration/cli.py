@@ -124,7 +124,7 @@ def _cmd_pretrain(args) -> int:
 def _cmd_export(args) -> int:
     from seminar_tf.workflows.export import export_from_model_dir
     report = export_from_model_dir(args.model_dir, args.out, args.name, args.version, args.gsu,
-                                   args.data, xla=args.xla)
+                                   args.data, xla=args.xla, context_attrs=args.context_attrs)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--xla", action="store_true",
                    help="compile the dense part of every signature with XLA (TF Serving "
                         "then needs --xla_cpu_compilation_enabled=true)")
+    x.add_argument("--context-attrs", choices=("request", "table"), default="request",
+                   help="table: the export holds the item -> attributes table and `rank` "
+                        "requests need not carry behaviour / candidate attributes")
     x.set_defaults(func=_cmd_export)
 
     sv = sub.add_parser("serve", help="TF-Serving-compatible gRPC + REST server")

@@ -44,9 +44,14 @@ class ServingModule(tf.Module):
     """Wraps a trained ranker with one tf.function per line of `signatures.SIGNATURES`:
     the signature's parsing, then its dense part (XLA-compiled when `xla`)."""
 
-    def __init__(self, model, config_json_path: str, xla: bool = False):
+    def __init__(self, model, config_json_path: str, xla: bool = False,
+                 item_attrs: Optional[np.ndarray] = None):
         super().__init__()
         self.model = model
+        # --context-attrs table: the item -> attributes table, so `rank` requests need not
+        # carry the behaviours' (and candidates') attributes (a saved variable)
+        self.item_attrs = None if item_attrs is None else tf.Variable(
+            np.asarray(item_attrs, np.int64), trainable=False, name="item_attrs")
         self.contract = F.FeatureContract.from_config(model.config.data)
         self.config_asset = tf.saved_model.Asset(config_json_path)
         self.tasks = tuple(model.config.model.tasks)
@@ -144,24 +149,37 @@ def write_warmup(version_dir: str, name: str, examples: Sequence[bytes],
 
 
 def export_model(model, base: str, name: str, version: Optional[int] = None,
-                 data_dir: Optional[str] = None, atol: float = 1e-5, xla: bool = False) -> Dict:
+                 data_dir: Optional[str] = None, atol: float = 1e-5, xla: bool = False,
+                 context_attrs: str = "request") -> Dict:
     """Writes `<base>/<name>/<version>/`, checks it, and returns a report."""
     model_base = os.path.join(base, name)
     version = version or next_version(model_base)
     report = export_to(model, os.path.join(model_base, str(version)), name, data_dir, atol,
-                       xla=xla)
+                       xla=xla, context_attrs=context_attrs)
     report["version"] = version
     storage.write_json(os.path.join(model_base, f"export-{version}.json"), report)
     return report
 
 
 def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
-              atol: float = 1e-5, xla: bool = False) -> Dict:
+              atol: float = 1e-5, xla: bool = False, context_attrs: str = "request") -> Dict:
     """Writes a checked SavedModel exactly at `final` (e.g. TFX's serving_model_dir).
 
     Args:
         xla: compile the dense part of every signature with XLA (`jit_compile=True`).
+        context_attrs: "request" (the `rank` request carries every behaviour's and
+            candidate's attributes) or "table" (the export holds the dataset's item ->
+            attributes table and `rank` looks them up by item id: requests carry none;
+            needs `data_dir`).
     """
+    if context_attrs not in ("request", "table"):
+        raise ValueError(f"context_attrs must be 'request' or 'table', not {context_attrs!r}")
+    item_attrs = None
+    if context_attrs == "table":
+        if not data_dir:
+            raise ValueError("--context-attrs table needs the dataset (its item table)")
+        from seminar_tf.workflows.model_dir import load_item_table
+        item_attrs = load_item_table(data_dir)["attrs"]
     if storage.exists(final):
         raise FileExistsError(f"{final} exists: choose another --version")
     final = os.path.abspath(final) if storage.is_local(final) else final.rstrip("/")
@@ -172,7 +190,7 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
     try:
         cfg_path = os.path.join(tmp, "seminar_config.json")
         storage.write_text(cfg_path, model.config.to_json())
-        module = ServingModule(model, cfg_path, xla=xla)
+        module = ServingModule(model, cfg_path, xla=xla, item_attrs=item_attrs)
         sigs = module.signature_functions
         out_dir = os.path.join(tmp, "model")
         tf.saved_model.save(module, out_dir, signatures=sigs)
@@ -188,6 +206,7 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
     finally:
         storage.rmtree(tmp)
     return {"path": final, "name": name, "gsu": model.config.model.gsu, "ops": len(ops),
+            "context_attrs": context_attrs,
             "signatures": sorted(sigs), "xla": xla, "max_abs_diff_vs_keras": max_diff}
 
 
@@ -215,7 +234,8 @@ def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float
 
 def export_from_model_dir(model_dir: str, base: str, name: str, version: Optional[int] = None,
                           gsu: Optional[str] = None, data_dir: Optional[str] = None,
-                          xla: bool = False) -> Dict:
+                          xla: bool = False, context_attrs: str = "request") -> Dict:
     from seminar_tf.workflows.model_dir import data_dir_of, load_model
     model = load_model(model_dir, gsu=gsu)
-    return export_model(model, base, name, version, data_dir_of(model_dir, data_dir), xla=xla)
+    return export_model(model, base, name, version, data_dir_of(model_dir, data_dir), xla=xla,
+                        context_attrs=context_attrs)

@@ -14,7 +14,9 @@ Signatures (all stock TF ops; item tables, PQ codebooks and codes are variables 
 - `retrieve`: `examples` -> GSU `indices` (B, K) int32, `scores` (B, K), `valid` (B, K).
 - `rank`: `context` (string [B], Examples with the user, query, source and history) and
   `candidates` (string [B, N], Examples with target_item / target_attrs; "" pads a row) ->
-  `score`, `ctr`, `search` (B, N) (0 at padding) and `mask` (B, N) bool.
+  `score`, `ctr`, `search` (B, N) (0 at padding) and `mask` (B, N) bool. An export made with
+  `--context-attrs table` looks every behaviour's and candidate's attributes up in its own
+  item table by item id (attributes in the request are ignored, and may be left out).
 
 XLA exports compile the dense part once per input shape. `rank` therefore pads N (with ""
 candidates, outside the compiled part) up to the next of `N_BUCKETS` (beyond the last, a
@@ -96,10 +98,14 @@ def parse_rank(module, context, candidates):
     rows = tf.debugging.assert_equal(
         tf.shape(candidates)[0], tf.shape(context)[0],
         message="rank: 'candidates' must have one row per 'context' Example")
+    table = getattr(module, "item_attrs", None)  # --context-attrs table
     with tf.control_dependencies([rows]):
-        ctx = model_inputs(module.contract.parse_context(context))
+        ctx = model_inputs(module.contract.parse_context(context, table))
     cands = module.contract.parse_candidates(candidates)
-    return ctx, {k: cands[k] for k in (F.TARGET_ITEM, F.TARGET_ATTRS, F.CANDIDATE_MASK)}
+    cands = {k: cands[k] for k in (F.TARGET_ITEM, F.TARGET_ATTRS, F.CANDIDATE_MASK)}
+    if table is not None:
+        cands[F.TARGET_ATTRS] = tf.gather(table, cands[F.TARGET_ITEM])
+    return ctx, cands
 
 
 # --------------------------------------------------------------------- dense parts
