@@ -21,6 +21,10 @@ Output directory (S-of-N shards of users, `beam_pipelines.shards`):
     item_table.npz                                       attrs, title, text/image vectors+masks
     dead_letters-*.jsonl                                 malformed rows: file, line, reason, row
     stats.json, data_config.json, beam.log
+    _SUCCESS                                             the commit manifest, written last
+
+Everything is written under `<output>/_staging/` and published by `fileio.commit_staging`
+(readers read only what `_SUCCESS` lists; docs/design.md §8).
 """
 from __future__ import annotations
 

@@ -177,11 +177,14 @@ class ModelManager:
             return None
         fp = fingerprint(path)
         seen = self._seen.get(version)
-        if seen is None or seen[0] != fp:
+        if seen is None:
+            # files untouched for settle_seconds already (e.g. found at start-up) count; the
+            # newest mtime is padded by 1 s, as filesystems (and gfile's local stat) may
+            # keep whole seconds only
             newest = max((m for _, _, m in fp), default=0) / 1e9
-            # files untouched for settle_seconds already (e.g. found at start-up) count
-            self._seen[version] = (fp, min(now, newest) if newest else now)
-            seen = self._seen[version]
+            seen = self._seen[version] = (fp, min(now, newest + 1.0) if newest else now)
+        elif seen[0] != fp:  # changed since the last poll: the settle time starts now
+            seen = self._seen[version] = (fp, now)
         return fp if now - seen[1] >= self.settle_seconds else None
 
     def poll_once(self) -> bool:

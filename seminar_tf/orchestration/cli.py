@@ -153,8 +153,8 @@ def _cmd_demo(args) -> int:
 
 def _cmd_run_pipeline(args) -> int:
     from seminar_tf.orchestration.run_pipeline import STAGES, Pipeline
-    with open(args.config, encoding="utf-8") as f:
-        cfg = json.load(f)
+    from seminar_tf import storage
+    cfg = storage.read_json(args.config)
     run_dir = args.run_dir or cfg.pop("run_dir", None)
     if not run_dir:
         raise UserError("give --run-dir or 'run_dir' in the config")
