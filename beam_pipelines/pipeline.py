@@ -20,11 +20,8 @@ Output directory (S-of-N shards of users, `beam_pipelines.shards`):
     vocab/{items,query_tokens,attrs,users}.txt          one key per line; line i has id i+2
     item_table.npz                                       attrs, title, text/image vectors+masks
     dead_letters-*.jsonl                                 malformed rows: file, line, reason, row
-    stats.json, data_config.json, beam.log
-    _SUCCESS                                             the commit manifest, written last
-
-Everything is written under `<output>/_staging/` and published by `fileio.commit_staging`
-(readers read only what `_SUCCESS` lists; docs/design.md §8).
+    stats.json, data_config.json, beam.log; _SUCCESS    the commit manifest, written last
+      (all staged under `_staging/`, then published: `fileio.commit_staging`, design §8)
 """
 from __future__ import annotations
 
