@@ -2,7 +2,6 @@
 Beam filesystem, for every file the Beam jobs read or write (no local-only shortcuts)."""
 from __future__ import annotations
 
-import io
 import json
 from typing import List, Tuple
 
@@ -87,19 +86,15 @@ def delete_tree(path: str) -> None:
 
 
 def load_npy(path: str) -> np.ndarray:
-    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+    return storage.npy_from_bytes(read_bytes(path))
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, storage.npy_bytes(array))
 
 
 def save_npz(path: str, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, storage.npz_bytes(**arrays))
 
 
 def npy_shape(path: str) -> Tuple[Tuple[int, ...], np.dtype]:

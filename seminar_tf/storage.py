@@ -140,8 +140,26 @@ def append_text(path: str, text: str) -> None:
     write_text(path, old + text)
 
 
+# .npy / .npz as bytes: shared with the Beam side (`beam_pipelines.fileio`), which moves
+# the bytes through Beam's FileSystems instead of gfile
+def npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def npy_from_bytes(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
 def load_npy(path: str) -> np.ndarray:
-    return np.load(io.BytesIO(read_bytes(path)), allow_pickle=False)
+    return npy_from_bytes(read_bytes(path))
 
 
 def load_npz(path: str) -> Dict[str, np.ndarray]:
@@ -150,15 +168,11 @@ def load_npz(path: str) -> Dict[str, np.ndarray]:
 
 
 def save_npy(path: str, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    np.save(buf, array)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, npy_bytes(array))
 
 
 def save_npz(path: str, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    write_bytes(path, buf.getvalue())
+    write_bytes(path, npz_bytes(**arrays))
 
 
 def tree_files(directory: str) -> Dict[str, int]:

@@ -18,6 +18,15 @@ def _good(trained):
     return os.path.join(trained[1], NAME, "1")
 
 
+def _count_loads(manager, monkeypatch):
+    """The versions `manager` tries to load, in order (its loads still happen)."""
+    loads = []
+    real_load = manager._load
+    monkeypatch.setattr(manager, "_load",
+                        lambda v, p, fp: loads.append(v) or real_load(v, p, fp))
+    return loads
+
+
 def _poll_until(manager, pred, seconds=30.0):
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -86,9 +95,7 @@ def test_a_loadable_version_still_being_written_is_not_loaded(trained, tmp_path,
     m = ModelManager(str(base), NAME, settle_seconds=1.0)
     m.poll_once()
     assert m.current.version == 1
-    loads = []
-    real_load = m._load
-    monkeypatch.setattr(m, "_load", lambda v, p, fp: loads.append(v) or real_load(v, p, fp))
+    loads = _count_loads(m, monkeypatch)
     shutil.copytree(_good(trained), base / NAME / "2")
     (base / NAME / "2" / storage.MANIFEST).unlink()  # another tool's copy: settle guard
     growing = base / NAME / "2" / "assets.extra" / "copy_in_progress"
@@ -114,9 +121,7 @@ def test_committed_version_copied_file_by_file_is_loaded_only_when_whole(trained
     m = ModelManager(str(base), NAME, settle_seconds=0.0)
     m.poll_once()
     assert m.current.version == 1
-    loads = []
-    real_load = m._load
-    monkeypatch.setattr(m, "_load", lambda v, p, fp: loads.append(v) or real_load(v, p, fp))
+    loads = _count_loads(m, monkeypatch)
     src, dst = _good(trained), base / NAME / "2"
     files = sorted(storage.manifest(src, "export")["files"])
     os.makedirs(dst)
