@@ -39,86 +39,9 @@ import tensorflow as tf  # noqa: E402
 
 from benchmarks.common import machine, markdown_table, median_seconds, write_results  # noqa
 from seminar_tf import features as F  # noqa: E402
+from benchmarks.trained import long_histories, trained_seminar  # noqa: E402
 
 K = 100
-
-
-def trained_model(work, args):
-    """(model_dir, data_dir) of a SEMINAR ranker trained on generated data (cached)."""
-    from beam_pipelines import pipeline
-    from seminar_tf.workflows import training
-    from seminar_tf.data import synthetic
-    from seminar_tf.workflows.pretraining import pretrain
-    model_dir, data = os.path.join(work, "model"), os.path.join(work, "data")
-    if not os.path.exists(os.path.join(model_dir, "train.json")):
-        raw = os.path.join(work, "raw")
-        synthetic.generate(raw, synthetic.SyntheticConfig(
-            num_users=args.users, num_items=args.items, seq_len=250, seed=0))
-        pipeline.run("kuaisar", raw, data, max_seq_len=200, num_candidates=10,
-                     overwrite=True)
-        cfg = training.config_for("seminar", data, model=dict(top_k=50, embedding_dim=64),
-                                  train=dict(batch_size=256, epochs=1))
-        pretrain(data, os.path.join(work, "psu"), cfg, verbose=2, steps=args.pretrain_steps)
-        training.train("seminar", data, model_dir, cfg, init_from=os.path.join(work, "psu"),
-                       verbose=2)
-    return model_dir, data
-
-
-def long_histories(model, data, work, args, L):
-    """Context features (numpy) of the long users' most recent L clicks, and stats."""
-    from beam_pipelines.sources.kuaisar import kuaisar_rec, kuaisar_src
-    from seminar_tf.data import synthetic
-    from seminar_tf.workflows.model_dir import load_item_table
-    raw = os.path.join(work, f"long_raw_{args.long_users}_{args.long_events}")
-    if not os.path.exists(os.path.join(raw, "meta.json")):
-        synthetic.generate(raw, synthetic.SyntheticConfig(
-            num_users=args.long_users, num_items=args.items, seq_len=args.long_events, seed=0))
-    vocab = {}
-    for name in ("items", "query_tokens"):
-        with open(os.path.join(data, "vocab", f"{name}.txt"), encoding="utf-8") as f:
-            vocab[name] = {k.rstrip("\n"): i + 2 for i, k in enumerate(f)}
-    clicks = defaultdict(list)
-    for fname, parse in (("rec_inter.csv", kuaisar_rec), ("src_inter.csv", kuaisar_src)):
-        with open(os.path.join(raw, fname), encoding="utf-8") as f:
-            for row in csv.DictReader(f):
-                e = parse(row)
-                if e.label > 0:
-                    clicks[e.user].append(e)
-    attrs = load_item_table(data)["attrs"]
-    d = model.config.data
-    Q = d.max_query_tokens
-    users = sorted(clicks)[:args.long_users]
-    B = len(users)
-    out = {F.HIST_ITEMS: np.zeros((B, L), np.int64), F.HIST_QUERY: np.zeros((B, L, Q), np.int64),
-           F.HIST_ATTRS: np.zeros((B, L, d.num_attrs), np.int64),
-           F.HIST_SOURCES: np.zeros((B, L), np.int64),
-           F.HIST_TIME_GAPS: np.zeros((B, L), np.float32)}
-    lengths, last_query, pairs, repeated = [], [], 0, 0
-    for b, user in enumerate(users):
-        events = sorted(clicks[user], key=lambda e: e.timestamp_ms)[-L:]
-        n = len(events)
-        lengths.append(n)
-        now = events[-1].timestamp_ms + 1000
-        items = np.array([vocab["items"].get(e.item, F.OOV_ID) for e in events])
-        q = np.zeros((n, Q), np.int64)
-        for k, e in enumerate(events):
-            ids = [vocab["query_tokens"].get(t, F.OOV_ID) for t in e.query][:Q]
-            q[k, :len(ids)] = ids
-        out[F.HIST_ITEMS][b, L - n:] = items
-        out[F.HIST_QUERY][b, L - n:] = q
-        out[F.HIST_ATTRS][b, L - n:] = attrs[np.minimum(items, len(attrs) - 1)]
-        out[F.HIST_SOURCES][b, L - n:] = [e.source for e in events]
-        out[F.HIST_TIME_GAPS][b, L - n:] = [(now - e.timestamp_ms) / 1000 for e in events]
-        keys = {(int(i), tuple(t)) for i, t in zip(items, q)}
-        pairs += n
-        repeated += n - len(keys)
-        last_query.append(next((r for r in q[::-1] if r.any()), np.zeros(Q, np.int64)))
-    out[F.USER_ID] = np.full(B, F.OOV_ID, np.int64)
-    out[F.TARGET_QUERY] = np.stack(last_query)
-    out[F.TARGET_SOURCE] = np.full(B, F.SOURCE_SEARCH, np.int64)
-    stats = {"users": B, "min_length": int(min(lengths)), "L": L,
-             "repeated_item_query_share": repeated / max(pairs, 1)}
-    return out, stats
 
 
 def pq_model(model_dir, data, num_subspaces, combine, rank_scoring="decode"):
@@ -213,7 +136,7 @@ def main():
         args.work += "_quick"
     from seminar_tf.workflows import training
     from seminar_tf.workflows.model_dir import load_item_table
-    model_dir, data = trained_model(args.work, args)
+    model_dir, data = trained_seminar(args.work, args.users, args.items, args.pretrain_steps)
     exact = training.load_model(model_dir, gsu="exact")
     attrs_table = load_item_table(data)["attrs"]
     cache_keys = tf.constant(item_key_cache(exact, data))
@@ -223,7 +146,8 @@ def main():
         budgets.append(timing_budget)
     rows, recall_table = [], []
     for L in args.Ls:
-        ctx, stats = long_histories(exact, data, args.work, args, L)
+        ctx, stats = long_histories(exact.config.data, data, args.work, args.long_users,
+                                    args.long_events, args.items, L)
         print(stats, flush=True)
         B = min(args.batch, len(ctx[F.HIST_ITEMS]))
         # --- recall on trained keys: every history x 100 candidates

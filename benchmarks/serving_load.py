@@ -1,26 +1,38 @@
-"""Load test of the local TF-Serving-compatible server over gRPC: the `rank` format (one
-user context + N candidates) against the per-candidate format (N full Examples), PQ and exact.
+"""Load test of the local TF-Serving-compatible server over gRPC, on a trained SEMINAR.
 
-For each L in --Ls, a SEMINAR ranker (d=64, K=100, random weights: latency does not depend on
-training) is exported twice (GSU "pq" with a fused S=16 codebook, and "exact"; `--xla` exports
-with XLA), the server is started in a subprocess on loopback, and `--clients` concurrent gRPC
-clients send requests drawn round-robin from `--users` distinct users (distinct histories)
-until `--requests` requests or `--max-seconds` have passed. For each N in --Ns both formats
-run in the same server session (the per-candidate format only where a request fits
-`--max-request-mb`). Reports candidates scored per second, requests/s, p50/p95/p99 latency,
-request bytes and errors; per (L, N) `rank_over_per_candidate` is the ratio of candidates
-scored per second. Loopback only; bounded in count and time.
+The model: SEMINAR (d=64, K=100) pretrained and trained on generated data
+(`benchmarks.trained`), its weights re-exported at each history length L (no weight depends
+on L) with codebooks built from them by `seminar build-codebooks`' own builder (default PQ
+config), as two exports of one run: GSU "pq" and "exact" (`--xla`: XLA exports;
+`--context-attrs table`: the export holds the item attribute table).
 
-    python benchmarks/serving_load.py [--Ls 1000 10000] [--Ns 100 1000] [--requests 10000]
+The requests: distinct generated users' most recent L clicks of the same catalogue (no
+repeated prefixes) and N catalogue items as candidates, the user's last query as the query.
+
+For each shape (L, N) and GSU, the server runs in a subprocess on loopback with TensorFlow's
+intra/inter-op threads pinned (`--intra`, `--inter`), and 1 and 4 concurrent gRPC clients
+send `rank` requests round-robin over the users until `--requests` (the acceptance shape
+L=10,000, N=100 with 4 clients) or `--requests-other` requests or `--max-seconds` passed; the
+per-candidate format (N full Examples) runs as the baseline where a request fits
+`--max-request-mb`. Each row reports candidates/s, p50/p99 latency, request bytes, errors,
+and the server's own mean time per request for decode / model call / encode (its
+`seminar_serving_stage_ms` histograms, scraped before and after the run); PQ rows the mean
+union size (behaviours encoded for the ESU) over the users. `profiles` splits one `rank`
+call per shape into parsing, candidate encoding, history encoding, GSU and ESU/towers
+(`benchmarks/rank_profile.py`, in-process with the same threads).
+
+    python benchmarks/serving_load.py [--shapes 1000:100 10000:100 10000:1000 100000:100]
 """
 import argparse
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -29,60 +41,66 @@ import seminar_tf  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
 from benchmarks.common import machine, markdown_table, write_results  # noqa: E402
+from benchmarks.trained import long_histories, trained_seminar  # noqa: E402
+from seminar_tf import features as F  # noqa: E402
+
+K = 100
 
 
-def make_exports(work, L, items=20000, xla=False):
-    from seminar_tf.workflows import export, training
+def model_dir_at(work, trained_dir, data, L):
+    """The trained weights as a model directory of history length L, with codebooks."""
+    from seminar_tf import storage
     from seminar_tf.config import SeminarConfig
-    from seminar_tf.models.registry import build_model, model_config
-    from seminar_tf.pq.build import build_codebooks, save_codebooks
-    base = os.path.join(work, f"models-L{L}{'-xla' if xla else ''}")
-    if os.path.isdir(os.path.join(base, "seminar_pq")):
-        return base
-    cfg = model_config("seminar", SeminarConfig().replace(
-        data=dict(max_seq_len=L, item_vocab_size=items, query_vocab_size=5000,
-                  attr_vocab_size=2000, user_vocab_size=10000, text_dim=32, image_dim=32),
-        model=dict(top_k=100), pq=dict(num_subspaces=16, combine_parts=True)))
-    rng = np.random.default_rng(0)
-    table = {"text": rng.normal(size=(items, 32)).astype(np.float32),
-             "text_mask": np.ones(items, bool),
-             "image": rng.normal(size=(items, 32)).astype(np.float32),
-             "image_mask": np.ones(items, bool),
-             "attrs": rng.integers(1, 2000, size=(items, 4)),
-             "title": np.zeros((items, 8), np.int64)}
-    model = build_model(cfg, item_table=table)
-    model_dir = os.path.join(work, f"model-L{L}")
-    if os.path.exists(model_dir):
-        import shutil
-        shutil.rmtree(model_dir)
-    training.save_model_dir(model, model_dir, "seminar", work)
-    pq, codes = build_codebooks(model, table["attrs"], cfg.pq, sample_size=20000)
-    from seminar_tf.workflows.model_dir import model_manifest
-    save_codebooks(model_dir, pq, codes, {"pq_config": cfg.pq.__dict__},
-                   model_fingerprint=model_manifest(model_dir)["fingerprint"])
+    from seminar_tf.models.registry import build_model
+    from seminar_tf.workflows.codebook_build import build_for_model_dir
+    from seminar_tf.workflows.model_dir import load_item_table, save_model_dir, weights_path
+    out = os.path.join(work, f"model-L{L}")
+    if storage.is_committed(out) and storage.is_committed(os.path.join(out, "pq")):
+        return out
+    with open(os.path.join(trained_dir, "config.json"), encoding="utf-8") as f:
+        cfg = SeminarConfig.from_json(f.read())
+    cfg = cfg.replace(data=dict(max_seq_len=L), model=dict(top_k=K))
+    model = build_model(cfg, item_table=load_item_table(data))
+    model.load_weights(weights_path(trained_dir)).expect_partial()
+    save_model_dir(model, out, "seminar", data)
+    build_for_model_dir(out, data)
+    return out
+
+
+def exports_at(work, model_dir, L, xla, context_attrs):
+    """`<base>` holding seminar_pq/1 and seminar_exact/1 of `model_dir`."""
+    from seminar_tf import storage
+    from seminar_tf.workflows.export import export_from_model_dir
+    base = os.path.join(work, f"exports-L{L}{'-xla' if xla else ''}-{context_attrs}")
     for gsu in ("pq", "exact"):
-        export.export_model(training.load_model(model_dir, gsu=gsu), base, f"seminar_{gsu}",
-                            version=1, xla=xla)
+        if not storage.is_committed(os.path.join(base, f"seminar_{gsu}", "1")):
+            export_from_model_dir(model_dir, base, f"seminar_{gsu}", version=1, gsu=gsu,
+                                  xla=xla, context_attrs=context_attrs)
     return base
 
 
-def user_requests(L, N, users, items=20000, seed=0):
-    """Per user: (rank PredictRequest inputs, per-candidate Examples) with a distinct history."""
-    from seminar_tf.features import FeatureContract
+def user_requests(contract, ctx, attrs_table, N, seed=0, per_candidate_fits=True):
+    """Per user row of `ctx` (numpy context features): (context Example, N candidate
+    Examples, the N full Examples or None)."""
     from serving.client import examples_from_events, rank_request_from_events
-    c = FeatureContract(L, 6, 4, items, 5000, 2000, 10000)
     out = []
-    for u in range(users):
-        rng = np.random.default_rng(seed + u)
-        history = [{"item": int(i), "attrs": [int(a) for a in rng.integers(1, 2000, 4)],
-                    "query": [int(t) for t in rng.integers(2, 5000, int(rng.integers(0, 3)))],
-                    "source": int(rng.integers(1, 3)), "age_seconds": float(g)}
-                   for i, g in zip(rng.integers(2, items, L), np.sort(rng.random(L) * 1e7)[::-1])]
-        cands = [{"item": int(i), "attrs": [int(a) for a in rng.integers(1, 2000, 4)],
-                  "query": [7, 9], "source": 2} for i in rng.integers(2, items, N)]
-        context, listed = rank_request_from_events(c, 3 + u, history, cands, query=[7, 9],
-                                                   source=2)
-        per = examples_from_events(c, 3 + u, history, cands) if L * N <= 10**6 else None
+    for b in range(len(ctx[F.HIST_ITEMS])):
+        real = ctx[F.HIST_ITEMS][b] != F.PAD_ID
+        history = [{"item": int(i), "attrs": [int(a) for a in at],
+                    "query": [int(t) for t in q if t], "source": int(s), "age_seconds": float(g)}
+                   for i, at, q, s, g in zip(
+                       ctx[F.HIST_ITEMS][b][real], ctx[F.HIST_ATTRS][b][real],
+                       ctx[F.HIST_QUERY][b][real], ctx[F.HIST_SOURCES][b][real],
+                       ctx[F.HIST_TIME_GAPS][b][real])]
+        rng = np.random.default_rng(seed + b)
+        query = [int(t) for t in ctx[F.TARGET_QUERY][b] if t]
+        cands = [{"item": int(i), "attrs": [int(a) for a in attrs_table[i]], "query": query,
+                  "source": F.SOURCE_SEARCH}
+                 for i in rng.integers(2, len(attrs_table), N)]
+        context, listed = rank_request_from_events(contract, 3 + b, history, cands,
+                                                   query=query, source=F.SOURCE_SEARCH)
+        per = examples_from_events(contract, 3 + b, history, cands) if per_candidate_fits \
+            else None
         out.append((context, listed, per))
     return out
 
@@ -102,18 +120,52 @@ def free_port():
         return s.getsockname()[1]
 
 
-def start_server(base, name):
+def start_server(base, name, intra=None, inter=None):
     port = free_port()
+    env = dict(os.environ)
+    if intra:
+        env["TF_NUM_INTRAOP_THREADS"] = str(intra)
+    if inter:
+        env["TF_NUM_INTEROP_THREADS"] = str(inter)
+    rest = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "seminar_tf.cli", "serve", "--model-base",
                              base, "--name", name, "--grpc-port", str(port), "--rest-port",
-                             str(free_port())], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+                             str(rest)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env)
     line = ""
     while '"ready"' not in line:
         line = proc.stdout.readline()
         if not line and proc.poll() is not None:
             raise RuntimeError("server exited")
-    return proc, port
+    return proc, port, rest
+
+
+
+
+STAGE_RE = re.compile(r'^seminar_serving_stage_ms_(sum|count)\{[^}]*api="grpc"[^}]*'
+                      r'stage="(\w+)"[^}]*\} ([0-9.e+-]+)$')
+
+
+def stage_totals(rest_port):
+    """{stage: [sum_ms, count]} of the server's gRPC stage histograms."""
+    text = urllib.request.urlopen(
+        f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics").read().decode()
+    out = {}
+    for line in text.splitlines():
+        m = STAGE_RE.match(line)
+        if m:
+            out.setdefault(m.group(2), [0.0, 0.0])[m.group(1) == "count"] = float(m.group(3))
+    return out
+
+
+def stage_means(before, after):
+    """Mean ms per request of each stage between two scrapes."""
+    out = {}
+    for stage in ("decode", "call", "encode"):
+        s0, c0 = before.get(stage, [0.0, 0.0])
+        s1, c1 = after.get(stage, [0.0, 0.0])
+        out[f"{stage}_ms"] = (s1 - s0) / (c1 - c0) if c1 > c0 else None
+    return out
 
 
 def load(port, name, reqs, clients, requests, max_seconds):
@@ -155,68 +207,136 @@ def load(port, name, reqs, clients, requests, max_seconds):
             "request_bytes": int(np.mean([r.ByteSize() for r in reqs]))}
 
 
+def parse_shapes(shapes):
+    by_L = {}
+    for shape in shapes:
+        L, N = (int(x) for x in shape.split(":"))
+        by_L.setdefault(L, []).append(N)
+    return by_L
+
+
+def run_gsu(args, base, gsu, L, requests_by_N):
+    """Load rows of one export for every N of this L and client count."""
+    name, rows = f"seminar_{gsu}", []
+    proc, port, rest = start_server(base, name, args.intra, args.inter)
+    try:
+        for N, users in requests_by_N.items():
+            for fmt, clients in [("rank", c) for c in args.clients] + [("per_candidate",
+                                                                       max(args.clients))]:
+                if fmt == "per_candidate" and (users[0][2] is None or len(
+                        users[0][2][0]) * N > args.max_request_mb * 2**20):
+                    print(f"L={L} N={N}: per-candidate request over {args.max_request_mb} MB,"
+                          " not run", flush=True)
+                    continue
+                reqs = build_requests(name, users, fmt)
+                main_shape = (L, N, clients) == (10000, 100, 4)
+                n_req = ((args.requests if main_shape else args.requests_other)
+                         if fmt == "rank" else args.per_candidate_requests)
+                before = stage_totals(rest)
+                r = load(port, name, reqs, clients, n_req, args.max_seconds)
+                r.update(stage_means(before, stage_totals(rest)))
+                r.update({"L": L, "N": N, "format": fmt, "gsu": gsu, "xla": args.xla,
+                          "context_attrs": args.context_attrs, "clients": clients,
+                          "users": len(users), "candidates_per_s": r["throughput_rps"] * N,
+                          "trained": True})
+                print(json.dumps(r), flush=True)
+                rows.append(r)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--Ls", type=int, nargs="*", default=[1000, 10000])
-    p.add_argument("--Ns", type=int, nargs="*", default=[100, 1000])
+    p.add_argument("--shapes", nargs="*", default=["1000:100", "10000:100", "10000:1000",
+                                                    "100000:100"], help="L:N")
     p.add_argument("--requests", type=int, default=10000,
-                   help="rank requests at the acceptance shape (largest L, N=100)")
-    p.add_argument("--requests-other", type=int, default=2000,
-                   help="rank requests at the other (L, N)")
-    p.add_argument("--per-candidate-requests", type=int, default=300)
-    p.add_argument("--max-seconds", type=float, default=240)
-    p.add_argument("--clients", type=int, default=4)
-    p.add_argument("--users", type=int, default=16, help="distinct users (histories)")
+                   help="rank requests at the acceptance shape (L=10,000, N=100, 4 clients)")
+    p.add_argument("--requests-other", type=int, default=1000)
+    p.add_argument("--per-candidate-requests", type=int, default=100)
+    p.add_argument("--max-seconds", type=float, default=150)
+    p.add_argument("--clients", type=int, nargs="*", default=[1, 4])
+    p.add_argument("--users", type=int, default=16, help="distinct users up to L=10,000")
+    p.add_argument("--users-long", type=int, default=4, help="distinct users above 10,000")
+    p.add_argument("--long-events", type=int, default=16000,
+                   help="generated events per user (at least 1.6 L)")
     p.add_argument("--max-request-mb", type=float, default=32,
                    help="the per-candidate format only where a request fits")
     p.add_argument("--gsus", nargs="*", default=["pq", "exact"])
     p.add_argument("--xla", action="store_true", help="export with XLA")
+    p.add_argument("--context-attrs", default="request", choices=["request", "table"])
+    p.add_argument("--intra", type=int, default=1, help="TF intra-op threads (server)")
+    p.add_argument("--inter", type=int, default=2, help="TF inter-op threads (server)")
     p.add_argument("--name", default="serving_load", help="results file name")
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "serving_bench"))
     p.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
     args = p.parse_args()
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(args.intra)
+    tf.config.threading.set_inter_op_parallelism_threads(args.inter)
+    from benchmarks.rank_profile import profile_rank, serving_module, union_sizes
+    from seminar_tf.config import SeminarConfig
+    from seminar_tf.workflows.model_dir import load_item_table, load_model
     os.makedirs(args.work, exist_ok=True)
-    rows, ratios = [], []
-    for L in args.Ls:
-        base = make_exports(args.work, L, xla=args.xla)
+    trained_dir, data = trained_seminar(args.work, top_k=K)
+    attrs_table = load_item_table(data)["attrs"]
+    rows, profiles, histories = [], [], {}
+    for L, Ns in parse_shapes(args.shapes).items():
+        mdir = model_dir_at(args.work, trained_dir, data, L)
+        base = exports_at(args.work, mdir, L, args.xla, args.context_attrs)
+        with open(os.path.join(mdir, "config.json"), encoding="utf-8") as f:
+            cfg = SeminarConfig.from_json(f.read())
+        users = args.users if L <= 10000 else args.users_long
+        ctx, stats = long_histories(cfg.data, data, args.work, users,
+                                    max(args.long_events, int(1.6 * L)), cfg.data.item_vocab_size,
+                                    L)
+        histories[L] = stats
+        contract = F.FeatureContract.from_config(cfg.data)
+        by_N = {N: user_requests(contract, ctx, attrs_table, N,
+                                 per_candidate_fits=L * N <= 10**6) for N in Ns}
         for gsu in args.gsus:
-            name = f"seminar_{gsu}"
-            proc, port = start_server(base, name)
-            try:
-                for N in args.Ns:
-                    users = user_requests(L, N, args.users)
-                    per_fmt = {}
-                    for fmt in ("rank", "per_candidate"):
-                        if fmt == "per_candidate" and (users[0][2] is None or len(
-                                users[0][2][0]) * N > args.max_request_mb * 2**20):
-                            print(f"L={L} N={N}: per-candidate request over "
-                                  f"{args.max_request_mb} MB, not run", flush=True)
-                            continue
-                        reqs = build_requests(name, users, fmt)
-                        main_shape = L == max(args.Ls) and N == min(args.Ns)
-                        n_req = ((args.requests if main_shape else args.requests_other)
-                                 if fmt == "rank" else args.per_candidate_requests)
-                        r = load(port, name, reqs, args.clients, n_req, args.max_seconds)
-                        r.update({"L": L, "N": N, "format": fmt, "gsu": gsu, "xla": args.xla,
-                                  "clients": args.clients, "users": args.users,
-                                  "candidates_per_s": r["throughput_rps"] * N})
-                        print(json.dumps(r), flush=True)
-                        rows.append(r)
-                        per_fmt[fmt] = r
-                    if len(per_fmt) == 2:
-                        ratios.append({"L": L, "N": N, "gsu": gsu, "rank_over_per_candidate":
-                                       per_fmt["rank"]["candidates_per_s"]
-                                       / per_fmt["per_candidate"]["candidates_per_s"]})
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-    cols = ["L", "N", "format", "gsu", "requests", "errors", "candidates_per_s",
-            "throughput_rps", "p50_ms", "p99_ms", "request_bytes", "seconds"]
-    table = markdown_table(rows, cols) + "\n\n" + markdown_table(
-        ratios, ["L", "N", "gsu", "rank_over_per_candidate"])
-    write_results(args.name, {"machine": machine(), "rows": rows,
-                                   "rank_over_per_candidate": ratios, "config": vars(args)},
-                  table, args.out)
+            got = run_gsu(args, base, gsu, L, by_N)
+            model = load_model(mdir, gsu=gsu)
+            module = serving_module(model, attrs_table if args.context_attrs == "table"
+                                    else None)
+            for N, users_N in by_N.items():
+                contexts = [np.array([c], dtype=object) for c, _, _ in users_N]
+                cands = [np.array([k], dtype=object) for _, k, _ in users_N]
+                prof = profile_rank(module, contexts[0], cands[0])
+                prof.update({"L": L, "N": N, "gsu": gsu, "threads": [args.intra, args.inter]})
+                if gsu == "pq":
+                    sizes = union_sizes(module, contexts, cands)
+                    prof["union_sizes"] = sizes
+                    for r in got:
+                        if r["N"] == N:
+                            r["union_size"] = float(np.mean(sizes))
+                profiles.append(prof)
+                print(json.dumps(prof), flush=True)
+            rows.extend(got)
+    ratios = []
+    for r in rows:
+        if r["gsu"] != "pq":
+            continue
+        for e in rows:
+            if e["gsu"] == "exact" and all(e[k] == r[k] for k in ("L", "N", "format",
+                                                                  "clients")):
+                ratios.append({k: r[k] for k in ("L", "N", "format", "clients")} | {
+                    "pq_over_exact_candidates_per_s": r["candidates_per_s"]
+                    / e["candidates_per_s"]})
+    cols = ["L", "N", "gsu", "format", "clients", "requests", "errors", "candidates_per_s",
+            "p50_ms", "p99_ms", "request_bytes", "decode_ms", "call_ms", "encode_ms",
+            "union_size"]
+    prof_rows = [dict(p_, **p_["stages_ms"]) for p_ in profiles]
+    table = (markdown_table(rows, cols) + "\n\n" + markdown_table(
+        ratios, ["L", "N", "format", "clients", "pq_over_exact_candidates_per_s"]) + "\n\n"
+        + markdown_table(prof_rows, ["L", "N", "gsu", "parse", "targets", "history_all",
+                                     "gsu", "history_read", "esu_towers", "full",
+                                     "union_size"]))
+    write_results(args.name, {"machine": machine(), "rows": rows, "profiles": profiles,
+                              "pq_over_exact": ratios, "histories": histories,
+                              "threads": {"intra_op": args.intra, "inter_op": args.inter},
+                              "config": vars(args)}, table, args.out)
 
 
 if __name__ == "__main__":

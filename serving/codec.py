@@ -60,8 +60,11 @@ def check_input(name: str, value: np.ndarray, spec: tf.TensorSpec, max_batch: in
 
 
 def call_signature(model, signature: str, inputs: Dict[str, np.ndarray],
-                   max_batch: int = 1024) -> Dict[str, np.ndarray]:
+                   max_batch: int = 1024, stages=None) -> Dict[str, np.ndarray]:
     """Validates `inputs` against a signature of `model` (a LoadedModel) and runs it.
+
+    `stages` (optional `serving.monitoring.Stages`) is marked "decode" once the inputs are
+    validated tensors and "call" once the outputs are numpy arrays.
 
     Raises:
         RequestError: the request is malformed or TensorFlow rejected its data.
@@ -86,9 +89,14 @@ def call_signature(model, signature: str, inputs: Dict[str, np.ndarray],
         check_input(k, v, specs[k], max_batch)
         tensors[k] = tf.constant(v.astype(object) if v.dtype.kind == "U" else v,
                                  dtype=specs[k].dtype)
+    if stages is not None:
+        stages.mark("decode")
     try:
         out = model.signatures[signature](**tensors)
-        return {k: v.numpy() for k, v in out.items()}
+        out = {k: v.numpy() for k, v in out.items()}
+        if stages is not None:
+            stages.mark("call")
+        return out
     except Exception as e:  # mapped, never swallowed: the client gets the reason
         code, message, status = classify(e, f"signature '{signature}'")
         raise RequestError(code, message, status) from e
@@ -116,11 +124,12 @@ def tensor_from_proto(name: str, proto) -> np.ndarray:
                       f"{e}") from e
 
 
-def run_predict(model, request: predict_pb2.PredictRequest,
-                max_batch: int = 1024) -> predict_pb2.PredictResponse:
-    """Answers one PredictRequest with `model` (a LoadedModel)."""
+def run_predict(model, request: predict_pb2.PredictRequest, max_batch: int = 1024,
+                stages=None) -> predict_pb2.PredictResponse:
+    """Answers one PredictRequest with `model` (a LoadedModel); `stages` (optional) is
+    marked "decode", "call" and "encode" (`call_signature`)."""
     inputs = {k: tensor_from_proto(k, proto) for k, proto in request.inputs.items()}
-    out = call_signature(model, request.model_spec.signature_name, inputs, max_batch)
+    out = call_signature(model, request.model_spec.signature_name, inputs, max_batch, stages)
     wanted = set(request.output_filter) or set(out)
     unknown = wanted - set(out)
     if unknown:
@@ -131,6 +140,8 @@ def run_predict(model, request: predict_pb2.PredictRequest,
     resp.model_spec.signature_name = request.model_spec.signature_name or "serving_default"
     for k in wanted:
         resp.outputs[k].CopyFrom(tf.make_tensor_proto(out[k]))
+    if stages is not None:
+        stages.mark("encode")
     return resp
 
 

@@ -19,7 +19,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, model_service_pb2_g
 
 from serving.codec import run_predict
 from serving.errors import RequestError, classify, invalid
-from serving.monitoring import Metrics
+from serving.monitoring import Metrics, Stages
 from serving.models import ModelManager
 
 LOG = logging.getLogger("serving")
@@ -56,7 +56,10 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         def fn():
             with self.manager.acquire(request.model_spec.name,
                                       _version(request.model_spec)) as model:
-                return run_predict(model, request, self.max_batch)
+                stages = Stages()
+                resp = run_predict(model, request, self.max_batch, stages)
+            self.metrics.record_stages("grpc", stages)
+            return resp
         return guarded(self.metrics, "Predict", context, fn)
 
     def GetModelMetadata(self, request, context):

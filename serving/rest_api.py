@@ -27,7 +27,7 @@ import grpc
 
 from serving.codec import call_signature, rest_inputs, rest_response
 from serving.errors import RequestError, classify, invalid
-from serving.monitoring import CONTENT_TYPE, Metrics
+from serving.monitoring import CONTENT_TYPE, Metrics, Stages
 from serving.models import ModelManager
 
 LOG = logging.getLogger("serving")
@@ -241,10 +241,16 @@ class RestHandler(BaseHTTPRequestHandler):
             if not isinstance(signature, str) or signature not in model.input_specs:
                 raise invalid(f"Serving signature name: \"{signature}\" not found; available: "
                               f"{sorted(model.signatures)}")
+            stages = Stages()
             inputs, rows = rest_inputs(body, model.input_specs[signature])
+            stages.mark("decode")
             with self.compute_slots:  # the bounded compute pool: connections only wait here
-                out = call_signature(model, signature, inputs, self.max_batch)
-        return 200, rest_response(out, rows)
+                stages.skip()  # the wait for a slot is no stage of the request
+                out = call_signature(model, signature, inputs, self.max_batch, stages)
+        payload = rest_response(out, rows)
+        stages.mark("encode")  # JSON text is written by _send
+        self.metrics.record_stages("rest", stages)
+        return 200, payload
 
     def _method_not_allowed(self):
         self.close_connection = True

@@ -15,28 +15,13 @@ import tensorflow_recommenders as tfrs
 from seminar_tf import features as F
 from seminar_tf.config import SeminarConfig
 from seminar_tf.layers.attention import MultiHeadTargetAttention
+from seminar_tf.layers.blocks import mlp, short_term_of, time_gap_buckets  # noqa: F401
 from seminar_tf.layers.encoders import QueryItemPairEncoder
 from seminar_tf.layers.retrieval import build_retrieval, retrieval_top_k
 from seminar_tf.layers.retrieval.base import (TARGET_KEYS, Retrieval, per_candidate, rows,
                                               union_positions)
 
 from seminar_tf.serialization import register  # noqa: E402
-
-
-def time_gap_buckets(gaps: tf.Tensor, num_buckets: int) -> tf.Tensor:
-    """log2 buckets of time gaps in seconds (minutes resolution): ids in [1, num_buckets]."""
-    minutes = tf.maximum(gaps, 0.0) / 60.0
-    b = tf.cast(tf.floor(tf.math.log(1.0 + minutes) / np.log(2.0)), tf.int32) + 1
-    return tf.clip_by_value(b, 1, num_buckets)
-
-
-def mlp(units, dropout: float, name: str) -> tf.keras.Sequential:
-    layers = []
-    for k, u in enumerate(units):
-        layers.append(tf.keras.layers.Dense(u, activation="relu", name=f"{name}_dense{k}"))
-        if dropout:
-            layers.append(tf.keras.layers.Dropout(dropout))
-    return tf.keras.Sequential(layers, name=name)
 
 
 def pair_encoder_for(cfg: SeminarConfig, name: str = "pair_encoder") -> QueryItemPairEncoder:
@@ -50,12 +35,6 @@ def pair_encoder_for(cfg: SeminarConfig, name: str = "pair_encoder") -> QueryIte
                           title_tokens=d.title_tokens, projections=m.use_projections),
         query_vocab_size=d.query_vocab_size, dim=m.embedding_dim, alpha=m.pair_alpha,
         name=name)
-
-
-def short_term_of(values, mask):
-    """Masked mean of the short-term window: values (B, S, d), mask (B, S) -> (B, d)."""
-    m = tf.cast(mask, values.dtype)[..., None]
-    return tf.reduce_sum(values * m, 1) / tf.maximum(tf.reduce_sum(m, 1), 1.0)
 
 
 @register
@@ -252,18 +231,37 @@ class LifelongRanker(tfrs.models.Model):
         `rank_dense_esu`, else gathered).
         """
         features = dict(context, **{F.TARGET_ITEM: items, F.TARGET_ATTRS: attrs})
-        S, L = self.config.model.short_term_len, self.config.data.max_seq_len
         history = self.encode_behaviours(context, encoded=encoded) if self.gsu.needs_keys \
             else None
-        retrieved = self._retrieve_many(self.retrieval_inputs(features, target_enc, history,
-                                                              many=True))
+        retrieved = self.forward_retrieve(features, target_enc, history)
+        history, idx = self.forward_history(context, history, retrieved, encoded)
+        return self.forward_interest(context, target_enc, history, idx, retrieved, training)
+
+    def forward_retrieve(self, features, target_enc, history=None):
+        """Stage 1 of `forward`: the GSU over all N targets (B, N, K) (`history`: the
+        encoded whole history where the GSU needs its float keys)."""
+        return self._retrieve_many(self.retrieval_inputs(features, target_enc, history,
+                                                         many=True))
+
+    def forward_history(self, context, history, retrieved, encoded=None):
+        """Stage 2 of `forward`: the encoded behaviours the ESU reads, and the retrieved
+        indices into them: the whole history if already encoded (or under static shapes),
+        else the union of the retrieved positions and the short-term window."""
         idx = retrieved["indices"]
         if history is None:
             positions = None
             if not self.static_shapes:  # XLA pads a dynamic length to L: encode all
-                positions, idx = union_positions(idx, retrieved["valid"], L, S)
+                positions, idx = union_positions(idx, retrieved["valid"],
+                                                 self.config.data.max_seq_len,
+                                                 self.config.model.short_term_len)
             history = self.encode_behaviours(context, positions, encoded)
-        if items.shape[1] == 1:  # one target per row: project only its K behaviours
+        return history, idx
+
+    def forward_interest(self, context, target_enc, history, idx, retrieved, training=False):
+        """Stage 3 of `forward`: the ESU over each target's K behaviours, the short-term
+        summary, bottom MLP and towers: outputs (B, N)."""
+        S = self.config.model.short_term_len
+        if target_enc["pair"].shape[1] == 1:  # one target per row: project only its K
             keys_k = tf.gather(history["keys"], idx[:, 0], batch_dims=1)
             values_k = tf.gather(history["values"], idx[:, 0], batch_dims=1)
             interest = self.esu(target_enc["pair"][:, 0], keys_k, retrieved["valid"][:, 0],
@@ -274,17 +272,17 @@ class LifelongRanker(tfrs.models.Model):
                       else self.esu.attend_gathered)
             interest = attend(target_enc["pair"], keys_h, values_h, idx, retrieved["valid"])
         short_term = short_term_of(history["values"][:, -S:], history["mask"][:, -S:])
-        N = tf.shape(items)[1]
+        shape = tf.shape(idx)[:2]
 
         def repeat(x):  # (B, ...) -> (B*N, ...)
-            return tf.repeat(x, N, axis=0)
+            return tf.repeat(x, shape[1], axis=0)
 
         summary = retrieved.get("summary")
         out = self.head({k: rows(v) for k, v in target_enc.items()}, rows(interest),
                         repeat(short_term), repeat(context[F.TARGET_SOURCE]),
                         repeat(context[F.USER_ID]),
                         None if summary is None else rows(summary), training)
-        return {k: tf.reshape(v, tf.shape(items)) for k, v in out.items()}
+        return {k: tf.reshape(v, shape) for k, v in out.items()}
 
     def _retrieve_many(self, inputs):
         """`call_many`, or for one target per row a GSU's own per-target `call` where it

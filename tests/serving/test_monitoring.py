@@ -1,7 +1,7 @@
 """The server's Prometheus metrics: names, labels and histogram through prometheus_client."""
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving.monitoring import Metrics
+from serving.monitoring import Metrics, Stages
 
 
 def test_metrics_exposition_parses_with_the_expected_series():
@@ -11,7 +11,7 @@ def test_metrics_exposition_parses_with_the_expected_series():
     m.record("grpc", "Predict", "OK", 3.0)
     families = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
     assert set(families) == {"seminar_serving_requests", "seminar_serving_errors",
-                             "seminar_serving_latency_ms"}
+                             "seminar_serving_latency_ms", "seminar_serving_stage_ms"}
     requests = {(s.labels["api"], s.labels["method"], s.labels["code"]): s.value
                 for s in families["seminar_serving_requests"].samples}
     assert requests == {("grpc", "Predict", "OK"): 2, ("rest", "predict", "INVALID_ARGUMENT"): 1}
@@ -29,3 +29,24 @@ def test_each_server_has_its_own_registry():
     a, b = Metrics("a"), Metrics("b")
     a.record("grpc", "Predict", "OK", 0.001)
     assert b.count("OK") == 0 and b"model=\"a\"" not in b.render()
+
+
+def test_stages_time_each_stage_once_and_skip_waits(monkeypatch):
+    import serving.monitoring as mon
+    clock = iter([0.0, 0.010, 0.500, 0.530, 0.540, 0.541])
+    monkeypatch.setattr(mon.time, "perf_counter", lambda: next(clock))
+    st = Stages()            # 0.000
+    st.mark("decode")        # 0.010: 10 ms
+    st.skip()                # 0.500: a 490 ms wait counts for no stage
+    st.mark("decode")        # 0.530: +30 ms
+    st.mark("call")          # 0.540: 10 ms
+    st.mark("encode")        # 0.541: 1 ms
+    assert {k: round(v * 1000, 6) for k, v in st.seconds.items()} == {
+        "decode": 40.0, "call": 10.0, "encode": 1.0}
+    m = Metrics("seminar")
+    m.record_stages("grpc", st)
+    fam = {f.name: f for f in text_string_to_metric_families(m.render().decode())}
+    sums = {s.labels["stage"]: s.value for s in fam["seminar_serving_stage_ms"].samples
+            if s.name.endswith("_sum")}
+    assert {k: round(v, 6) for k, v in sums.items()} == {"decode": 40.0, "call": 10.0,
+                                                         "encode": 1.0}

@@ -119,6 +119,16 @@ def test_grpc_and_rest_equal_keras(trained, server_process):
     metrics = urllib.request.urlopen(
         f"http://127.0.0.1:{server_process['rest_port']}/monitoring/prometheus/metrics").read()
     assert b"seminar_serving_requests_total" in metrics
+    from prometheus_client.parser import text_string_to_metric_families
+    counts = {(s.labels["api"], s.labels["stage"]): s.value
+              for f in text_string_to_metric_families(metrics.decode())
+              if f.name == "seminar_serving_stage_ms" for s in f.samples
+              if s.name.endswith("_count")}
+    # the server's own stage timing of every successful Predict: 2 over gRPC, 2 over REST
+    # (other tests may share the server, hence >=)
+    for api, n in (("grpc", 2), ("rest", 2)):
+        for stage in ("decode", "call", "encode"):
+            assert counts[(api, stage)] >= n, (api, stage, counts)
 
 
 def test_rank_over_grpc_and_rest_equals_per_candidate(trained, server_process):
