@@ -331,7 +331,7 @@ def main():
     table = (markdown_table(rows, cols) + "\n\n" + markdown_table(
         ratios, ["L", "N", "format", "clients", "pq_over_exact_candidates_per_s"]) + "\n\n"
         + markdown_table(prof_rows, ["L", "N", "gsu", "parse", "targets", "history_all",
-                                     "gsu", "history_read", "esu_towers", "full",
+                                     "retrieve", "history_read", "esu_towers", "full",
                                      "union_size"]))
     write_results(args.name, {"machine": machine(), "rows": rows, "profiles": profiles,
                               "pq_over_exact": ratios, "histories": histories,

@@ -63,36 +63,42 @@ class MultiHeadTargetAttention(tf.keras.layers.Layer):
                                    initializer=init)
         super().build(input_shape)
 
-    def head_logits(self, target: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
-        """Scaled per-head logits `<W_Q,h t, W_K,h k_l> / sqrt(dk)`, shape (B, H, L)."""
+    def target_in_key_space(self, targets: tf.Tensor) -> tf.Tensor:
+        """Per-head `u_h = W_K,h W_Q,h^T t / sqrt(dk)`, (..., H, d): the head-h logit of a key
+        k is `<u_h, k>`, so no key is ever projected (H*dk*(d_t + d) multiply-adds per
+        target instead of H*dk*d per key)."""
         if not self.built:
             self.build()
-        q = tf.einsum("bd,dhk->bhk", target, self.w_q)
-        k = tf.einsum("bld,dhk->blhk", keys, self.w_k)
-        return tf.einsum("bhk,blhk->bhl", q, k) / tf.sqrt(tf.cast(self.key_dim, keys.dtype))
+        q = tf.einsum("...d,dhk->...hk", targets, self.w_q)
+        u = tf.einsum("...hk,ehk->...he", q, self.w_k)
+        return u / tf.sqrt(tf.cast(self.key_dim, u.dtype))
+
+    def heads_output(self, pooled: tf.Tensor) -> tf.Tensor:
+        """`W_O [W_V,1^T p_1; ...; W_V,H^T p_H]` of per-head weighted means of the raw values
+        p_h (..., H, d_v) -> (..., output_dim): values are projected after pooling (by
+        linearity), once per target and head, not once per behaviour."""
+        heads = tf.einsum("...hd,dhk->...hk", pooled, self.w_v)
+        return tf.einsum("...hk,hko->...o", heads, self.w_o)
+
+    def head_logits(self, target: tf.Tensor, keys: tf.Tensor) -> tf.Tensor:
+        """Scaled per-head logits `<W_Q,h t, W_K,h k_l> / sqrt(dk)`, shape (B, H, L)."""
+        return tf.einsum("bhd,bld->bhl", self.target_in_key_space(target), keys)
 
     def query_in_key_space(self, target: tf.Tensor) -> tf.Tensor:
         """`u = sum_h W_K,h W_Q,h^T t / (H sqrt(dk))`, (B, d_key): the GSU score of a key k is
         `<u, k>`, equal to the head-mean of `head_logits` (used by PQ lookup attention)."""
-        if not self.built:
-            self.build()
-        q = tf.einsum("bd,dhk->bhk", target, self.w_q)
-        u = tf.einsum("bhk,dhk->bd", q, self.w_k)
-        return u / (self.num_heads * tf.sqrt(tf.cast(self.key_dim, target.dtype)))
+        return tf.reduce_mean(self.target_in_key_space(target), -2)
 
     def call(self, target, keys, mask, values=None, return_weights: bool = False):
         values = keys if values is None else values
         weights = masked_softmax(self.head_logits(target, keys), mask[:, None, :])
-        v = tf.einsum("bld,dhk->blhk", values, self.w_v)
-        heads = tf.einsum("bhl,blhk->bhk", weights, v)
-        out = tf.einsum("bhk,hko->bo", heads, self.w_o)
+        out = self.heads_output(tf.einsum("bhl,bld->bhd", weights, values))
         return (out, weights) if return_weights else out
 
     def attend_many(self, targets, keys, mask, values=None):
         """T targets per row over the same keys, each with its own mask (e.g. causal).
 
-        Equal to `call` on the rows repeated T times, but the keys and values are projected
-        once per row instead of once per target.
+        Equal to `call` on the rows repeated T times; no key or value is projected.
 
         Args:
             targets: (B, T, d_t). keys: (B, L, d). mask: (B, T, L) bool.
@@ -101,71 +107,49 @@ class MultiHeadTargetAttention(tf.keras.layers.Layer):
         Returns:
             (B, T, output_dim).
         """
-        if not self.built:
-            self.build()
         values = keys if values is None else values
-        q = tf.einsum("btd,dhk->bthk", targets, self.w_q)
-        k = tf.einsum("bld,dhk->blhk", keys, self.w_k)
-        logits = tf.einsum("bthk,blhk->bthl", q, k) / tf.sqrt(
-            tf.cast(self.key_dim, keys.dtype))
+        logits = tf.einsum("bthd,bld->bthl", self.target_in_key_space(targets), keys)
         weights = masked_softmax(logits, mask[:, :, None, :])
-        v = tf.einsum("bld,dhk->blhk", values, self.w_v)
-        heads = tf.einsum("bthl,blhk->bthk", weights, v)
-        return tf.einsum("bthk,hko->bto", heads, self.w_o)
+        return self.heads_output(tf.einsum("bthl,bld->bthd", weights, values))
 
-    def project_history(self, keys, values=None):
-        """Per-head keys and values of a whole history, once: (B, L, H, dk), (B, L, H, dv).
+    def attend_gathered(self, targets, keys, values, indices, mask):
+        """N targets per row, each over its own K positions of one shared history.
 
-        With `attend_gathered`, N targets that each attend over their own subset of one
-        shared history cost one projection of the L behaviours, not N*K projections."""
-        if not self.built:
-            self.build()
-        values = keys if values is None else values
-        return (tf.einsum("bld,dhk->blhk", keys, self.w_k),
-                tf.einsum("bld,dhk->blhk", values, self.w_v))
-
-    def attend_gathered(self, targets, projected_keys, projected_values, indices, mask):
-        """N targets per row, each over its own K positions of a projected shared history.
-
-        Equal to `call(target_n, keys[indices_n], mask_n, values[indices_n])` per target
-        (projection commutes with gathering).
+        Equal to `call(target_n, keys[indices_n], mask_n, values[indices_n])` per target;
+        the K keys and values are gathered raw (H*K*d multiply-adds per target for the
+        logits and as many for the pooling; nothing is projected per behaviour).
 
         Args:
-            targets: (B, N, d_t). projected_keys, projected_values: from `project_history`.
+            targets: (B, N, d_t). keys: (B, L, d). values: (B, L, d_v).
             indices: (B, N, K) int positions. mask: (B, N, K) bool.
 
         Returns:
             (B, N, output_dim).
         """
-        q = tf.einsum("bnd,dhk->bnhk", targets, self.w_q)
-        k = tf.gather(projected_keys, indices, batch_dims=1)  # (B, N, K, H, dk)
-        v = tf.gather(projected_values, indices, batch_dims=1)
-        logits = tf.einsum("bnhk,bnjhk->bnhj", q, k) / tf.sqrt(
-            tf.cast(self.key_dim, k.dtype))
-        weights = masked_softmax(logits, mask[:, :, None, :])
-        heads = tf.einsum("bnhj,bnjhk->bnhk", weights, v)
-        return tf.einsum("bnhk,hko->bno", heads, self.w_o)
+        u = self.target_in_key_space(targets)  # (B, N, H, d)
+        k = tf.gather(keys, indices, batch_dims=1)  # (B, N, K, d)
+        weights = masked_softmax(tf.einsum("bnhd,bnjd->bnhj", u, k), mask[:, :, None, :])
+        v = tf.gather(values, indices, batch_dims=1)
+        return self.heads_output(tf.einsum("bnhj,bnjd->bnhd", weights, v))
 
-    def attend_selected(self, targets, projected_keys, projected_values, indices, mask):
-        """`attend_gathered` computed densely: each target's logits over all L projected
-        keys (one matrix product), softmax restricted to its selected positions (a (B, N, L)
-        mask scattered from `indices`), one product with the values. Faster than gathering
-        when K is a large share of L (no (B, N, K, H, dk) gathers); same result.
+    def attend_selected(self, targets, keys, values, indices, mask):
+        """`attend_gathered` computed densely: each target's logits over all L keys (one
+        matrix product), softmax restricted to its selected positions (a (B, N, L) mask
+        scattered from `indices`), one product with the values. Faster than gathering
+        when K is a large share of L; same result.
 
         Args and returns: as `attend_gathered` (indices distinct per target).
         """
-        q = tf.einsum("bnd,dhk->bnhk", targets, self.w_q)
-        logits = tf.einsum("bnhk,blhk->bnhl", q, projected_keys) / tf.sqrt(
-            tf.cast(self.key_dim, q.dtype))
+        u = self.target_in_key_space(targets)
+        logits = tf.einsum("bnhd,bld->bnhl", u, keys)
         shape = tf.shape(indices)
         b = tf.broadcast_to(tf.range(shape[0])[:, None, None], shape)
         n = tf.broadcast_to(tf.range(shape[1])[None, :, None], shape)
         selected = tf.scatter_nd(
             tf.stack([b, n, tf.cast(indices, tf.int32)], -1), tf.cast(mask, tf.int32),
-            tf.stack([shape[0], shape[1], tf.shape(projected_keys)[1]])) > 0
+            tf.stack([shape[0], shape[1], tf.shape(keys)[1]])) > 0
         weights = masked_softmax(logits, selected[:, :, None, :])
-        heads = tf.einsum("bnhl,blhk->bnhk", weights, projected_values)
-        return tf.einsum("bnhk,hko->bno", heads, self.w_o)
+        return self.heads_output(tf.einsum("bnhl,bld->bnhd", weights, values))
 
     def get_config(self):
         return {**super().get_config(), "num_heads": self.num_heads,

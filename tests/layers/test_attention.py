@@ -103,18 +103,20 @@ def shared_history(seed, B, L, N):
 
 
 def test_attend_gathered_equals_call_on_gathered_rows():
-    """Projecting a shared history once and gathering per target == gathering, then `call`."""
+    """Gathering raw keys / values per target and pooling before the projection == `call`
+    on the gathered rows (and both == the float64 projected reference)."""
     B, L, N, K = 3, 9, 4, 5
     rng, att, keys, values, targets = shared_history(4, B, L, N)
     idx = tf.constant(rng.integers(0, L, size=(B, N, K)), tf.int32)
     mask = tf.constant(rng.random((B, N, K)) < 0.7)
-    k, v = att.project_history(keys, values)
-    got = att.attend_gathered(targets, k, v, idx, mask).numpy()
+    got = att.attend_gathered(targets, keys, values, idx, mask).numpy()
     for b in range(B):
         for n in range(N):
-            ref = att(targets[b:b + 1, n], tf.gather(keys[b], idx[b, n])[None],
-                      mask[b:b + 1, n], tf.gather(values[b], idx[b, n])[None]).numpy()
+            k, v = tf.gather(keys[b], idx[b, n])[None], tf.gather(values[b], idx[b, n])[None]
+            ref = att(targets[b:b + 1, n], k, mask[b:b + 1, n], v).numpy()
             np.testing.assert_allclose(got[b, n], ref[0], atol=1e-5)
+            np.testing.assert_allclose(got[b, n], reference(
+                att, targets[b:b + 1, n], k, mask.numpy()[b:b + 1, n], v)[0], atol=1e-5)
 
 
 def test_attend_selected_equals_attend_gathered():
@@ -124,8 +126,7 @@ def test_attend_selected_equals_attend_gathered():
                                 for _ in range(B)]), tf.int32)
     mask = np.asarray(rng.random((B, N, K)) < 0.7)
     mask[0, 0] = False  # a target with nothing selected gives zeros in both
-    k, v = att.project_history(keys, values)
-    a = att.attend_gathered(targets, k, v, idx, tf.constant(mask)).numpy()
-    b = att.attend_selected(targets, k, v, idx, tf.constant(mask)).numpy()
+    a = att.attend_gathered(targets, keys, values, idx, tf.constant(mask)).numpy()
+    b = att.attend_selected(targets, keys, values, idx, tf.constant(mask)).numpy()
     np.testing.assert_allclose(a, b, atol=1e-5)
     np.testing.assert_allclose(b[0, 0], 0.0, atol=1e-7)

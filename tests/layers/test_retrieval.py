@@ -83,6 +83,25 @@ def test_masked_top_k_equals_the_float64_tie_rule_eager_and_xla():
                 x.numpy(), out["indices"].numpy(), 1), 0))
 
 
+@pytest.mark.parametrize("L", [1300, 5111, 5200])
+def test_chunked_top_k_equals_the_full_top_k(L):
+    """Rows long enough for the chunked search (L >= 128 k; 5,111 leaves a ragged chunk):
+    chunks of 16 and of 32) the same positions in the same order as one top_k over the
+    reversed row, with heavy
+    ties (few distinct keys), a row of one repeated key, and masked tails; eager and XLA."""
+    rng = np.random.default_rng(L)
+    k = 10
+    keys = np.round(rng.normal(size=(3, 4, L)) * 3)  # ~20 distinct values: ties everywhere
+    keys[0, 1] = 5.0
+    keys[1, 2, L // 2:] = np.finfo(np.float32).min  # masked positions
+    x = tf.constant(keys, tf.float32)
+    _, rev = tf.math.top_k(tf.reverse(x, [-1]), k=k)
+    want = (L - 1 - rev).numpy()
+    for fn in (R.later_first_top_k, tf.function(R.later_first_top_k, jit_compile=True)):
+        np.testing.assert_array_equal(fn(x, k).numpy(), want)
+    np.testing.assert_array_equal(want[0, 1], np.arange(L - 1, L - 1 - k, -1))
+
+
 def test_exact_ties_go_to_the_most_recent_position():
     """Equal scores (one item repeated through the history): the latest K are kept, on every
     GSU that scores. Before the tie rule, top_k kept the *oldest* copies."""

@@ -66,7 +66,7 @@ def build_retrieval(kind: str, ranker):
 
 
 def __getattr__(name):  # `from seminar_tf.layers.retrieval import PQLookupAttention` etc.
-    if name in ("Retrieval", "masked_top_k"):
+    if name in ("Retrieval", "masked_top_k", "later_first_top_k"):
         from seminar_tf.layers.retrieval import base
         return getattr(base, name)
     if name == "pq_item_scores":

@@ -76,13 +76,41 @@ def masked_top_k(scores: tf.Tensor, mask: tf.Tensor, k: int) -> Dict[str, tf.Ten
     floor = tf.constant(np.finfo(np.float32).min, scores.dtype)
     mask = tf.broadcast_to(mask, tf.shape(scores))
     keys = tf.where(mask, selection_keys(scores, mask), floor)
-    # top_k puts the lower index first among equal values: reversed, that is the later one
-    _, rev = tf.math.top_k(tf.reverse(keys, [-1]), k=k)
-    idx = tf.shape(scores)[-1] - 1 - rev
+    idx = later_first_top_k(keys, k)
     batch_dims = scores.shape.rank - 1
     valid = tf.gather(mask, idx, batch_dims=batch_dims)
     top = tf.gather(scores, idx, batch_dims=batch_dims)
     return {"indices": idx, "scores": tf.where(valid, top, tf.zeros_like(top)), "valid": valid}
+
+
+def later_first_top_k(keys: tf.Tensor, k: int) -> tf.Tensor:
+    """Positions (..., k) int32 of the k largest `keys` (..., L), later positions first among
+    equal keys (top_k puts the lower index first: on the reversed row, the later one).
+
+    For long rows (static L >= 128 k) the row is cut into chunks of c and only the k chunks
+    with the largest maxima are searched (chunk order: maximum, then later chunk first): an
+    element outside them has k chunk maxima above it in the (key, position) order, so the
+    result is exactly the full top-k (k*c instead of L candidates; 2.4x faster at L=100,000,
+    N=100 on 2 cores, benchmarks/results/serving_load.json).
+    """
+    rev = tf.reverse(keys, [-1])
+    L = keys.shape[-1]
+    if L is None or L < 128 * k:
+        _, got = tf.math.top_k(rev, k=k)
+        return tf.shape(keys)[-1] - 1 - got
+    c = 32 if L >= 512 * k else 16
+    n = -(-L // c)
+    lead = tf.shape(keys)[:-1]
+    if n * c > L:  # padding chunks' tails rank below everything
+        rev = tf.concat([rev, tf.fill(tf.concat([lead, [n * c - L]], 0),
+                                      tf.constant(-np.inf, keys.dtype))], -1)
+    chunks = tf.reshape(rev, tf.concat([lead, [n, c]], 0))
+    _, best = tf.math.top_k(tf.reduce_max(chunks, -1), k=k)
+    best = tf.sort(best, -1)  # candidates in row order, so ties still go to the lower index
+    dims = keys.shape.rank - 1
+    cand = tf.reshape(tf.gather(chunks, best, batch_dims=dims), tf.concat([lead, [k * c]], 0))
+    _, j = tf.math.top_k(cand, k=k)
+    return L - 1 - (tf.gather(best, j // c, batch_dims=dims) * c + j % c)
 
 
 TARGET_KEYS = ("target", "target_query", "target_item", "target_attrs")
