@@ -2,9 +2,10 @@
 
 The model: SEMINAR (d=64, K=100) pretrained and trained on generated data
 (`benchmarks.trained`), its weights re-exported at each history length L (no weight depends
-on L) with codebooks built from them by `seminar build-codebooks`' own builder (default PQ
-config), as two exports of one run: GSU "pq" and "exact" (`--xla`: XLA exports;
-`--context-attrs table`: the export holds the item attribute table).
+on L) with codebooks built from them by `seminar build-codebooks`' own builder, as exports
+of one run (`VARIANTS`): "pq" (the default codebooks), "pq_c32" (one combined codebook of 32
+sub-spaces: 32 bytes per behaviour) and "exact" (`--xla`: XLA exports; `--context-attrs
+table`: the export holds the item attribute table).
 
 The requests: distinct generated users' most recent L clicks of the same catalogue (no
 repeated prefixes) and N catalogue items as candidates, the user's last query as the query.
@@ -47,36 +48,55 @@ from seminar_tf import features as F  # noqa: E402
 K = 100
 
 
-def model_dir_at(work, trained_dir, data, L):
-    """The trained weights as a model directory of history length L, with codebooks."""
+# GSU variants: name -> (export GSU, PQ config overrides of `seminar build-codebooks`)
+VARIANTS = {"pq": ("pq", {}),  # the default codebooks
+            "pq_c32": ("pq", {"num_subspaces": 32, "combine_parts": True}),  # 32 B combined
+            "exact": ("exact", None)}
+
+
+def model_dir_at(work, trained_dir, data, L, variant):
+    """The trained weights as a model directory of history length L, with the codebooks of
+    PQ `variant` (`VARIANTS`)."""
     from seminar_tf import storage
     from seminar_tf.config import SeminarConfig
     from seminar_tf.models.registry import build_model
     from seminar_tf.workflows.codebook_build import build_for_model_dir
     from seminar_tf.workflows.model_dir import load_item_table, save_model_dir, weights_path
-    out = os.path.join(work, f"model-L{L}")
-    if storage.is_committed(out) and storage.is_committed(os.path.join(out, "pq")):
-        return out
-    with open(os.path.join(trained_dir, "config.json"), encoding="utf-8") as f:
-        cfg = SeminarConfig.from_json(f.read())
-    cfg = cfg.replace(data=dict(max_seq_len=L), model=dict(top_k=K))
-    model = build_model(cfg, item_table=load_item_table(data))
-    model.load_weights(weights_path(trained_dir)).expect_partial()
-    save_model_dir(model, out, "seminar", data)
-    build_for_model_dir(out, data)
+    overrides = VARIANTS[variant][1]
+    out = os.path.join(work, f"model-L{L}" + ("" if not overrides else f"-{variant}"))
+    if not storage.is_committed(out):
+        with open(os.path.join(trained_dir, "config.json"), encoding="utf-8") as f:
+            cfg = SeminarConfig.from_json(f.read())
+        cfg = cfg.replace(data=dict(max_seq_len=L), model=dict(top_k=K))
+        model = build_model(cfg, item_table=load_item_table(data))
+        model.load_weights(weights_path(trained_dir)).expect_partial()
+        save_model_dir(model, out, "seminar", data)
+    if overrides is not None and not storage.is_committed(os.path.join(out, "pq")):
+        build_for_model_dir(out, data, **overrides)
     return out
 
 
-def exports_at(work, model_dir, L, xla, context_attrs):
-    """`<base>` holding seminar_pq/1 and seminar_exact/1 of `model_dir`."""
+def export_at(work, model_dir, L, variant, xla, context_attrs):
+    """`<base>` holding `seminar_<variant>/1` of `model_dir`."""
     from seminar_tf import storage
     from seminar_tf.workflows.export import export_from_model_dir
     base = os.path.join(work, f"exports-L{L}{'-xla' if xla else ''}-{context_attrs}")
-    for gsu in ("pq", "exact"):
-        if not storage.is_committed(os.path.join(base, f"seminar_{gsu}", "1")):
-            export_from_model_dir(model_dir, base, f"seminar_{gsu}", version=1, gsu=gsu,
-                                  xla=xla, context_attrs=context_attrs)
+    if not storage.is_committed(os.path.join(base, f"seminar_{variant}", "1")):
+        export_from_model_dir(model_dir, base, f"seminar_{variant}", version=1,
+                              gsu=VARIANTS[variant][0], xla=xla, context_attrs=context_attrs)
     return base
+
+
+def codebook_info(model_dir):
+    """Bytes per behaviour and layout of the model directory's codebooks ({}: none)."""
+    path = os.path.join(model_dir, "pq", "pq.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        info = json.load(f)
+    return {"bytes_per_behaviour": info["bytes_per_behaviour"],
+            "pq_subspaces": info["pq_config"]["num_subspaces"],
+            "pq_combine_parts": info["pq_config"]["combine_parts"]}
 
 
 def user_requests(contract, ctx, attrs_table, N, seed=0, per_candidate_fits=True):
@@ -216,13 +236,16 @@ def parse_shapes(shapes):
 
 
 def run_gsu(args, base, gsu, L, requests_by_N):
-    """Load rows of one export for every N of this L and client count."""
+    """Load rows of one export (`VARIANTS` name `gsu`) for every N of this L and client
+    count."""
     name, rows = f"seminar_{gsu}", []
     proc, port, rest = start_server(base, name, args.intra, args.inter)
     try:
         for N, users in requests_by_N.items():
-            for fmt, clients in [("rank", c) for c in args.clients] + [("per_candidate",
-                                                                       max(args.clients))]:
+            formats = [("rank", c) for c in args.clients]
+            if gsu in args.per_candidate_gsus:
+                formats.append(("per_candidate", max(args.clients)))
+            for fmt, clients in formats:
                 if fmt == "per_candidate" and (users[0][2] is None or len(
                         users[0][2][0]) * N > args.max_request_mb * 2**20):
                     print(f"L={L} N={N}: per-candidate request over {args.max_request_mb} MB,"
@@ -263,7 +286,9 @@ def main():
                    help="generated events per user (at least 1.6 L)")
     p.add_argument("--max-request-mb", type=float, default=32,
                    help="the per-candidate format only where a request fits")
-    p.add_argument("--gsus", nargs="*", default=["pq", "exact"])
+    p.add_argument("--gsus", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--per-candidate-gsus", nargs="*", default=["pq", "exact"],
+                   help="exports that also run the per-candidate baseline")
     p.add_argument("--xla", action="store_true", help="export with XLA")
     p.add_argument("--context-attrs", default="request", choices=["request", "table"])
     p.add_argument("--intra", type=int, default=1, help="TF intra-op threads (server)")
@@ -283,9 +308,11 @@ def main():
     attrs_table = load_item_table(data)["attrs"]
     rows, profiles, histories = [], [], {}
     for L, Ns in parse_shapes(args.shapes).items():
-        mdir = model_dir_at(args.work, trained_dir, data, L)
-        base = exports_at(args.work, mdir, L, args.xla, args.context_attrs)
-        with open(os.path.join(mdir, "config.json"), encoding="utf-8") as f:
+        mdirs = {g: model_dir_at(args.work, trained_dir, data, L, g) for g in args.gsus}
+        base = None
+        for g in args.gsus:
+            base = export_at(args.work, mdirs[g], L, g, args.xla, args.context_attrs)
+        with open(os.path.join(mdirs[args.gsus[0]], "config.json"), encoding="utf-8") as f:
             cfg = SeminarConfig.from_json(f.read())
         users = args.users if L <= 10000 else args.users_long
         ctx, stats = long_histories(cfg.data, data, args.work, users,
@@ -297,7 +324,9 @@ def main():
                                  per_candidate_fits=L * N <= 10**6) for N in Ns}
         for gsu in args.gsus:
             got = run_gsu(args, base, gsu, L, by_N)
-            model = load_model(mdir, gsu=gsu)
+            for r in got:
+                r.update(codebook_info(mdirs[gsu]))
+            model = load_model(mdirs[gsu], gsu=VARIANTS[gsu][0])
             module = serving_module(model, attrs_table if args.context_attrs == "table"
                                     else None)
             for N, users_N in by_N.items():
@@ -305,7 +334,7 @@ def main():
                 cands = [np.array([k], dtype=object) for _, k, _ in users_N]
                 prof = profile_rank(module, contexts[0], cands[0])
                 prof.update({"L": L, "N": N, "gsu": gsu, "threads": [args.intra, args.inter]})
-                if gsu == "pq":
+                if VARIANTS[gsu][0] == "pq":
                     sizes = union_sizes(module, contexts, cands)
                     prof["union_sizes"] = sizes
                     for r in got:
@@ -316,20 +345,20 @@ def main():
             rows.extend(got)
     ratios = []
     for r in rows:
-        if r["gsu"] != "pq":
+        if VARIANTS[r["gsu"]][0] != "pq":
             continue
         for e in rows:
             if e["gsu"] == "exact" and all(e[k] == r[k] for k in ("L", "N", "format",
                                                                   "clients")):
-                ratios.append({k: r[k] for k in ("L", "N", "format", "clients")} | {
+                ratios.append({k: r[k] for k in ("L", "N", "gsu", "format", "clients")} | {
                     "pq_over_exact_candidates_per_s": r["candidates_per_s"]
                     / e["candidates_per_s"]})
-    cols = ["L", "N", "gsu", "format", "clients", "requests", "errors", "candidates_per_s",
+    cols = ["L", "N", "gsu", "bytes_per_behaviour", "format", "clients", "requests", "errors", "candidates_per_s",
             "p50_ms", "p99_ms", "request_bytes", "decode_ms", "call_ms", "encode_ms",
             "union_size"]
     prof_rows = [dict(p_, **p_["stages_ms"]) for p_ in profiles]
     table = (markdown_table(rows, cols) + "\n\n" + markdown_table(
-        ratios, ["L", "N", "format", "clients", "pq_over_exact_candidates_per_s"]) + "\n\n"
+        ratios, ["L", "N", "gsu", "format", "clients", "pq_over_exact_candidates_per_s"]) + "\n\n"
         + markdown_table(prof_rows, ["L", "N", "gsu", "parse", "targets", "history_all",
                                      "retrieve", "history_read", "esu_towers", "full",
                                      "union_size"]))
