@@ -13,6 +13,8 @@ import math
 import re
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
+from seminar_tf.text import words as text_words
+
 SOURCE_REC = 1
 SOURCE_SEARCH = 2
 
@@ -70,9 +72,6 @@ class RecordError(ValueError):
 
 
 _LIST_RE = re.compile(r"^\s*\[\s*(.*?)\s*\]\s*$")
-_WORD_RE = re.compile(r"[0-9a-z]+")
-
-
 def parse_token_list(text: str, field: str) -> Tuple[str, ...]:
     """Parses a KuaiSAR list string like ``[20, 34, 3]`` (``[]`` is empty)."""
     if text and text[0] == "[" and text[-1] == "]":  # the common case, already canonical
@@ -154,8 +153,9 @@ def parse_number(value, field: str) -> float:
 
 
 def words(text: str) -> Tuple[str, ...]:
-    """Lower-cased alphanumeric words of a title (the text tokenizer of Amazon/MovieLens)."""
-    return tuple(_WORD_RE.findall((text or "").lower()))
+    """Query / title tokens: `seminar_tf.text.words`, the definition the served graph
+    shares (`seminar_tf.text.words_tf`)."""
+    return text_words(text)
 
 
 def csv_row(line: str, header: Sequence[str], delimiter: str = ",",
