@@ -170,6 +170,7 @@ class LifelongRanker(tfrs.models.Model):
         """Called by `seminar export --xla`: static-shape formulations (XLA pads a dynamic
         shape to its bound), here and in the GSU."""
         self.static_shapes = static
+        self.pair_encoder.query_encoder.sparse = not static
         self.gsu.use_static_shapes(static)
 
     def retrieve(self, features, target_enc=None, history=None):

@@ -111,3 +111,28 @@ def test_pair_fusion_and_key_parts_sum_to_pair(tmp_path):
     np.testing.assert_allclose(tf.reduce_sum(item_parts, -2) + query_part, out["pair"],
                                atol=1e-6)
     assert_round_trip(enc, lambda l, x: l(*x)["pair"], (ids, attrs, query), tmp_path)
+
+
+def test_query_encoder_present_tokens_path_equals_the_dense_path():
+    """The default path gathers only present tokens; values and gradients equal the dense
+    masked mean (the XLA form), with empty queries, full queries and padding rows."""
+    import numpy as np
+    import tensorflow as tf
+    from seminar_tf.layers.encoders import QueryEncoder
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(1, 50, (3, 7, 5)) * (rng.random((3, 7, 5)) < 0.3)
+    tokens[0, 0] = 0
+    tokens[1, 2] = rng.integers(1, 50, 5)
+    tokens = tf.constant(tokens)
+    enc = QueryEncoder(50, 8)
+    got = {}
+    for sparse in (True, False):
+        enc.sparse = sparse
+        with tf.GradientTape() as tape:
+            vec, has = enc(tokens)
+            loss = tf.reduce_sum(vec * tf.range(8, dtype=tf.float32))
+        grad = tape.gradient(loss, enc.token_embedding.embeddings)
+        got[sparse] = (vec.numpy(), has.numpy(), tf.convert_to_tensor(grad).numpy())
+    for a, b in zip(got[True], got[False]):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert not got[True][1][0, 0] and got[True][1][1, 2]
