@@ -18,7 +18,8 @@ per-candidate format (N full Examples) runs as the baseline where a request fits
 `--max-request-mb`. Each row reports candidates/s, p50/p99 latency, request bytes, errors,
 and the server's own mean time per request for decode / model call / encode (its
 `seminar_serving_stage_ms` histograms, scraped before and after the run); PQ rows the mean
-union size (behaviours encoded for the ESU) over the users. `profiles` splits one `rank`
+union size (behaviours encoded for the ESU) over the users; every row the version's load time
+with its warm-up (`load_seconds`, `warmup_requests`: the server's `version_loaded` event). `profiles` splits one `rank`
 call per shape into parsing, candidate encoding, history encoding, GSU and ESU/towers
 (`benchmarks/rank_profile.py`, in-process with the same threads).
 
@@ -141,25 +142,40 @@ def free_port():
 
 
 def start_server(base, name, intra=None, inter=None):
-    port = free_port()
+    """(process, gRPC port, REST port, the load event of its first version: seconds of load
+    and warm-up, warm-up requests) of a server started on `<base>/<name>`."""
+    port, rest = free_port(), free_port()
     env = dict(os.environ)
     if intra:
         env["TF_NUM_INTRAOP_THREADS"] = str(intra)
     if inter:
         env["TF_NUM_INTEROP_THREADS"] = str(inter)
-    rest = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "seminar_tf.cli", "serve", "--model-base",
-                             base, "--name", name, "--grpc-port", str(port), "--rest-port",
-                             str(rest)], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True, env=env)
+    log_path = os.path.join(base, f"server-{name}.log")
+    with open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "seminar_tf.cli", "serve",
+                                 "--model-base", base, "--name", name, "--grpc-port",
+                                 str(port), "--rest-port", str(rest)], stdout=subprocess.PIPE,
+                                stderr=log, text=True, env=env)
     line = ""
     while '"ready"' not in line:
         line = proc.stdout.readline()
         if not line and proc.poll() is not None:
-            raise RuntimeError("server exited")
-    return proc, port, rest
+            raise RuntimeError(f"server exited: see {log_path}")
+    return proc, port, rest, loaded_event(log_path)
 
 
+def loaded_event(log_path, timeout=120.0):
+    """The server log's first `version_loaded` event (waits for it)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(log_path, encoding="utf-8") as f:
+            for text in f:
+                if '"version_loaded"' in text:
+                    event = json.loads(text[text.index("{"):])
+                    return {"load_seconds": event["seconds"],
+                            "warmup_requests": event["warmup_requests"]}
+        time.sleep(0.5)
+    raise RuntimeError(f"no version_loaded event in {log_path}")
 
 
 STAGE_RE = re.compile(r'^seminar_serving_stage_ms_(sum|count)\{[^}]*api="grpc"[^}]*'
@@ -239,7 +255,7 @@ def run_gsu(args, base, gsu, L, requests_by_N):
     """Load rows of one export (`VARIANTS` name `gsu`) for every N of this L and client
     count."""
     name, rows = f"seminar_{gsu}", []
-    proc, port, rest = start_server(base, name, args.intra, args.inter)
+    proc, port, rest, loaded = start_server(base, name, args.intra, args.inter)
     try:
         for N, users in requests_by_N.items():
             formats = [("rank", c) for c in args.clients]
@@ -256,12 +272,13 @@ def run_gsu(args, base, gsu, L, requests_by_N):
                 n_req = ((args.requests if main_shape else args.requests_other)
                          if fmt == "rank" else args.per_candidate_requests)
                 before = stage_totals(rest)
-                r = load(port, name, reqs, clients, n_req, args.max_seconds)
+                r = load(port, name, reqs, clients, n_req,
+                         args.max_seconds_main if main_shape else args.max_seconds)
                 r.update(stage_means(before, stage_totals(rest)))
                 r.update({"L": L, "N": N, "format": fmt, "gsu": gsu, "xla": args.xla,
                           "context_attrs": args.context_attrs, "clients": clients,
                           "users": len(users), "candidates_per_s": r["throughput_rps"] * N,
-                          "trained": True})
+                          "trained": True, **loaded})
                 print(json.dumps(r), flush=True)
                 rows.append(r)
     finally:
@@ -279,6 +296,8 @@ def main():
     p.add_argument("--requests-other", type=int, default=1000)
     p.add_argument("--per-candidate-requests", type=int, default=100)
     p.add_argument("--max-seconds", type=float, default=150)
+    p.add_argument("--max-seconds-main", type=float, default=900,
+                   help="time bound of the acceptance shape's run")
     p.add_argument("--clients", type=int, nargs="*", default=[1, 4])
     p.add_argument("--users", type=int, default=16, help="distinct users up to L=10,000")
     p.add_argument("--users-long", type=int, default=4, help="distinct users above 10,000")
@@ -325,7 +344,8 @@ def main():
         for gsu in args.gsus:
             got = run_gsu(args, base, gsu, L, by_N)
             for r in got:
-                r.update(codebook_info(mdirs[gsu]))
+                if VARIANTS[gsu][0] == "pq":
+                    r.update(codebook_info(mdirs[gsu]))
             model = load_model(mdirs[gsu], gsu=VARIANTS[gsu][0])
             module = serving_module(model, attrs_table if args.context_attrs == "table"
                                     else None)
