@@ -134,8 +134,10 @@ class PQLookupAttention(Retrieval):
 
     def use_static_shapes(self, static: bool = True) -> None:
         """Score the query part through per-behaviour query vectors (XLA) instead of the
-        request's unique tokens (see the module docstring, item 3)."""
+        request's unique tokens (see the module docstring, item 3); the query encoder
+        then takes its dense (static-shape) path too."""
         self.static_shapes = static
+        self.pair_encoder.query_encoder.sparse = not static
 
     @classmethod
     def from_ranker(cls, ranker, **options) -> "PQLookupAttention":
