@@ -59,7 +59,7 @@ class QueryEncoder(tf.keras.layers.Layer):
 
     def _present_mean(self, tokens, mask):
         """`_masked_mean` of the token embeddings from the present tokens only (the same
-        sums: 2.6x faster at 100,000 behaviours x 6 slots, 5% present, one thread)."""
+        sums, without gathering the padding slots)."""
         shape = tf.shape(tokens)
         flat = tf.reshape(tokens, [-1])
         present = tf.where(tf.reshape(mask, [-1]))[:, 0]
