@@ -21,7 +21,14 @@ resampling users within each data seed (scores averaged over model seeds), poole
 seeds. Runs are cached under --work (a rerun resumes); the JSON records the configuration
 and lists the runs still missing.
 
+Input modes: every row trains with `seminar train`'s default input (`train.input_mode: auto`,
+timeline batches over the sequence store); `--input-modes examples` adds the core rows
+trained from per-example batches (`<model>@examples`) with the paired interval of
+(default - per-example).
+
     python benchmarks/compare_models.py [--regimes category semantic] [--max-minutes 60]
+    python benchmarks/compare_models.py --regimes semantic --models twin seminar_no_pretrain \
+        seminar --no-ablations --input-modes examples --name compare_input_modes
 """
 import argparse
 import json
@@ -80,13 +87,14 @@ def run_one(work, data, regime, data_seed, name, seed, args):
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    model_name, overrides, psu_weights, freeze = VARIANTS[name]
+    variant, _, mode = name.partition("@")  # "@examples": per-example batches
+    model_name, overrides, psu_weights, freeze = VARIANTS[variant]
     model = dict(embedding_dim=args.dim, num_heads=args.heads, top_k=args.K,
                  short_term_len=10, **overrides)
     steps = args.steps if psu_weights is not None else args.steps + args.pretrain_steps
     train = dict(batch_size=args.batch, epochs=1, steps_per_epoch=steps, seed=seed,
                  learning_rate=args.lr, early_stopping_patience=10**6,
-                 freeze_psu=freeze)
+                 freeze_psu=freeze, input_mode=mode or "auto")
     cfg = training.config_for(model_name, data, model=model, train=train)
     t0 = time.time()
     init, pre_seconds = None, 0.0
@@ -99,6 +107,7 @@ def run_one(work, data, regime, data_seed, name, seed, args):
                        verbose=0)
     m = training.evaluate(os.path.join(path, "model"), data, with_popularity=False)
     result = {"model": name, "regime": regime, "data_seed": data_seed, "model_seed": seed,
+              "input_mode": r["input_mode"],
               "groups": m["candidates"]["groups"], "test_examples": m["test"]["examples"],
               "pretrain_steps": args.pretrain_steps if psu_weights is not None else 0,
               "train_steps": steps, "optimizer_steps": steps + (
@@ -125,8 +134,8 @@ def per_user(work, r):
     return (z["test_user"], z["test_label"], z["test_score"]), (users, ndcg)
 
 
-def bootstrap_vs_seminar(work, runs, regime, name, reps=1000, seed=0):
-    """Paired bootstrap 95% intervals of (name - seminar) AUC and NDCG@10, pooled over data
+def bootstrap_vs_seminar(work, runs, regime, name, reps=1000, seed=0, ref="seminar"):
+    """Paired bootstrap 95% intervals of (name - ref) AUC and NDCG@10, pooled over data
     seeds (users resampled within each data seed; scores averaged over model seeds)."""
     from seminar_tf.metrics import auc
     rng = np.random.default_rng(seed)
@@ -135,7 +144,7 @@ def bootstrap_vs_seminar(work, runs, regime, name, reps=1000, seed=0):
     used = 0
     for ds in seeds:
         pair = {}
-        for model in (name, "seminar"):
+        for model in (name, ref):
             rs = [r for r in runs if (r["regime"], r["data_seed"], r["model"]) == (
                 regime, ds, model)]
             if not rs:
@@ -149,7 +158,7 @@ def bootstrap_vs_seminar(work, runs, regime, name, reps=1000, seed=0):
             continue
         used += 1
         tu, tl, ts_a, cu, nd_a = pair[name]
-        _, _, ts_b, cu_b, nd_b = pair["seminar"]
+        _, _, ts_b, cu_b, nd_b = pair[ref]
         assert np.array_equal(cu, cu_b), "candidate groups differ between runs"
         users, inv = np.unique(np.concatenate([tu, cu]), return_inverse=True)
         t_user, c_user = inv[:len(tu)], inv[len(tu):]
@@ -169,7 +178,8 @@ def bootstrap_vs_seminar(work, runs, regime, name, reps=1000, seed=0):
 def summarize(work, runs, regimes):
     rows = []
     for regime in regimes:
-        for name in VARIANTS:
+        names = list(VARIANTS) + sorted({r["model"] for r in runs if "@" in r["model"]})
+        for name in names:
             rs = [r for r in runs if r["regime"] == regime and r["model"] == name]
             if not rs:
                 continue
@@ -185,6 +195,10 @@ def summarize(work, runs, regimes):
                 ci = bootstrap_vs_seminar(work, runs, regime, name)
                 if ci:
                     row["ci95_vs_seminar"] = ci
+            if "@" in name:  # the default input against this one, paired per data seed
+                ci = bootstrap_vs_seminar(work, runs, regime, name.split("@")[0], ref=name)
+                if ci:
+                    row["ci95_default_minus_this"] = ci
             rows.append(row)
     return rows
 
@@ -213,13 +227,16 @@ def plot(rows, path):
 def plan(args):
     """Every run of the grid, most informative first: the core rows of every regime on data
     seed 0, then the ablations (data seed 0), then the other data seeds."""
+    core = [n for n in CORE if n in args.models] + [f"{n}@{m}" for m in args.input_modes
+                                                    for n in CORE if n in args.models]
     out = [(regime, 0, name, ms) for regime in args.regimes for ms in range(args.model_seeds)
-           for name in CORE]
-    out += [(regime, 0, name, ms) for regime in args.regimes for ms in range(args.model_seeds)
-            for name in ABLATIONS]
+           for name in core]
+    if args.ablations:
+        out += [(regime, 0, name, ms) for regime in args.regimes
+                for ms in range(args.model_seeds) for name in ABLATIONS]
     for ds in range(1, args.data_seeds):
         out += [(regime, ds, name, ms) for regime in args.regimes
-                for ms in range(args.model_seeds) for name in CORE]
+                for ms in range(args.model_seeds) for name in core]
     return out
 
 
@@ -241,6 +258,12 @@ def main():
     p.add_argument("--pretrain-steps", type=int, default=150)
     p.add_argument("--data-seeds", type=int, default=3)
     p.add_argument("--model-seeds", type=int, default=2)
+    p.add_argument("--models", nargs="*", default=list(CORE), help="core rows to run")
+    p.add_argument("--no-ablations", dest="ablations", action="store_false")
+    p.add_argument("--input-modes", nargs="*", default=[],
+                   help="also run the core rows with these train.input_mode values (rows "
+                        "'<model>@<mode>', with the paired interval of default - this)")
+    p.add_argument("--name", default="compare_models", help="results file name")
     p.add_argument("--max-minutes", type=float, default=None,
                    help="stop starting new runs after this long (the rest stays missing)")
     args = p.parse_args()
@@ -267,14 +290,17 @@ def main():
                    "AUC": fmt(r, "auc"), "AUC - SEMINAR (95% CI)": ci(r, "auc"),
                    "NDCG@10": fmt(r, "ndcg@10"),
                    "NDCG@10 - SEMINAR (95% CI)": ci(r, "ndcg@10"),
+                   "NDCG@10 default - this (95% CI)": (
+                       "[{:+.4f}, {:+.4f}]".format(*r["ci95_default_minus_this"]["ndcg@10"])
+                       if "ci95_default_minus_this" in r else ""),
                    "wall s": f"{r['wall_seconds']:.0f}"} for r in rows]
     os.makedirs(args.out, exist_ok=True)
     if rows:
-        plot(rows, os.path.join(args.out, "compare_models.png"))
+        plot(rows, os.path.join(args.out, f"{args.name}.png"))
     config = {k: v for k, v in vars(args).items() if k not in ("work", "out")}
     header = (f"Config: {json.dumps(config)}; {len(runs)} runs, {len(missing)} missing; "
               f"total wall {time.time() - t0:.0f} s\n\n")
-    write_results("compare_models", {"machine": machine(), "config": config, "runs": runs,
+    write_results(args.name, {"machine": machine(), "config": config, "runs": runs,
                                      "summary": rows, "missing": missing},
                   header + markdown_table(table_rows, list(table_rows[0]) if table_rows
                                           else ["model"]), args.out)

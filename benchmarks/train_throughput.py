@@ -1,21 +1,23 @@
-"""Training and evaluation throughput of every registry model.
+"""Training and evaluation throughput of every registry model, as the commands run them.
 
-Training is measured in both input modes on the same targets: per-example batches (each
-example carries its L behaviours) and timeline batches (`train.input_mode: timelines`:
-batch / T windows of L + T behaviours, each encoded once and shared by T consecutive
-targets; `--targets-per-timeline`).
+Default (`--source store`): the steady-state steps of `seminar train` on generated
+sequence-store data (`benchmarks/store_steps.py`: Beam-preprocessed at L, 1+99 candidate
+groups), L=1,000, K=200, d=64, H=4, batch 256, every model, per path:
+  default    what `seminar train` runs without options (`train.input_mode: auto`: timeline
+             batches over the store, `seminar_tf.data.timelines`)
+  examples   per-example batches (`train.input_mode: examples`, the default before): the
+             baseline, in the same run
+with `--xla` also `train.jit_compile: true` for `--xla-models`. An example is one target.
+`eval_users_per_s`: `seminar evaluate`'s candidate scoring (`predict_groups`, the
+shared-history `rank` path, 16 groups per call) on the model as trained, steady state (from
+the end of the first batch, which traces, to the end of the last full batch).
 
-Two configs: (L=100, K=50, d=64, H=4, batch 256) and (L=1000, K=200, d=64, H=4, batch 256).
-Inputs are random contract batches held in memory (the model is measured, not the input
-pipeline). Each step is a compiled `tf.function`; `--xla` also measures `jit_compile=True`
-and checks that its outputs equal the non-XLA ones.
+`--source memory`: the earlier form, kept for `input_throughput.py`: random in-memory
+contract batches (the step alone, no input pipeline), both input modes on the same targets
+(`--targets-per-timeline`), `eval_users_per_s` against the per-candidate path.
 
-`eval_users_per_s`: offline evaluation on 1+99 candidates per user through the
-shared-history path that `evaluate` uses (`LifelongRanker.rank`: one history encoding per
-user, `--eval-users` users per batch), next to `eval_users_per_s_per_candidate` (the same
-100 candidates as 100 separate examples per user, the path evaluation used before).
-
-    python benchmarks/train_throughput.py [--models twin seminar] [--steps 5] [--xla]
+    python benchmarks/train_throughput.py [--models twin seminar] [--xla]
+    python benchmarks/train_throughput.py --source memory [--configs 100:50,1000:200]
 """
 import argparse
 import os
@@ -149,20 +151,66 @@ def eval_users(model, cfg, steps, xla, users, n=100):
             "eval_rank_vs_per_candidate_max_abs_diff": float(same)}
 
 
+def store_main(args):
+    from benchmarks import store_steps
+    L, K = (int(x) for x in args.configs.split(",")[-1].split(":"))
+    data = store_data_dir(args, L)
+    rows = []
+    for name in args.models:
+        for path in ("default", "examples"):
+            for xla in ([False, True] if args.xla and name in args.xla_models else [False]):
+                row = store_steps.train_rate(name, data, L, K, args.batch, path, xla,
+                                             args.warmup, args.steps, args.eval_users)
+                print(row, flush=True)
+                rows.append(row)
+    for r in rows:  # default against the per-example baseline of the same run
+        base = [b for b in rows if (b["model"], b["xla"], b["path"]) == (
+            r["model"], False, "examples")]
+        if base:
+            r["x_examples"] = r["train_ex_per_s"] / base[0]["train_ex_per_s"]
+    cols = ["model", "L", "K", "batch", "path", "input_mode", "xla", "train_ex_per_s",
+            "x_examples", "train_ms_per_step", "examples_per_step", "eval_users_per_s"]
+    write_results(args.name, {"machine": machine(), "rows": rows, "source": "store",
+                              "data": store_steps.data_facts(data),
+                              "config": {k: v for k, v in vars(args).items()
+                                         if k not in ("out", "work")}},
+                  markdown_table(rows, cols), args.out)
+
+
+def store_data_dir(args, L):
+    from benchmarks import store_steps
+    return store_steps.store_data(args.work, args.users, args.events_per_user, L)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--source", choices=["store", "memory"], default="store")
     p.add_argument("--models", nargs="*", default=sorted(MODELS))
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps (default: 8 store, 5 memory)")
+    p.add_argument("--warmup", type=int, default=3, help="store: untimed first steps")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--xla", action="store_true", help="also measure jit_compile=True")
-    p.add_argument("--configs", default="100:50,1000:200", help="L:K pairs")
+    p.add_argument("--xla-models", nargs="*", default=["twin", "seminar"])
+    p.add_argument("--configs", default=None,
+                   help="L:K pairs (default: 1000:200 store, 100:50,1000:200 memory)")
     p.add_argument("--eval-users", type=int, default=16, help="users per rank batch")
+    p.add_argument("--users", type=int, default=160, help="store: generated users")
+    p.add_argument("--events-per-user", type=int, default=1300)
+    p.add_argument("--work", default=os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), "runs", "train_bench"))
     p.add_argument("--targets-per-timeline", type=int, default=16,
-                   help="T of the timeline input mode (0: examples only)")
+                   help="memory: T of the timeline input mode (0: examples only)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     p.add_argument("--name", default="train_throughput", help="results file name")
     args = p.parse_args()
-    configs = [tuple(int(x) for x in c.split(":")) for c in args.configs.split(",")]
+    if args.source == "store":
+        args.steps = args.steps or 8
+        args.configs = args.configs or "1000:200"
+        return store_main(args)
+    args.steps = args.steps or 5
+    configs = [tuple(int(x) for x in c.split(":"))
+               for c in (args.configs or "100:50,1000:200").split(",")]
     EVAL_USERS[0] = args.eval_users
     TIMELINES[0] = args.targets_per_timeline
     rows = []
@@ -176,8 +224,8 @@ def main():
             "timelines_speedup", "eval_ex_per_s",
             "train_ms_per_step", "eval_ms_per_batch", "eval_users_per_s",
             "eval_users_per_s_per_candidate"]
-    write_results(args.name, {"machine": machine(), "rows": rows,
-                                       "steps_median_of": args.steps},
+    write_results(args.name, {"machine": machine(), "rows": rows, "source": "memory",
+                              "steps_median_of": args.steps},
                   markdown_table(rows, cols), args.out)
 
 

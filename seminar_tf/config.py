@@ -12,6 +12,7 @@ from typing import Any, Dict, Optional, Tuple
 
 MODALITIES = ("id", "text", "image", "attr")
 TASKS = ("ctr", "search")
+INPUT_MODES = ("auto", "examples", "timelines")  # train.input_mode
 LEGACY_GSU_FIELDS = {"eta_bits": ("eta", "bits"), "qin_query_k": ("qin", "first_k"),
                      "sim_attr_index": ("sim_hard", "attr_index")}
 
@@ -193,10 +194,15 @@ class TrainConfig:
         psu_sampled_negatives: random pairs shared by the batch for next-pair prediction.
         save_initial_weights: keep the step-0 weights as `weights/initial` (to check what
             training changed, e.g. across distributed workers).
-        input_mode: "examples" (one history per example) or "timelines" (sequence store
-            only: up to `targets_per_timeline` consecutive targets of a user share one
-            encoded window of behaviours, `seminar_tf.data.timelines`; same loss).
-        targets_per_timeline: T of timeline batches (batch_size // T windows per batch).
+        input_mode: "auto" (default: "timelines" where the training input is the sequence
+            store and the strategy takes them, else "examples"), "examples" (one history per
+            example) or "timelines" (sequence store only: up to `targets_per_timeline`
+            consecutive targets of a user share one encoded window of behaviours,
+            `seminar_tf.data.timelines`; same loss and gradients as "examples").
+        targets_per_timeline: T of timeline batches (batch_size // T windows per batch;
+            the shuffle buffer holds shuffle_buffer // T windows, so batches mix users).
+        jit_compile: compile the training step and evaluation's scoring with XLA (off by
+            default: slower on CPU at L=1,000, `benchmarks/results/train_throughput.md`).
     """
     learning_rate: float = 1e-3
     batch_size: int = 256
@@ -213,16 +219,17 @@ class TrainConfig:
     freeze_psu: bool = False
     psu_positions: int = 8
     psu_sampled_negatives: int = 256
-    input_mode: str = "examples"
+    input_mode: str = "auto"
     targets_per_timeline: int = 16
+    jit_compile: bool = False
 
     def validate(self) -> None:
         for name in ("batch_size", "epochs", "psu_positions", "psu_sampled_negatives",
                      "targets_per_timeline"):
             _positive(self, "train", name)
-        if self.input_mode not in ("examples", "timelines"):
-            raise ConfigError(f"train.input_mode ({self.input_mode!r}) must be 'examples' or "
-                              "'timelines'")
+        if self.input_mode not in INPUT_MODES:
+            raise ConfigError(f"train.input_mode ({self.input_mode!r}) must be one of "
+                              f"{', '.join(map(repr, INPUT_MODES))}")
         if self.learning_rate <= 0:
             raise ConfigError(f"train.learning_rate ({self.learning_rate}) must be > 0")
         if self.temperature <= 0:

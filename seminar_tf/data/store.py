@@ -174,13 +174,18 @@ def contract_features(t: Mapping[str, tf.Tensor], hist, valid: tf.Tensor
     """
     gaps = tf.cast(tf.cast(t["t_time_ms"][:, None] - hist("tl_time_ms"), tf.float64)
                    / 1000.0, tf.float32)
-    return {F.USER_ID: t["user_id"], F.TIMESTAMP: tf.math.floordiv(t["t_time_ms"], 1000),
-            F.TARGET_ITEM: t["t_item"], F.TARGET_QUERY: t["t_query"],
-            F.TARGET_ATTRS: t["t_attrs"], F.TARGET_SOURCE: t["t_source"],
-            F.LABEL: t["t_label"], F.GROUP_ID: t["t_group"],
+    return {**target_features(t),
             F.HIST_ITEMS: hist("tl_items"), F.HIST_QUERY: hist("tl_query"),
             F.HIST_ATTRS: hist("tl_attrs"), F.HIST_SOURCES: hist("tl_sources"),
             F.HIST_TIME_GAPS: tf.where(valid, gaps, 0.0)}
+
+
+def target_features(t: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+    """The target's own contract features of `contract_features` (no history)."""
+    return {F.USER_ID: t["user_id"], F.TIMESTAMP: tf.math.floordiv(t["t_time_ms"], 1000),
+            F.TARGET_ITEM: t["t_item"], F.TARGET_QUERY: t["t_query"],
+            F.TARGET_ATTRS: t["t_attrs"], F.TARGET_SOURCE: t["t_source"],
+            F.LABEL: t["t_label"], F.GROUP_ID: t["t_group"]}
 
 
 def masked(valid: tf.Tensor, got: tf.Tensor) -> tf.Tensor:

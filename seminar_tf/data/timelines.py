@@ -19,7 +19,7 @@ Element (batched: leading U):
 """
 from __future__ import annotations
 
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Optional
 
 import tensorflow as tf
 
@@ -99,19 +99,43 @@ def shard_chunks(target_file: tf.Tensor, timelines: tf.Tensor, contract: F.Featu
 
 def finish(contract: F.FeatureContract, batch: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
     """A batch of timeline elements, ready for `LifelongRanker.call_timelines`: ids mapped
-    to OOV (as `FeatureContract.finish` does), plus `targets` (the U*T targets' contract
-    features, masks included), `tl_flat` (U, T*L) window positions and `tl_valid` (U*T, L)
-    real history positions (`expand`)."""
+    to OOV (as `FeatureContract.finish` does), plus `targets`: the targets' own contract
+    features (U, T, ...) (`store.target_features`, OOV-mapped, with the query mask; no
+    history: each target's history is its slice of its window, `expand`). Every entry has
+    the windows as its leading axis, so a distribution strategy splits a batch by window."""
     oov = contract._oov
     vocab = {"tl_items": contract.item_vocab_size, "tl_query": contract.query_vocab_size,
              "tl_attrs": contract.attr_vocab_size, "user_id": contract.user_vocab_size,
              "t_item": contract.item_vocab_size, "t_query": contract.query_vocab_size,
              "t_attrs": contract.attr_vocab_size}
     out = {k: oov(v, vocab[k]) if k in vocab else v for k, v in batch.items()
-           if k not in ("targets", "tl_flat", "tl_valid")}
-    features, valid, flat = expand(out, contract.max_seq_len)
-    out.update(targets=contract.finish(features), tl_flat=flat, tl_valid=valid)
+           if k != "targets"}
+    targets = contract.map_oov(store.target_features({k: out[k] for k in TARGET_KEYS}))
+    targets[F.TARGET_QUERY_MASK] = targets[F.TARGET_QUERY] != F.PAD_ID
+    out["targets"] = targets
     return out
+
+
+def input_mode(mode: str, pattern, strategy: Optional[str] = None) -> str:
+    """The training input of `train.input_mode` for files `pattern` under `strategy`:
+    "auto" is "timelines" over the sequence store, "examples" over Example files and
+    under the parameter-server strategy (its coordinator re-batches examples per worker,
+    which timeline batches cannot take).
+
+    Raises:
+        ValueError: "timelines" asked for where they cannot be read, naming the alternative.
+    """
+    from seminar_tf.data.dataset import list_shards
+    is_store = store.is_store(list_shards(pattern))
+    if mode == "auto":
+        return "timelines" if is_store and strategy != "parameter_server" else "examples"
+    if mode == "timelines" and strategy == "parameter_server":
+        raise ValueError("parameter_server training reads per-example batches: set "
+                         "train.input_mode to 'examples' or 'auto'")
+    if mode == "timelines" and not is_store:
+        raise ValueError("train.input_mode 'timelines' needs the sequence store (preprocess "
+                         "with --format store) or set it to 'examples' or 'auto'")
+    return mode
 
 
 def timeline_dataset(pattern, contract: F.FeatureContract, *, targets_per_timeline: int = 16,
@@ -145,9 +169,11 @@ def timeline_dataset(pattern, contract: F.FeatureContract, *, targets_per_timeli
 
 
 def expand(batch: Mapping[str, tf.Tensor], L: int):
-    """A timeline batch -> per-target contract features (all U*T rows, padding targets
-    included, before masks) and (U*T, L) bool `valid` history positions; with `flat`
-    (U, T*L) window positions for gathering per-window tensors (`gather_windows`)."""
+    """A timeline batch -> per-target contract features with each target's (L, ...) history
+    (all U*T rows, padding targets included, before masks) and (U*T, L) bool `valid`
+    history positions; with `flat` (U, T*L) window positions for gathering per-window
+    tensors (`gather_windows`). For GSUs without per-target masks (`call_expanded`) and
+    for checks against the per-example input."""
     mask = batch["t_mask"]
     U, T = tf.shape(mask)[0], tf.shape(mask)[1]
     pos = batch["t_end"][..., None] - L + tf.range(L, dtype=tf.int64)  # (U, T, L)

@@ -79,15 +79,31 @@ class PretrainingSearchUnit(tfrs.models.Model):
         return self
 
     def losses_of(self, features, training=False) -> Dict[str, tf.Tensor]:
-        """The value (before weighting) of every objective with a weight > 0 on one batch."""
+        """The value (before weighting) of every objective with a weight > 0 on one batch
+        (per-example or timeline, `seminar_tf.tasks.objectives.base.Batch`)."""
         L = self.config.data.max_seq_len
-        T = min(self.config.train.psu_positions, L - 1)
-        items = features[F.HIST_ITEMS]
-        enc = self.pair_encoder(items, features[F.HIST_ATTRS], features[F.HIST_QUERY])
-        batch = Batch(items=items, mask=items != F.PAD_ID, enc=enc,
-                      values=enc["pair"] + self.source_embedding(features[F.HIST_SOURCES]),
-                      cols=slice(L - T, L), T=T, temperature=self.temperature(),
-                      features=features)
+        P = self.config.train.psu_positions
+        if "t_mask" in features:
+            rows, scored_from = window_rows(features, P)
+            T = min(rows["items"].shape[1] - 1, features["t_mask"].shape[1] + P - 1)
+            width = rows["items"].shape[1]
+            scored = tf.range(width - T, width)[None, :] >= scored_from[:, None]
+            users = features["user_id"][:, 0]
+        else:
+            T = min(P, L - 1)
+            rows = {"items": features[F.HIST_ITEMS], "attrs": features[F.HIST_ATTRS],
+                    "query": features[F.HIST_QUERY], "sources": features[F.HIST_SOURCES]}
+            width, scored = L, True
+            users = features.get(F.USER_ID, tf.range(tf.shape(rows["items"])[0],
+                                                     dtype=tf.int64))
+        items = rows["items"]
+        mask = items != F.PAD_ID
+        enc = self.pair_encoder(items, rows["attrs"], rows["query"])
+        batch = Batch(items=items, mask=mask, enc=enc,
+                      values=enc["pair"] + self.source_embedding(rows["sources"]),
+                      cols=slice(width - T, width), T=T, temperature=self.temperature(),
+                      features=features, scored=mask[:, width - T:] & scored, context=L,
+                      row_users=users)
         return {k: obj.loss(self, batch) for k, obj in self.objectives.items()
                 if self.weights_by_objective[k] > 0}
 
@@ -100,3 +116,34 @@ class PretrainingSearchUnit(tfrs.models.Model):
 
     def shared_checkpoint(self) -> tf.train.Checkpoint:
         return tf.train.Checkpoint(**{k: getattr(self, k) for k in SHARED})
+
+
+def window_rows(batch, positions: int):
+    """Timeline windows (`seminar_tf.data.timelines`) as right-aligned PSU rows.
+
+    A window holds behaviours [a, a + n) of a user, left-aligned, and up to T' targets whose
+    histories end at `t_end` (n = the last end). Each target scores its `positions` most
+    recent behaviours; the window scores their union once: columns from
+    `W - (last end - first end) - positions` on, after right-alignment.
+
+    Returns:
+        ({items, attrs, query, sources}: (U, W, ...) right-aligned, 0-padded on the left;
+        (U,) int32 first scored column).
+    """
+    items = batch["tl_items"]
+    W = items.shape[1]
+    ends = tf.cast(batch["t_end"], tf.int32)
+    last = tf.reduce_max(tf.where(batch["t_mask"], ends, 0), 1)
+    shift = W - last  # column c holds window position c - shift
+    src = tf.range(W)[None, :] - shift[:, None]
+    ok = src >= 0
+
+    def take(v):
+        got = tf.gather(v, tf.maximum(src, 0), batch_dims=1)
+        keep = tf.reshape(ok, tf.concat([tf.shape(ok), tf.ones([tf.rank(got) - 2],
+                                                                tf.int32)], 0))
+        return tf.where(keep, got, tf.zeros([], got.dtype))
+
+    rows = {"items": take(items), "attrs": take(batch["tl_attrs"]),
+            "query": take(batch["tl_query"]), "sources": take(batch["tl_sources"])}
+    return rows, W - (last - ends[:, 0]) - positions

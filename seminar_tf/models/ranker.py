@@ -330,41 +330,24 @@ class LifelongRanker(tfrs.models.Model):
                 "search": tf.cast(source == F.SOURCE_SEARCH, tf.float32)}
 
     def call_timelines(self, batch, training=False):
-        """Scores a timeline batch (`seminar_tf.data.timelines`): the W behaviours of each
-        window are pair-encoded once, and each of its T targets reads its own causal window
-        of the L most recent behaviours before it through `call` (the forward core) with
-        those encodings. Equal to `call` on the per-example batch.
+        """Scores a timeline batch (`seminar_tf.data.timelines`): each window is encoded
+        once for its T targets, each of which reads its own causal slice of the window
+        (`seminar_tf.models.windows`: the GSU scores the window once for all T targets where
+        it takes per-target masks). Equal to `call` on the per-example batch.
 
         Args:
-            batch: a finished timeline batch: the windows (`tl_*`), `targets` (the U*T
-                targets' contract features), `tl_flat` (U, T*L) window positions and
-                `tl_valid` (U*T, L), `t_mask` (U, T).
+            batch: a finished timeline batch (`seminar_tf.data.timelines.finish`): the
+                windows (`tl_*`, (U, W, ...)), the targets' fields (U, T, ...), `t_start`
+                / `t_end` / `t_mask` (U, T) and `targets` (the U*T targets' own features).
 
         Returns:
             (outputs of `call` over all U*T rows, the targets' features, (U*T,) float
             weights: 1 for real targets).
         """
-        L = self.config.data.max_seq_len
-        valid = batch["tl_valid"]
-        enc = self.pair_encoder(batch["tl_items"], batch["tl_attrs"], batch["tl_query"])
-        # a padding behaviour's encoding where a target's window is shorter than L, exactly
-        # what the per-example input encodes there
-        d = self.config.data
-        pad = self.pair_encoder(tf.zeros([1, 1], tf.int64),
-                                tf.zeros([1, 1, d.num_attrs], tf.int64),
-                                tf.zeros([1, 1, d.max_query_tokens], tf.int64))
-
-        def windows(v, p):  # (U, W, ...) -> each target's (U*T, L, ...) window
-            got = tf.gather(v, batch["tl_flat"], batch_dims=1)
-            got = tf.reshape(got, tf.concat([[-1, L], tf.shape(v)[2:]], 0))
-            keep = tf.reshape(valid, tf.concat([tf.shape(valid), tf.ones(
-                [tf.rank(got) - 2], tf.int32)], 0))
-            return tf.where(keep, got, p[0, 0])
-
-        encoded = {k: windows(v, pad[k]) for k, v in enc.items()}
-        features = batch["targets"]
-        weights = tf.cast(tf.reshape(batch["t_mask"], [-1]), tf.float32)
-        return self(features, training=training, encoded=encoded), features, weights
+        from seminar_tf.models import windows
+        if self.gsu.target_masks:
+            return windows.call_windows(self, batch, training)
+        return windows.call_expanded(self, batch, training)
 
     def compute_loss(self, features, training=False):
         """Mean loss over the batch's targets: per-example batches, or timeline batches

@@ -7,6 +7,8 @@ import sys
 import time
 from typing import List, Optional
 
+from seminar_tf.config import INPUT_MODES
+
 
 
 def _cmd_generate(args) -> int:
@@ -30,7 +32,7 @@ def _train_overrides(args) -> dict:
     train = {}
     for flag, key in (("epochs", "epochs"), ("batch_size", "batch_size"),
                       ("steps_per_epoch", "steps_per_epoch"), ("learning_rate", "learning_rate"),
-                      ("seed", "seed")):
+                      ("seed", "seed"), ("input_mode", "input_mode")):
         if getattr(args, flag, None) is not None:
             train[key] = getattr(args, flag)
     if getattr(args, "freeze_psu", False):
@@ -216,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--learning-rate", type=float)
     t.add_argument("--top-k", type=int)
     t.add_argument("--seed", type=int)
+    t.add_argument("--input-mode", choices=INPUT_MODES,
+                   help="train.input_mode (default auto: timeline batches over the sequence "
+                        "store, per-example batches otherwise)")
     t.add_argument("--no-eval", action="store_true", help="skip evaluation after training")
     t.add_argument("--strategy", choices=("default", "mirrored", "multi_worker",
                                           "parameter_server"), default="default",
@@ -231,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--steps-per-epoch", type=int)
     pt.add_argument("--learning-rate", type=float)
     pt.add_argument("--seed", type=int)
+    pt.add_argument("--input-mode", choices=INPUT_MODES,
+                   help="train.input_mode (default auto: timeline batches over the sequence "
+                        "store, per-example batches otherwise)")
     from seminar_tf.tasks.objectives import OBJECTIVES
     for name, entry in OBJECTIVES.items():
         pt.add_argument(f"--{name.replace('_', '-')}-weight", type=float,

@@ -4,6 +4,7 @@ baseline on the same examples."""
 from __future__ import annotations
 
 import os
+import time
 from typing import Dict, Optional
 
 import numpy as np
@@ -23,7 +24,7 @@ def predict_split(model, data_dir: str, split: str, batch_size: int = 512) -> Di
     ds = make_dataset(split_pattern(data_dir, split), contract, batch_size=batch_size,
                       deterministic=True)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=model.config.train.jit_compile or None)
     def score(batch):
         return model(batch, training=False)["score"]
 
@@ -40,11 +41,15 @@ def predict_split(model, data_dir: str, split: str, batch_size: int = 512) -> Di
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
 
 
-def predict_groups(model, data_dir: str, groups_per_batch: int = 16
-                   ) -> Dict[str, np.ndarray]:
+def predict_groups(model, data_dir: str, groups_per_batch: int = 16,
+                   batch_ends: Optional[list] = None) -> Dict[str, np.ndarray]:
     """Scores the candidate groups through the shared-history path (`LifelongRanker.rank`,
     the `rank` signature's graph): each group's history is parsed and encoded once, and its
     N candidates are scored together. Reads the `candidate_lists` split (ranking records).
+
+    Args:
+        batch_ends: if given, gets `(time.perf_counter(), groups)` appended after each batch
+            (for steady-state timing, `benchmarks/store_steps.py`).
 
     Returns:
         the columns of `predict_split` (one row per real candidate).
@@ -54,7 +59,7 @@ def predict_groups(model, data_dir: str, groups_per_batch: int = 16
                       batch_size=groups_per_batch, deterministic=True,
                       parse=contract.parse_ranking_records)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, jit_compile=model.config.train.jit_compile or None)
     def score(context, candidates):
         ctx = {k: context[k] for k in (F.USER_ID, F.TARGET_QUERY, F.TARGET_SOURCE,
                                        *F.HISTORY_FEATURES)}
@@ -72,6 +77,8 @@ def predict_groups(model, data_dir: str, groups_per_batch: int = 16
         cols["user"].append(row(context[F.USER_ID]))
         cols["timestamp"].append(row(context[F.TIMESTAMP]))
         cols["source"].append(row(context[F.TARGET_SOURCE]))
+        if batch_ends is not None:
+            batch_ends.append((time.perf_counter(), mask.shape[0]))
     return {k: np.concatenate(v) if v else np.zeros(0) for k, v in cols.items()}
 
 

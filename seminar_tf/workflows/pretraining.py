@@ -17,6 +17,7 @@ import tensorflow as tf
 from seminar_tf import storage
 from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
+from seminar_tf.data.timelines import input_mode, timeline_dataset
 from seminar_tf.workflows.model_dir import contract_of, load_item_table, steps_per_epoch
 from seminar_tf.models.psu import SHARED, PretrainingSearchUnit
 from seminar_tf.progress import ProgressBar
@@ -36,11 +37,13 @@ def pretrain(data_dir: str, out_dir: str, cfg: SeminarConfig, *, verbose: int = 
     psu.set_item_table(table)
     psu.build_all()
     before = alignment_report(psu, table)
-    psu.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+    psu.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate),
+                jit_compile=cfg.train.jit_compile)
     t = cfg.train
-    ds = make_dataset(split_pattern(data_dir, "train"), contract_of(cfg),
-                      batch_size=t.batch_size, shuffle_buffer=t.shuffle_buffer, seed=t.seed,
-                      repeat=(steps or t.steps_per_epoch) is not None, drop_remainder=True)
+    pattern = split_pattern(data_dir, "train")
+    mode = input_mode(t.input_mode, pattern)
+    ds = pretrain_dataset(pattern, contract_of(cfg), t, mode,
+                          repeat=(steps or t.steps_per_epoch) is not None)
     t0 = time.time()
     hist = psu.fit(ds, epochs=t.epochs if steps is None else 1,
                    steps_per_epoch=steps or t.steps_per_epoch,
@@ -55,10 +58,23 @@ def pretrain(data_dir: str, out_dir: str, cfg: SeminarConfig, *, verbose: int = 
     psu.shared_checkpoint().save(os.path.join(out_dir, "psu", "ckpt"))
     storage.write_text(os.path.join(out_dir, "config.json"), cfg.to_json())
     result = {"history": {k: [float(x) for x in v] for k, v in hist.history.items()},
-              "seconds": round(seconds, 2), "alignment_before": before,
+              "seconds": round(seconds, 2), "input_mode": mode, "alignment_before": before,
               "alignment_after": after}
     storage.write_json(os.path.join(out_dir, "pretrain.json"), result, sort_keys=True)
     return result
+
+
+def pretrain_dataset(pattern, contract, t, mode: str, repeat: bool) -> tf.data.Dataset:
+    """The PSU's input: timeline batches (`mode` "timelines": one encoding of each window
+    for the scored positions of all its targets, `PretrainingSearchUnit.losses_of`) or
+    per-example batches (full batches only: in-batch negatives need company)."""
+    if mode == "timelines":
+        return timeline_dataset(pattern, contract, targets_per_timeline=t.targets_per_timeline,
+                                batch_size=t.batch_size, shuffle_buffer=t.shuffle_buffer,
+                                seed=t.seed, repeat=repeat)
+    return make_dataset(pattern, contract, batch_size=t.batch_size,
+                        shuffle_buffer=t.shuffle_buffer, seed=t.seed, repeat=repeat,
+                        drop_remainder=True)
 
 
 def alignment_report(model, table: Dict[str, np.ndarray], max_items: int = 5000,

@@ -18,6 +18,7 @@ import tensorflow as tf
 from seminar_tf import storage
 from seminar_tf.config import SeminarConfig
 from seminar_tf.data.dataset import make_dataset, split_pattern
+from seminar_tf.data.timelines import input_mode
 from seminar_tf.workflows.evaluation import evaluate, format_metrics  # noqa: F401  (re-exported)
 from seminar_tf.workflows.model_dir import (  # noqa: F401  (re-exported)
     commit_model_dir, config_for, contract_of, load_data_config, load_item_table, load_model,
@@ -156,7 +157,8 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
             if init_from:
                 from seminar_tf.workflows.pretraining import restore_into_ranker
                 restore_into_ranker(model, init_from, freeze=cfg.train.freeze_psu)
-        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate))
+        model.compile(optimizer=tf.keras.optimizers.Adam(cfg.train.learning_rate),
+                      jit_compile=cfg.train.jit_compile)
     contract = contract_of(cfg)
     t = cfg.train
     train_pattern = train_files or split_pattern(data_dir, "train")
@@ -172,25 +174,17 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
             ds = ds.with_options(opts)
         return ds
 
+    mode = input_mode(t.input_mode, train_pattern, strategy)
+
     def train_input(input_context=None):
-        if t.input_mode == "timelines":  # windows of behaviours shared by their targets
-            from seminar_tf.data.timelines import timeline_dataset
-            return shard_by_data(timeline_dataset(
-                train_pattern, contract, targets_per_timeline=t.targets_per_timeline,
-                batch_size=t.batch_size, shuffle_buffer=t.shuffle_buffer, seed=t.seed,
-                repeat=repeat))
-        return shard_by_data(make_dataset(train_pattern, contract, batch_size=t.batch_size,
-                                          shuffle_buffer=t.shuffle_buffer, seed=t.seed,
-                                          repeat=repeat))
+        return shard_by_data(train_dataset(train_pattern, contract, t, mode, repeat))
 
     resume_step = backup_step(os.path.join(model_dir, "backup"))
     if backup_every_steps and not repeat:
         raise ValueError("backup_every_steps needs train.steps_per_epoch: a mid-epoch resume "
                          "must know where the data stream stopped")
     if strategy == "parameter_server":
-        if t.input_mode == "timelines":
-            raise ValueError("parameter_server training reads per-example batches: "
-                             "set train.input_mode to 'examples'")
+
         if t.steps_per_epoch is None:
             raise ValueError("parameter_server training needs train.steps_per_epoch")
         train_ds = tf.keras.utils.experimental.DatasetCreator(
@@ -240,12 +234,25 @@ def train(model_name: str, data_dir: str, model_dir: str, cfg: Optional[SeminarC
     seconds = time.time() - t0
     save_model_dir(model, model_dir, model_name, data_dir, commit=False)
     result = {"history": {k: [float(x) for x in v] for k, v in history.history.items()},
-              "train_seconds": round(seconds, 2),
+              "train_seconds": round(seconds, 2), "input_mode": mode,
               "steps": int(model.optimizer.iterations.numpy())}
     storage.write_json(os.path.join(model_dir, "train.json"), result)
     if strategy != "multi_worker" or is_chief:
         commit_model_dir(model_dir)
     return result
+
+
+def train_dataset(pattern, contract, t, mode: str, repeat: bool) -> tf.data.Dataset:
+    """The training input `train` reads: timeline batches (windows of behaviours shared by
+    their targets, `seminar_tf.data.timelines`) or per-example batches, by `mode`
+    (`input_mode`); `t` is the config's train section."""
+    if mode == "timelines":
+        from seminar_tf.data.timelines import timeline_dataset
+        return timeline_dataset(pattern, contract, targets_per_timeline=t.targets_per_timeline,
+                                batch_size=t.batch_size, shuffle_buffer=t.shuffle_buffer,
+                                seed=t.seed, repeat=repeat)
+    return make_dataset(pattern, contract, batch_size=t.batch_size,
+                        shuffle_buffer=t.shuffle_buffer, seed=t.seed, repeat=repeat)
 
 
 def backup_step(backup_dir: str) -> int:

@@ -84,3 +84,66 @@ def test_freeze_psu(psu_dir, tiny_dataset):
     names = [v.name for v in ranker.trainable_variables]
     assert not any("id_embedding" in n or "esu/" in n for n in names)
     assert any("G_id" in n for n in names)  # projections still learn
+
+
+def _one_target_windows(cfg, U=4, seed=0):
+    """Timeline windows of one target each (W = L + 1), the target's history being all of
+    the window's behaviours: the PSU's window rows then hold exactly the per-example rows."""
+    from seminar_tf import features as F
+    from seminar_tf.data import timelines
+    rng = np.random.default_rng(seed)
+    d = cfg.data
+    L, Q, A, W = d.max_seq_len, d.max_query_tokens, d.num_attrs, d.max_seq_len + 1
+    fill = rng.integers(L // 2, L + 1, size=U)
+    real = np.arange(W)[None] < fill[:, None]
+    times = np.sort(rng.integers(0, 10**9, size=(U, W)), 1) * real
+    c = tf.constant
+    batch = {
+        "tl_items": c(rng.integers(2, d.item_vocab_size, size=(U, W)) * real),
+        "tl_query": c(rng.integers(0, d.query_vocab_size, size=(U, W, Q))
+                      * (rng.random((U, W, 1)) < 0.5) * real[..., None]),
+        "tl_attrs": c(rng.integers(1, d.attr_vocab_size, size=(U, W, A)) * real[..., None]),
+        "tl_sources": c(rng.integers(1, 3, size=(U, W)) * real),
+        "tl_time_ms": c(times.astype(np.int64)),
+        "user_id": c(np.arange(2, 2 + U)[:, None]), "t_time_ms": c(times.max(1)[:, None] + 1),
+        "t_item": c(rng.integers(2, d.item_vocab_size, size=(U, 1))),
+        "t_query": c(np.zeros((U, 1, Q), np.int64)),
+        "t_attrs": c(rng.integers(1, d.attr_vocab_size, size=(U, 1, A))),
+        "t_source": c(np.ones((U, 1), np.int64)), "t_label": c(np.ones((U, 1), np.float32)),
+        "t_group": c(np.zeros((U, 1), np.int64)), "t_start": c(np.zeros((U, 1), np.int64)),
+        "t_end": c(fill[:, None].astype(np.int64)), "t_mask": c(np.ones((U, 1), bool))}
+    contract = F.FeatureContract.from_config(cfg.data)
+    batch = timelines.finish(contract, batch)
+    return batch, contract.finish(timelines.to_examples(batch, L))
+
+
+def test_psu_window_rows_equal_per_example_rows():
+    """One target per window: the shared-window PSU losses equal the per-example ones (same
+    rows right-aligned, same scored positions, the same sampled negatives)."""
+    cfg = model_config("seminar", tiny_config(dropout=0.0))
+    psu = PretrainingSearchUnit(cfg)
+    psu.set_item_table(tiny_item_table(cfg))
+    psu.build_all()
+    windows, examples = _one_target_windows(cfg)
+    tf.random.set_seed(3)
+    got = {k: v.numpy() for k, v in psu.losses_of(windows).items()}
+    tf.random.set_seed(3)
+    want = {k: v.numpy() for k, v in psu.losses_of(examples).items()}
+    assert set(got) == set(want) == {"alignment", "next_pair", "relevance"}
+    for k in got:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
+
+
+def test_psu_window_rows_score_the_union_of_their_targets_positions():
+    from seminar_tf.models.psu import window_rows
+    W, P = 12, 3
+    items = np.zeros((1, W), np.int64)
+    items[0, :9] = np.arange(2, 11)  # 9 behaviours, left-aligned
+    batch = {"tl_items": tf.constant(items), "tl_attrs": tf.zeros((1, W, 2), tf.int64),
+             "tl_query": tf.zeros((1, W, 2), tf.int64), "tl_sources": tf.ones((1, W), tf.int64),
+             "t_end": tf.constant([[6, 8, 9, 0]], tf.int64),
+             "t_mask": tf.constant([[True, True, True, False]])}
+    rows, first = window_rows(batch, P)
+    np.testing.assert_array_equal(rows["items"].numpy()[0], [0, 0, 0] + list(range(2, 11)))
+    # targets end at 6, 8, 9: their last 3 behaviours are positions 3..8, columns 6..11
+    assert int(first[0]) == W - 6

@@ -6,7 +6,8 @@ import tensorflow as tf
 from helpers import gsu_determined, tiny_config, tiny_item_table
 from seminar_tf import features as F
 from seminar_tf.data import timelines
-from seminar_tf.models.registry import build_model, model_config
+from seminar_tf.models import windows
+from seminar_tf.models.registry import MODELS, build_model, model_config
 
 
 def timeline_batch(cfg, U=3, T=4, seed=0):
@@ -54,7 +55,7 @@ def _loss_and_grads(model, batch):
                           for g in tape.gradient(loss, model.trainable_variables)]
 
 
-@pytest.mark.parametrize("name", ["twin", "seminar", "sim_hard", "din"])
+@pytest.mark.parametrize("name", sorted(MODELS))
 def test_timeline_batch_loss_and_gradients_equal_per_example(name):
     cfg = model_config(name, tiny_config(dropout=0.0))
     model = build_model(cfg, item_table=tiny_item_table(cfg))
@@ -77,3 +78,29 @@ def test_timeline_batch_loss_and_gradients_equal_per_example(name):
         assert (ga is None) == (gb is None), v.name
         if ga is not None:
             np.testing.assert_allclose(ga, gb, rtol=1e-4, atol=1e-6, err_msg=v.name)
+
+
+def test_window_path_equals_the_expanded_fallback():
+    """A GSU without per-target masks (`target_masks = False`, e.g. an extension's) gets the
+    expanded path: same loss and gradients as the window path of the built-in GSUs."""
+    cfg = model_config("twin", tiny_config(dropout=0.0))
+    model = build_model(cfg, item_table=tiny_item_table(cfg))
+    contract = F.FeatureContract.from_config(cfg.data)
+    batch = timelines.finish(contract, timeline_batch(cfg, seed=3))
+    assert model.gsu.target_masks
+    with tf.GradientTape(persistent=True) as tape:
+        out_w, _, w = windows.call_windows(model, batch, training=True)
+        out_e, _, _ = windows.call_expanded(model, batch, training=True)
+        loss_w = tf.reduce_sum(out_w["logit"] * w)
+        loss_e = tf.reduce_sum(out_e["logit"] * w)
+    real = w.numpy() > 0
+    np.testing.assert_allclose(out_w["logit"].numpy()[real], out_e["logit"].numpy()[real],
+                               atol=1e-5)
+    for v in model.trainable_variables:
+        gw, ge = tape.gradient(loss_w, v), tape.gradient(loss_e, v)
+        if gw is None or ge is None:
+            assert gw is None and ge is None, v.name
+            continue
+        np.testing.assert_allclose(tf.convert_to_tensor(gw).numpy(),
+                                   tf.convert_to_tensor(ge).numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=v.name)

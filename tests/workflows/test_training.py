@@ -45,6 +45,7 @@ RESUME_SCRIPT = textwrap.dedent("""
     from seminar_tf import features as F
     from seminar_tf.workflows import training
     data, out, kill_at, log = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    mode = sys.argv[5]
 
     class Kill(tf.keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
@@ -54,14 +55,17 @@ RESUME_SCRIPT = textwrap.dedent("""
     cfg = training.config_for(
         "din", data, model=dict(embedding_dim=8, num_heads=2, top_k=4, short_term_len=4,
                                 mlp_units=[8], tower_units=[4]),
-        train=dict(batch_size=16, epochs=3, steps_per_epoch=6, shuffle_buffer=0))
+        train=dict(batch_size=16, epochs=3, steps_per_epoch=6, shuffle_buffer=0,
+                   input_mode=mode, targets_per_timeline=4))
     model = training.build_model(cfg, item_table=training.load_item_table(data))
     step_fn = model.train_step
 
     def logged_step(batch):  # records the ids of every batch the optimizer is applied to
+        t = batch["targets"] if "t_mask" in batch else batch  # timeline batches' targets
         ids = tf.strings.format("{},{},{},{}", (model.optimizer.iterations,
-                                                 batch[F.USER_ID], batch[F.TIMESTAMP],
-                                                 batch[F.TARGET_ITEM]), summarize=-1)
+                                                 *(tf.reshape(t[k], [-1]) for k in (
+                                                     F.USER_ID, F.TIMESTAMP,
+                                                     F.TARGET_ITEM))), summarize=-1)
         tf.print(ids, output_stream="file://" + log)
         return step_fn(batch)
     model.train_step = logged_step
@@ -82,18 +86,22 @@ def _logged_batches(path):
     return out
 
 
-def test_killed_training_resumes_without_repeating_or_losing_examples(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("mode", ["auto", "examples"])
+def test_killed_training_resumes_without_repeating_or_losing_examples(tiny_dataset, tmp_path,
+                                                                      mode):
+    """Default (timeline batches over the store) and per-example batches."""
     from seminar_tf import features as F
     from seminar_tf.data.dataset import make_dataset, split_pattern
+    from seminar_tf.data.timelines import timeline_dataset
     script = tmp_path / "run.py"
     script.write_text(RESUME_SCRIPT)
     out = str(tmp_path / "m")
     log1, log2 = str(tmp_path / "ids1.txt"), str(tmp_path / "ids2.txt")
-    first = subprocess.run([sys.executable, str(script), tiny_dataset, out, "10", log1],
+    first = subprocess.run([sys.executable, str(script), tiny_dataset, out, "10", log1, mode],
                            capture_output=True, text=True, timeout=600)
     assert first.returncode == 3, first.stderr[-3000:]
     assert os.path.isdir(os.path.join(out, "backup"))
-    second = subprocess.run([sys.executable, str(script), tiny_dataset, out, "0", log2],
+    second = subprocess.run([sys.executable, str(script), tiny_dataset, out, "0", log2, mode],
                             capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
     starts = [int(x) for x in open(os.path.join(out, "start_steps.txt")).read().split()]
@@ -109,10 +117,14 @@ def test_killed_training_resumes_without_repeating_or_losing_examples(tiny_datas
                                                           for ids in b2[s]]
     cfg = training.load_model(out).config
     # the stream training reads (several shards interleaved, in a fixed order)
-    ds = make_dataset(split_pattern(tiny_dataset, "train"), training.contract_of(cfg),
-                      batch_size=16, repeat=True).take(18)
-    expected = [list(zip(b[F.USER_ID].numpy().tolist(), b[F.TIMESTAMP].numpy().tolist(),
-                         b[F.TARGET_ITEM].numpy().tolist())) for b in ds]
+    pattern, contract = split_pattern(tiny_dataset, "train"), training.contract_of(cfg)
+    if mode == "auto":
+        ds = (b["targets"] for b in timeline_dataset(
+            pattern, contract, targets_per_timeline=4, batch_size=16, repeat=True).take(18))
+    else:
+        ds = make_dataset(pattern, contract, batch_size=16, repeat=True).take(18)
+    expected = [list(zip(*(b[k].numpy().reshape(-1).tolist() for k in (
+        F.USER_ID, F.TIMESTAMP, F.TARGET_ITEM)))) for b in ds]
     # (user, timestamp in s, item) is not unique in the data (repeated impressions within a
     # second), so the identity of an example is its position in the stream: compare in order
     assert applied == expected
@@ -152,16 +164,35 @@ def test_every_model_trains_one_epoch_and_beats_popularity(lifelong_dataset):
         assert model_auc > pop_auc, (name, model_auc, pop_auc)
 
 
-def test_training_from_timeline_batches(tiny_dataset, tmp_path):
-    """input_mode=timelines trains on the store's windows (the loss equality itself is in
-    tests/models/test_timeline_training.py) and validates on per-example batches."""
+def test_training_defaults_to_timeline_batches_over_the_store(tiny_dataset, tmp_path):
+    """The default input (`auto`) trains on the store's windows (the loss equality itself is
+    in tests/models/test_timeline_training.py) and validates on per-example batches."""
     cfg = training.config_for("seminar", tiny_dataset, model=SMALL_MODEL,
                               train=dict(batch_size=32, epochs=1, steps_per_epoch=4,
-                                         input_mode="timelines", targets_per_timeline=8))
+                                         targets_per_timeline=8))
+    assert cfg.train.input_mode == "auto"
     out = str(tmp_path / "m")
     result = training.train("seminar", tiny_dataset, out, cfg, verbose=0)
+    assert result["input_mode"] == "timelines"
     assert result["steps"] == 4
     assert all(np.isfinite(v).all() for v in result["history"].values())
     assert np.isfinite(result["history"]["val_auc"]).all()  # validation reads examples
     with pytest.raises(Exception, match="input_mode"):
         cfg.replace(train=dict(input_mode="per_user")).validate()
+
+
+def test_input_mode_rule(tiny_dataset, tmp_path):
+    """auto: timelines over the store, examples over Example files and under the
+    parameter-server strategy; an explicit impossible choice is refused naming the way out."""
+    store_files = training.split_pattern(tiny_dataset, "train")
+    examples = tmp_path / "train-00000-of-00001.tfrecord.gz"
+    examples.write_bytes(b"")
+    assert training.input_mode("auto", store_files) == "timelines"
+    assert training.input_mode("auto", store_files, "mirrored") == "timelines"
+    assert training.input_mode("auto", store_files, "parameter_server") == "examples"
+    assert training.input_mode("auto", str(examples)) == "examples"
+    assert training.input_mode("examples", store_files) == "examples"
+    with pytest.raises(ValueError, match="'examples' or 'auto'"):
+        training.input_mode("timelines", store_files, "parameter_server")
+    with pytest.raises(ValueError, match="--format store"):
+        training.input_mode("timelines", str(examples))

@@ -116,6 +116,15 @@ def later_first_top_k(keys: tf.Tensor, k: int) -> tf.Tensor:
 TARGET_KEYS = ("target", "target_query", "target_item", "target_attrs")
 
 
+def many_mask(inputs) -> tf.Tensor:
+    """The positions each of `call_many`'s N targets may select: `target_mask` (B, N, L)
+    where the targets read different slices of one history (timeline windows,
+    `seminar_tf.models.windows`), else the history's `mask` (B, 1, L)."""
+    if "target_mask" in inputs:
+        return inputs["target_mask"]
+    return inputs["mask"][:, None, :]
+
+
 def rows(x):
     """(B, N, ...) -> (B*N, ...): the one merge of the candidate axis into rows."""
     return tf.reshape(x, tf.concat([[-1], tf.shape(x)[2:]], 0))
@@ -181,9 +190,14 @@ class Retrieval(tf.keras.layers.Layer):
 
     `needs_keys`: whether the retriever scores the float keys of all L behaviours. When
     False, the ranker encodes only the K retrieved behaviours (and the short-term window).
+    `target_masks`: whether `call_many` takes per-target masks (`many_mask`; last-N also
+    `target_end` (B, N), each target's history end).
     """
 
     needs_keys = True
+    # call_many honours `target_mask` / `target_end` (`many_mask`): timeline batches then
+    # score each window once for all its targets (`seminar_tf.models.windows`)
+    target_masks = False
     nested_layers = ()  # constructor args that are (shared) layers, serialized by config
 
     def __init__(self, top_k: int, **kwargs):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.layers.retrieval.base import Retrieval, many_mask, masked_top_k
 from seminar_tf.serialization import register
 
 
@@ -14,6 +14,8 @@ class EtaRetrieval(Retrieval):
 
     Similarity = bits - 2 * Hamming distance = <sign(R t), sign(R k_l)>.
     """
+
+    target_masks = True
 
     def __init__(self, top_k: int, dim: int, bits: int = 64, seed: int = 0, **kwargs):
         super().__init__(top_k, **kwargs)
@@ -41,7 +43,7 @@ class EtaRetrieval(Retrieval):
     def call_many(self, inputs):
         st = self.signatures(inputs["target"])  # (B, N, bits)
         sh = self.signatures(inputs["keys"])  # (B, L, bits), once per history
-        return masked_top_k(tf.einsum("bnc,blc->bnl", st, sh), inputs["mask"][:, None, :],
+        return masked_top_k(tf.einsum("bnc,blc->bnl", st, sh), many_mask(inputs),
                             self.top_k)
 
     def get_config(self):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from seminar_tf.layers.attention import MultiHeadTargetAttention
-from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k, per_candidate
+from seminar_tf.layers.retrieval.base import (Retrieval, many_mask, masked_top_k,
+                                              per_candidate)
 from seminar_tf.serialization import register
 
 
@@ -22,6 +23,7 @@ class ExactTargetRetrieval(Retrieval):
         attention: the ESU `MultiHeadTargetAttention` whose weights are shared.
     """
 
+    target_masks = True
     nested_layers = ("attention",)
 
     def __init__(self, top_k: int, attention: MultiHeadTargetAttention, **kwargs):
@@ -44,5 +46,5 @@ class ExactTargetRetrieval(Retrieval):
         return tf.einsum("bnd,bld->bnl", u, inputs["keys"])
 
     def call_many(self, inputs):
-        return masked_top_k(self.scores_many(inputs), inputs["mask"][:, None, :],
+        return masked_top_k(self.scores_many(inputs), many_mask(inputs),
                             self.top_k)

@@ -12,6 +12,7 @@ class LastNRetrieval(Retrieval):
     """DIN: the most recent K behaviours (the last K positions of a left-padded history).
     With `whole_history` (the "full" line of the table) K is the history length L."""
 
+    target_masks = True
     needs_keys = False
 
     @classmethod
@@ -23,6 +24,13 @@ class LastNRetrieval(Retrieval):
         return cls(ranker.top_k, name="gsu")
 
     def call_many(self, inputs):
+        if "target_mask" in inputs:  # each target's own slice of a window: its last K
+            idx = inputs["target_end"][..., None] - self.top_k + tf.range(self.top_k)
+            valid = tf.gather(inputs["target_mask"], tf.maximum(idx, 0), batch_dims=2)
+            valid &= idx >= 0
+            idx = tf.maximum(idx, 0)
+            return {"indices": idx, "scores": tf.zeros_like(idx, tf.float32),
+                    "valid": valid}
         mask = inputs["mask"]
         L = mask.shape[1]
         idx = tf.range(L - self.top_k, L, dtype=tf.int32)

@@ -30,7 +30,8 @@ from __future__ import annotations
 import tensorflow as tf
 
 from seminar_tf.features import PAD_ID
-from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k, per_candidate
+from seminar_tf.layers.retrieval.base import (Retrieval, many_mask, masked_top_k,
+                                              per_candidate)
 from seminar_tf.serialization import register
 
 
@@ -117,6 +118,7 @@ class PQLookupAttention(Retrieval):
     Output: dict of indices (B, K), scores (B, K), valid (B, K).
     """
 
+    target_masks = True
     needs_keys = False
     nested_layers = ("attention", "pair_encoder")
 
@@ -242,7 +244,7 @@ class PQLookupAttention(Retrieval):
         return self.pair_encoder.pair_fusion.weight_of_query() * tf.transpose(scores, [0, 2, 1])
 
     def call_many(self, inputs):
-        return masked_top_k(self.scores_many(inputs), inputs["mask"][:, None, :],
+        return masked_top_k(self.scores_many(inputs), many_mask(inputs),
                             self.top_k)
 
     def get_config(self):

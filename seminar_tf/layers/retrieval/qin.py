@@ -5,7 +5,8 @@ import numpy as np
 import tensorflow as tf
 
 from seminar_tf.layers.attention import MultiHeadTargetAttention
-from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k, per_candidate
+from seminar_tf.layers.retrieval.base import (Retrieval, many_mask, masked_top_k,
+                                              per_candidate)
 from seminar_tf.serialization import register
 
 
@@ -16,6 +17,7 @@ class QinRetrieval(Retrieval):
     in key space) among those, top K. The first stage's picks are put back in time order, so
     that the second stage's ties go to the most recent behaviour like every GSU's."""
 
+    target_masks = True
     nested_layers = ("attention",)
 
     def __init__(self, top_k: int, first_k: int, attention: MultiHeadTargetAttention,
@@ -51,7 +53,7 @@ class QinRetrieval(Retrieval):
             stage1 = {k: tf.broadcast_to(v[:, None], shape) for k, v in shared.items()}
         else:
             s1 = tf.einsum("bnd,bld->bnl", inputs["target_query"], keys)
-            stage1 = self._in_time_order(masked_top_k(s1, mask[:, None, :], k1))  # (B, N, k1)
+            stage1 = self._in_time_order(masked_top_k(s1, many_mask(inputs), k1))  # (B, N, k1)
         sub_keys = tf.gather(keys, stage1["indices"], batch_dims=1)  # (B, N, k1, d)
         u = per_candidate(self.attention.query_in_key_space, inputs["target"])  # (B, N, d)
         stage2 = masked_top_k(tf.einsum("bnd,bnkd->bnk", u, sub_keys), stage1["valid"],

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.layers.retrieval.base import Retrieval, many_mask, masked_top_k
 from seminar_tf.serialization import register
 
 
@@ -15,6 +15,7 @@ class SimHardRetrieval(Retrieval):
     are never selected.
     """
 
+    target_masks = True
     needs_keys = False
 
     def __init__(self, top_k: int, attr_index: int = 1, **kwargs):
@@ -24,7 +25,7 @@ class SimHardRetrieval(Retrieval):
     def call_many(self, inputs):
         t = inputs["target_attrs"][..., self.attr_index][..., None]  # (B, N, 1)
         h = inputs["hist_attrs"][:, None, :, self.attr_index]  # (B, 1, L)
-        return self._select(t, h, inputs["mask"][:, None, :])
+        return self._select(t, h, many_mask(inputs))
 
     def _select(self, t, h, mask):
         match = (h == t) & (t != 0) & mask

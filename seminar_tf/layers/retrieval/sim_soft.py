@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from seminar_tf.layers.retrieval.base import Retrieval, masked_top_k
+from seminar_tf.layers.retrieval.base import Retrieval, many_mask, masked_top_k
 from seminar_tf.serialization import register
 from seminar_tf.layers.attention import masked_softmax
 
@@ -16,6 +16,7 @@ class SimSoftRetrieval(Retrieval):
     retrieved behaviours' SIM embeddings (the ranker consumes it).
     """
 
+    target_masks = True
     needs_keys = False
 
     def __init__(self, top_k: int, num_items: int, dim: int, **kwargs):
@@ -38,7 +39,7 @@ class SimSoftRetrieval(Retrieval):
         t = self.embedding(inputs["target_item"])  # (B, N, d)
         h = self.embedding(inputs["hist_items"])  # (B, L, d), once per history
         scores = tf.einsum("bnd,bld->bnl", t, h) / tf.sqrt(float(self.dim))
-        out = masked_top_k(scores, inputs["mask"][:, None, :], self.top_k)
+        out = masked_top_k(scores, many_mask(inputs), self.top_k)
         w = masked_softmax(out["scores"], out["valid"])
         out["summary"] = tf.einsum("bnk,bnkd->bnd", w,
                                    tf.gather(h, out["indices"], batch_dims=1))

@@ -21,7 +21,8 @@ class AlignmentObjective(Objective):
         d = enc["pair"].shape[-1]
         mods = list(psu.pair_encoder.item_encoder.modalities)
         raw = tf.reshape(enc["raw"][:, cols], [B * T, len(mods), d])
-        valid = tf.reshape(enc["valid"][:, cols], [B * T, len(mods)])
+        valid = tf.reshape(enc["valid"][:, cols] & batch.scored[..., None],
+                           [B * T, len(mods)])
         ids = tf.reshape(batch.items[:, cols], [B * T])
         terms = []
         for a, b in MODALITY_PAIRS:
@@ -29,7 +30,7 @@ class AlignmentObjective(Objective):
                 i, j = mods.index(a), mods.index(b)
                 terms.append(self.task(raw[:, i], raw[:, j], valid[:, i] & valid[:, j], ids,
                                        batch.temperature))
-        has_q = tf.reshape(enc["has_query"][:, cols] & batch.mask[:, cols], [B * T])
+        has_q = tf.reshape(enc["has_query"][:, cols] & batch.scored, [B * T])
         terms.append(self.task(tf.reshape(enc["query"][:, cols], [B * T, d]),
                                tf.reshape(enc["item"][:, cols], [B * T, d]), has_q, ids,
                                batch.temperature))

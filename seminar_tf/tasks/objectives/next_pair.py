@@ -1,6 +1,7 @@
 """Next query-item pair prediction: the context h_t = esu(pair_{t-1}, pairs before t) scores
 the true pair at t against in-batch pairs and real pairs sampled from other users' histories
-in the batch (real attributes, queries and modalities; the row's own user excluded)."""
+in the batch (real attributes, queries and modalities; the row's own user excluded: with
+per-example batches, its row; with timeline batches, every window of the same user)."""
 from __future__ import annotations
 
 import tensorflow as tf
@@ -16,25 +17,26 @@ class NextPairObjective(Objective):
 
     def loss(self, psu, batch: Batch) -> tf.Tensor:
         cfg, T, cols = psu.config, batch.T, batch.cols
-        L = cfg.data.max_seq_len
         pairs, mask = batch.enc["pair"], batch.mask
         B = tf.shape(batch.items)[0]
+        L = batch.items.shape[1]
         d = pairs.shape[-1]
-        # h_t = esu(pair_{t-1}, pairs before t): the history is projected once and each of
-        # the T targets gets a causal mask over it (no T-fold copy of the (B, L, d) history)
+        # h_t = esu(pair_{t-1}, the `context` pairs before t): the rows are projected once
+        # and each of the T scored columns gets a causal mask over them (no T-fold copy)
         col = tf.range(L)
-        causal = col[None, :] < tf.range(L - T, L)[:, None]  # (T, L)
+        at = tf.range(L - T, L)[:, None]
+        causal = (col[None, :] < at) & (col[None, :] >= at - batch.context)  # (T, L)
         prefix = mask[:, None, :] & causal[None]  # (B, T, L)
         context = tf.reshape(psu.esu.attend_many(pairs[:, L - T - 1:L - 1], pairs, prefix,
                                                  batch.values), [B * T, d])
-        valid = tf.reshape(mask[:, cols] & mask[:, L - T - 1:L - 1], [B * T])
+        valid = tf.reshape(batch.scored & mask[:, L - T - 1:L - 1], [B * T])
         pick, usable = self.sample_positions(mask, cfg.train.psu_sampled_negatives)
         neg_pairs = tf.gather(tf.reshape(pairs, [-1, d]), pick)
         neg_ids = tf.gather(tf.reshape(batch.items, [-1]), pick)
-        neg_rows = pick // L
-        own_rows = tf.repeat(tf.range(B, dtype=pick.dtype), T)
+        neg_users = tf.gather(batch.row_users, pick // L)
+        own_users = tf.repeat(batch.row_users, T)
         # not the row's own user (its other behaviours are likely positives), only real ones
-        sampled_valid = (own_rows[:, None] != neg_rows[None, :]) & usable[None, :]
+        sampled_valid = (own_users[:, None] != neg_users[None, :]) & usable[None, :]
         return self.task(context, tf.reshape(pairs[:, cols], [B * T, d]), valid,
                          tf.reshape(batch.items[:, cols], [B * T]), neg_pairs, neg_ids,
                          batch.temperature, sampled_valid=sampled_valid)

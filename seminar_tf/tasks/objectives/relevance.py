@@ -16,5 +16,5 @@ class RelevanceObjective(Objective):
     def loss(self, psu, batch: Batch) -> tf.Tensor:
         enc, cols, mask = batch.enc, batch.cols, batch.mask
         return self.task(enc["query"][:, cols], enc["item"][:, cols],
-                         enc["has_query"][:, cols] & mask[:, cols], batch.items[:, cols],
+                         enc["has_query"][:, cols] & batch.scored, batch.items[:, cols],
                          enc["item"], batch.items, mask, batch.temperature)
