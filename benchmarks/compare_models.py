@@ -87,14 +87,18 @@ def run_one(work, data, regime, data_seed, name, seed, args):
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    variant, _, mode = name.partition("@")  # "@examples": per-example batches
+    # "@examples": per-example batches; "@timelinesT": timeline batches of T targets
+    variant, _, mode = name.partition("@")
+    tl = {"targets_per_timeline": int(mode[9:])} if mode.startswith("timelines") and \
+        len(mode) > 9 else {}
+    mode = "timelines" if tl else mode
     model_name, overrides, psu_weights, freeze = VARIANTS[variant]
     model = dict(embedding_dim=args.dim, num_heads=args.heads, top_k=args.K,
                  short_term_len=10, **overrides)
     steps = args.steps if psu_weights is not None else args.steps + args.pretrain_steps
     train = dict(batch_size=args.batch, epochs=1, steps_per_epoch=steps, seed=seed,
                  learning_rate=args.lr, early_stopping_patience=10**6,
-                 freeze_psu=freeze, input_mode=mode or "auto")
+                 freeze_psu=freeze, input_mode=mode or "auto", **tl)
     cfg = training.config_for(model_name, data, model=model, train=train)
     t0 = time.time()
     init, pre_seconds = None, 0.0

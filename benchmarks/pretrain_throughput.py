@@ -3,8 +3,9 @@
 Default (`--source store`): the steady-state steps of `seminar pretrain` on generated
 sequence-store data (`benchmarks/store_steps.py`), L=1,000, T=8 scored positions per
 target, d=64, H=4, batch 256, per path:
-  default    `train.input_mode: auto`: shared windows over the store (a window of L + 16
-             behaviours encoded once; the union of its targets' scored positions scored once)
+  default    `train.input_mode: auto`: shared windows over the store (a window of L +
+             `targets_per_timeline` behaviours encoded once; the union of its targets' scored
+             positions scored once)
   examples   per-example batches (each target's L-history encoded for its T positions): the
              baseline, in the same run
 An example is one target with its T scored positions.

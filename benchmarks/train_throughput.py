@@ -199,7 +199,7 @@ def main():
     p.add_argument("--events-per-user", type=int, default=1300)
     p.add_argument("--work", default=os.path.join(os.path.dirname(os.path.dirname(
         os.path.abspath(__file__))), "runs", "train_bench"))
-    p.add_argument("--targets-per-timeline", type=int, default=16,
+    p.add_argument("--targets-per-timeline", type=int, default=4,
                    help="memory: T of the timeline input mode (0: examples only)")
     p.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     p.add_argument("--name", default="train_throughput", help="results file name")

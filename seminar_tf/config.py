@@ -220,7 +220,7 @@ class TrainConfig:
     psu_positions: int = 8
     psu_sampled_negatives: int = 256
     input_mode: str = "auto"
-    targets_per_timeline: int = 16
+    targets_per_timeline: int = 4
     jit_compile: bool = False
 
     def validate(self) -> None:
