@@ -87,8 +87,11 @@ def run_one(work, data, regime, data_seed, name, seed, args):
     if os.path.exists(done):
         with open(done) as f:
             return json.load(f)
-    # "@examples": per-example batches; "@timelinesT": timeline batches of T targets
+    # "@examples": per-example batches; "@timelinesT": timeline batches of T targets;
+    # "@pretrain-examples": per-example batches for pretraining only
     variant, _, mode = name.partition("@")
+    pre_mode = "examples" if mode == "pretrain-examples" else None
+    mode = "" if pre_mode else mode
     tl = {"targets_per_timeline": int(mode[9:])} if mode.startswith("timelines") and \
         len(mode) > 9 else {}
     mode = "timelines" if tl else mode
@@ -103,7 +106,8 @@ def run_one(work, data, regime, data_seed, name, seed, args):
     t0 = time.time()
     init, pre_seconds = None, 0.0
     if psu_weights is not None:
-        pcfg = cfg.replace(train={"objective_weights": psu_weights})
+        pcfg = cfg.replace(train={"objective_weights": psu_weights,
+                                  **({"input_mode": pre_mode} if pre_mode else {})})
         pre = pretrain(data, os.path.join(path, "psu"), pcfg, verbose=0,
                        steps=args.pretrain_steps)
         pre_seconds, init = pre["seconds"], os.path.join(path, "psu")

@@ -66,7 +66,7 @@ def fit_rate(model, make_ds, warmup: int, steps: int) -> Dict:
 
 
 def train_rate(name: str, data: str, L: int, K: int, batch: int, path: str, xla: bool,
-               warmup: int, steps: int, eval_groups: int = 16):
+               warmup: int, steps: int, eval_groups: int = 16, profile: bool = False):
     """(row, model): `seminar train`'s steps for `path` ("default": `train.input_mode` auto,
     or a named input mode), then `seminar evaluate`'s candidate scoring (steady state: the
     second pass over the candidate groups)."""
@@ -88,7 +88,37 @@ def train_rate(name: str, data: str, L: int, K: int, batch: int, path: str, xla:
            "train_ms_per_step": rate["ms_per_step"],
            "examples_per_step": rate["examples_per_step"]}
     row.update(eval_rate(model, data, eval_groups))
+    if profile and mode == "timelines":
+        batch = next(iter(training.train_dataset(pattern, contract, cfg.train, mode,
+                                                 repeat=True)))
+        row["profile_ms"] = step_profile(model, batch)
     return row
+
+
+def step_profile(model, batch, repeats: int = 5) -> Dict:
+    """Where a timeline step's time goes (median ms, each part its own `tf.function`): the
+    windows' pair encoding forward and forward + backward, the whole forward loss, and the
+    whole step's gradients (no optimizer update)."""
+    from benchmarks.common import median_seconds
+    enc_in = (batch["tl_items"], batch["tl_attrs"], batch["tl_query"])
+
+    def encode_grads():
+        with tf.GradientTape() as tape:
+            out = model.pair_encoder(*enc_in)
+            total = tf.add_n([tf.reduce_sum(v) for k, v in out.items() if v.dtype.is_floating])
+        return tape.gradient(total, model.pair_encoder.trainable_variables)
+
+    def step_grads():
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(batch, training=True)
+        return tape.gradient(loss, model.trainable_variables)
+
+    parts = {"encode_forward": tf.function(lambda: model.pair_encoder(*enc_in)["pair"]),
+             "encode_forward_backward": tf.function(encode_grads),
+             "loss_forward": tf.function(lambda: model.compute_loss(batch, training=True)),
+             "step_forward_backward": tf.function(step_grads)}
+
+    return {k: round(1000 * median_seconds(fn, repeats), 1) for k, fn in parts.items()}
 
 
 def eval_rate(model, data: str, groups_per_batch: int) -> Dict:

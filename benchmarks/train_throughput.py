@@ -8,6 +8,7 @@ groups), L=1,000, K=200, d=64, H=4, batch 256, every model, per path:
   examples   per-example batches (`train.input_mode: examples`, the default before): the
              baseline, in the same run
 with `--xla` also `train.jit_compile: true` for `--xla-models`. An example is one target.
+`profile_ms` (`--profile-models`): the default step's parts, each timed on its own.
 `eval_users_per_s`: `seminar evaluate`'s candidate scoring (`predict_groups`, the
 shared-history `rank` path, 16 groups per call) on the model as trained, steady state (from
 the end of the first batch, which traces, to the end of the last full batch).
@@ -159,8 +160,9 @@ def store_main(args):
     for name in args.models:
         for path in ("default", "examples"):
             for xla in ([False, True] if args.xla and name in args.xla_models else [False]):
-                row = store_steps.train_rate(name, data, L, K, args.batch, path, xla,
-                                             args.warmup, args.steps, args.eval_users)
+                row = store_steps.train_rate(
+                    name, data, L, K, args.batch, path, xla, args.warmup, args.steps,
+                    args.eval_users, profile=not xla and name in args.profile_models)
                 print(row, flush=True)
                 rows.append(row)
     for r in rows:  # default against the per-example baseline of the same run
@@ -192,6 +194,8 @@ def main():
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--xla", action="store_true", help="also measure jit_compile=True")
     p.add_argument("--xla-models", nargs="*", default=["twin", "seminar"])
+    p.add_argument("--profile-models", nargs="*", default=["twin", "seminar"],
+                   help="store: also time the parts of their default step (profile_ms)")
     p.add_argument("--configs", default=None,
                    help="L:K pairs (default: 1000:200 store, 100:50,1000:200 memory)")
     p.add_argument("--eval-users", type=int, default=16, help="users per rank batch")

@@ -194,15 +194,12 @@ class TrainConfig:
         psu_sampled_negatives: random pairs shared by the batch for next-pair prediction.
         save_initial_weights: keep the step-0 weights as `weights/initial` (to check what
             training changed, e.g. across distributed workers).
-        input_mode: "auto" (default: "timelines" where the training input is the sequence
-            store and the strategy takes them, else "examples"), "examples" (one history per
-            example) or "timelines" (sequence store only: up to `targets_per_timeline`
-            consecutive targets of a user share one encoded window of behaviours,
-            `seminar_tf.data.timelines`; same loss and gradients as "examples").
-        targets_per_timeline: T of timeline batches (batch_size // T windows per batch;
-            the shuffle buffer holds shuffle_buffer // T windows, so batches mix users).
-        jit_compile: compile the training step and evaluation's scoring with XLA (off by
-            default: slower on CPU at L=1,000, `benchmarks/results/train_throughput.md`).
+        input_mode: "auto" ("timelines" over the sequence store where the strategy takes
+            them, else "examples"), "examples" (one history per example) or "timelines"
+            (T consecutive targets of a user share one encoded window, same loss).
+        targets_per_timeline: T (batch_size // T windows per batch; the shuffle buffer
+            holds shuffle_buffer // T windows, so batches mix users).
+        jit_compile: XLA for the training step and evaluation (off: slower on CPU).
     """
     learning_rate: float = 1e-3
     batch_size: int = 256

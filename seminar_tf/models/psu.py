@@ -85,8 +85,8 @@ class PretrainingSearchUnit(tfrs.models.Model):
         P = self.config.train.psu_positions
         if "t_mask" in features:
             rows, scored_from = window_rows(features, P)
-            T = min(rows["items"].shape[1] - 1, features["t_mask"].shape[1] + P - 1)
             width = rows["items"].shape[1]
+            T = min(width - 1, features["t_mask"].shape[1] * P)
             scored = tf.range(width - T, width)[None, :] >= scored_from[:, None]
             users = features["user_id"][:, 0]
         else:
@@ -122,9 +122,11 @@ def window_rows(batch, positions: int):
     """Timeline windows (`seminar_tf.data.timelines`) as right-aligned PSU rows.
 
     A window holds behaviours [a, a + n) of a user, left-aligned, and up to T' targets whose
-    histories end at `t_end` (n = the last end). Each target scores its `positions` most
-    recent behaviours; the window scores their union once: columns from
-    `W - (last end - first end) - positions` on, after right-alignment.
+    histories end at `t_end` (n = the last end). A per-example row scores its target's
+    `positions` most recent behaviours, and the targets of a per-example batch are drawn
+    apart, so their positions hardly overlap; a window scores as many distinct positions as
+    its targets would: its `real targets x positions` most recent behaviours (after
+    right-alignment, the columns from `W - real targets * positions` on), all encoded once.
 
     Returns:
         ({items, attrs, query, sources}: (U, W, ...) right-aligned, 0-padded on the left;
@@ -146,4 +148,5 @@ def window_rows(batch, positions: int):
 
     rows = {"items": take(items), "attrs": take(batch["tl_attrs"]),
             "query": take(batch["tl_query"]), "sources": take(batch["tl_sources"])}
-    return rows, W - (last - ends[:, 0]) - positions
+    real = tf.reduce_sum(tf.cast(batch["t_mask"], tf.int32), 1)
+    return rows, W - real * positions

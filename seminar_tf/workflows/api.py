@@ -28,18 +28,31 @@ def load_config(path: Optional[str] = None, *, data_dir: Optional[str] = None,
     return cfg
 
 
-def make_dataset(data_dir: str, cfg, split: str = "train", **kwargs):
-    """The parsed, batched tf.data.Dataset of one split (batch size from the config)."""
+def make_dataset(data_dir: str, cfg, split: str = "train", input_mode: Optional[str] = None,
+                 **kwargs):
+    """The parsed, batched tf.data.Dataset of one split (batch size from the config).
+
+    The train split is what `seminar train` reads: by `input_mode` (default
+    `cfg.train.input_mode`, "auto"), timeline batches over the sequence store
+    (`seminar_tf.data.timelines`; `model.fit` takes them as they are) or per-example
+    batches. Other splits: per-example batches in file order.
+    """
     from seminar_tf.data.dataset import make_dataset as _make, split_pattern
+    from seminar_tf.data.timelines import input_mode as resolve, timeline_dataset
     from seminar_tf.features import FeatureContract
     kwargs.setdefault("batch_size", cfg.train.batch_size)
+    pattern = split_pattern(data_dir, split)
+    contract = FeatureContract.from_config(cfg.data)
     if split == "train":
         kwargs.setdefault("shuffle_buffer", cfg.train.shuffle_buffer)
         kwargs.setdefault("seed", cfg.train.seed)
+        if resolve(input_mode or cfg.train.input_mode, pattern) == "timelines":
+            return timeline_dataset(pattern, contract,
+                                    targets_per_timeline=cfg.train.targets_per_timeline,
+                                    **kwargs)
     else:
         kwargs.setdefault("deterministic", True)
-    return _make(split_pattern(data_dir, split), FeatureContract.from_config(cfg.data),
-                 **kwargs)
+    return _make(pattern, contract, **kwargs)
 
 
 def build_model(name_or_cfg, data_dir: Optional[str] = None, cfg=None):

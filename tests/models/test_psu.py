@@ -134,7 +134,7 @@ def test_psu_window_rows_equal_per_example_rows():
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, err_msg=k)
 
 
-def test_psu_window_rows_score_the_union_of_their_targets_positions():
+def test_psu_window_rows_score_positions_per_real_target():
     from seminar_tf.models.psu import window_rows
     W, P = 12, 3
     items = np.zeros((1, W), np.int64)
@@ -145,5 +145,5 @@ def test_psu_window_rows_score_the_union_of_their_targets_positions():
              "t_mask": tf.constant([[True, True, True, False]])}
     rows, first = window_rows(batch, P)
     np.testing.assert_array_equal(rows["items"].numpy()[0], [0, 0, 0] + list(range(2, 11)))
-    # targets end at 6, 8, 9: their last 3 behaviours are positions 3..8, columns 6..11
-    assert int(first[0]) == W - 6
+    # 3 real targets x 3 positions: the 9 most recent behaviours, columns 3..11
+    assert int(first[0]) == W - 9
