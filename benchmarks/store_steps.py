@@ -97,14 +97,16 @@ def train_rate(name: str, data: str, L: int, K: int, batch: int, path: str, xla:
 
 def step_profile(model, batch, repeats: int = 5) -> Dict:
     """Where a timeline step's time goes (median ms, each part its own `tf.function`): the
-    windows' pair encoding forward and forward + backward, the whole forward loss, and the
+    windows' pair encoding (`encode_distinct`, as the step runs it) forward and forward +
+    backward, the whole forward loss, and the
     whole step's gradients (no optimizer update)."""
     from benchmarks.common import median_seconds
-    enc_in = (batch["tl_items"], batch["tl_attrs"], batch["tl_query"])
+    from seminar_tf.models.windows import encode_distinct
+    enc_in = (model.pair_encoder, batch["tl_items"], batch["tl_attrs"], batch["tl_query"])
 
     def encode_grads():
         with tf.GradientTape() as tape:
-            out = model.pair_encoder(*enc_in)
+            out = encode_distinct(*enc_in)
             total = tf.add_n([tf.reduce_sum(v) for k, v in out.items() if v.dtype.is_floating])
         return tape.gradient(total, model.pair_encoder.trainable_variables)
 
@@ -113,7 +115,7 @@ def step_profile(model, batch, repeats: int = 5) -> Dict:
             loss = model.compute_loss(batch, training=True)
         return tape.gradient(loss, model.trainable_variables)
 
-    parts = {"encode_forward": tf.function(lambda: model.pair_encoder(*enc_in)["pair"]),
+    parts = {"encode_forward": tf.function(lambda: encode_distinct(*enc_in)["pair"]),
              "encode_forward_backward": tf.function(encode_grads),
              "loss_forward": tf.function(lambda: model.compute_loss(batch, training=True)),
              "step_forward_backward": tf.function(step_grads)}

@@ -98,7 +98,11 @@ class PretrainingSearchUnit(tfrs.models.Model):
                                                      dtype=tf.int64))
         items = rows["items"]
         mask = items != F.PAD_ID
-        enc = self.pair_encoder(items, rows["attrs"], rows["query"])
+        if "t_mask" in features:  # each distinct item of the windows encoded once
+            from seminar_tf.models.windows import encode_distinct
+            enc = encode_distinct(self.pair_encoder, items, rows["attrs"], rows["query"])
+        else:
+            enc = self.pair_encoder(items, rows["attrs"], rows["query"])
         batch = Batch(items=items, mask=mask, enc=enc,
                       values=enc["pair"] + self.source_embedding(rows["sources"]),
                       cols=slice(width - T, width), T=T, temperature=self.temperature(),

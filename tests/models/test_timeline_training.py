@@ -127,3 +127,36 @@ def test_xla_train_step_agrees_with_the_plain_step(name):
     assert len(xla[1]) == len(plain[1]) > 3
     for gx, gp in zip(xla[1], plain[1]):
         np.testing.assert_allclose(gx.numpy(), gp.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_distinct_item_encoding_equals_the_pair_encoder():
+    """`encode_distinct` on windows that repeat few items (and OOV ids with different
+    attributes, kept apart): the pair encoder's outputs and gradients."""
+    cfg = model_config("seminar", tiny_config(dropout=0.0))
+    model = build_model(cfg, item_table=tiny_item_table(cfg))
+    rng = np.random.default_rng(5)
+    d = cfg.data
+    U, W = 3, d.max_seq_len + 4
+    items = rng.integers(0, 6, size=(U, W))  # ids 0 (padding), 1 (OOV) and 4 items
+    attrs = rng.integers(1, 3, size=(U, W, d.num_attrs)) * (items > 0)[..., None]
+    attrs = np.where(items[..., None] > 1, items[..., None] % 3 + 1, attrs)  # f(id) if known
+    query = rng.integers(0, d.query_vocab_size, size=(U, W, d.max_query_tokens))
+    x = [tf.constant(v) for v in (items, attrs, query)]
+    pe = model.pair_encoder
+    with tf.GradientTape(persistent=True) as tape:
+        got = windows.encode_distinct(pe, *x)
+        want = pe(*x)
+        lg = tf.reduce_sum(got["pair"] ** 2) + tf.reduce_sum(got["item"])
+        lw = tf.reduce_sum(want["pair"] ** 2) + tf.reduce_sum(want["item"])
+    assert set(got) == set(want)
+    for k in want:
+        np.testing.assert_allclose(np.asarray(got[k], np.float64),
+                                   np.asarray(want[k], np.float64), atol=1e-6, err_msg=k)
+    for v in pe.trainable_variables:
+        gg, gw = tape.gradient(lg, v), tape.gradient(lw, v)
+        if gw is None:
+            assert gg is None, v.name
+            continue
+        np.testing.assert_allclose(tf.convert_to_tensor(gg).numpy(),
+                                   tf.convert_to_tensor(gw).numpy(), rtol=1e-4, atol=1e-5,
+                                   err_msg=v.name)
