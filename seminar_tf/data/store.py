@@ -172,12 +172,17 @@ def contract_features(t: Mapping[str, tf.Tensor], hist, valid: tf.Tensor
         Contract features before OOV mapping and masks (`FeatureContract.finish`):
         timestamp `t_time_ms // 1000`, time gaps `(t_time_ms - tl_time_ms) / 1000` s.
     """
-    gaps = tf.cast(tf.cast(t["t_time_ms"][:, None] - hist("tl_time_ms"), tf.float64)
-                   / 1000.0, tf.float32)
+    gaps = time_gaps(t["t_time_ms"][:, None], hist("tl_time_ms"))
     return {**target_features(t),
             F.HIST_ITEMS: hist("tl_items"), F.HIST_QUERY: hist("tl_query"),
             F.HIST_ATTRS: hist("tl_attrs"), F.HIST_SOURCES: hist("tl_sources"),
             F.HIST_TIME_GAPS: tf.where(valid, gaps, 0.0)}
+
+
+def time_gaps(target_ms: tf.Tensor, behaviour_ms: tf.Tensor) -> tf.Tensor:
+    """The one time-gap definition: `(target_ms - behaviour_ms) / 1000` seconds, computed in
+    float64 and returned as float32 (broadcasting)."""
+    return tf.cast(tf.cast(target_ms - behaviour_ms, tf.float64) / 1000.0, tf.float32)
 
 
 def target_features(t: Mapping[str, tf.Tensor]) -> Dict[str, tf.Tensor]:

@@ -369,7 +369,10 @@ class QueryItemPairEncoder(tf.keras.layers.Layer):
         self.pair_fusion = PairFusion(alpha, name="pair_fusion")
 
     def call(self, items, attrs, query):
-        enc = self.item_encoder(items, attrs)
+        return self.with_query(self.item_encoder(items, attrs), query)
+
+    def with_query(self, enc, query):
+        """Item-encoder outputs `enc` (..., ...) + the query tokens -> the pair outputs."""
         q, has_query = self.query_encoder(query)
         pair = self.pair_fusion(q, enc["fused"])
         return {**enc, "item": enc["fused"], "query": q, "has_query": has_query, "pair": pair}

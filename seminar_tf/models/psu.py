@@ -28,6 +28,7 @@ from seminar_tf import features as F
 from seminar_tf.config import SeminarConfig
 from seminar_tf.layers.attention import MultiHeadTargetAttention
 from seminar_tf.models.ranker import pair_encoder_for
+from seminar_tf.models.windows import encode_distinct
 from seminar_tf.tasks.objectives import OBJECTIVES, objective_class
 from seminar_tf.tasks.objectives.base import Batch
 
@@ -99,7 +100,6 @@ class PretrainingSearchUnit(tfrs.models.Model):
         items = rows["items"]
         mask = items != F.PAD_ID
         if "t_mask" in features:  # each distinct item of the windows encoded once
-            from seminar_tf.models.windows import encode_distinct
             enc = encode_distinct(self.pair_encoder, items, rows["attrs"], rows["query"])
         else:
             enc = self.pair_encoder(items, rows["attrs"], rows["query"])

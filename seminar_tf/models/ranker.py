@@ -20,6 +20,7 @@ from seminar_tf.layers.encoders import QueryItemPairEncoder
 from seminar_tf.layers.retrieval import build_retrieval, retrieval_top_k
 from seminar_tf.layers.retrieval.base import (TARGET_KEYS, Retrieval, per_candidate, rows,
                                               union_positions)
+from seminar_tf.models import windows
 
 from seminar_tf.serialization import register  # noqa: E402
 
@@ -344,7 +345,6 @@ class LifelongRanker(tfrs.models.Model):
             (outputs of `call` over all U*T rows, the targets' features, (U*T,) float
             weights: 1 for real targets).
         """
-        from seminar_tf.models import windows
         if self.gsu.target_masks:
             return windows.call_windows(self, batch, training)
         return windows.call_expanded(self, batch, training)

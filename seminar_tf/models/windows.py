@@ -25,6 +25,7 @@ from typing import Dict, Tuple
 import tensorflow as tf
 
 from seminar_tf import features as F
+from seminar_tf.data import store, timelines
 from seminar_tf.layers.blocks import short_term_of, time_gap_buckets
 from seminar_tf.layers.retrieval.base import rows, unrows
 
@@ -43,14 +44,12 @@ def window_values(model, batch, enc_pair, positions, valid):
     """Keys and values (U, T, P, d) of window positions (U, T, P) as each target sees them:
     pair encodings + the embeddings of the time gap to the target and of the source.
 
-    The time gap is computed as `store.contract_features` does for the per-example input
-    (`(t_time_ms - tl_time_ms) / 1000` in float64, then float32), so both paths bucket the
-    same seconds."""
+    The time gap is `store.time_gaps`, as for the per-example input, so both paths bucket
+    the same seconds."""
     idx = tf.maximum(positions, 0)
     keys = tf.gather(enc_pair, idx, batch_dims=1)
     when = tf.gather(batch["tl_time_ms"], idx, batch_dims=1)
-    gaps = tf.cast(tf.cast(batch["t_time_ms"][..., None] - when, tf.float64) / 1000.0,
-                   tf.float32)
+    gaps = store.time_gaps(batch["t_time_ms"][..., None], when)
     real = valid & (tf.gather(batch["tl_items"], idx, batch_dims=1) != F.PAD_ID)
     time_ids = tf.where(real, time_gap_buckets(tf.where(real, gaps, 0.0),
                                                model.config.model.time_buckets), 0)
@@ -72,9 +71,7 @@ def encode_distinct(pair_encoder, items, attrs, query) -> Dict[str, tf.Tensor]:
     lead = tf.shape(items)
     enc = {k: tf.reshape(tf.gather(v[0], inv), tf.concat([lead, tf.shape(v)[2:]], 0))
            for k, v in enc.items()}
-    q, has_query = pair_encoder.query_encoder(query)
-    pair = pair_encoder.pair_fusion(q, enc["fused"])
-    return {**enc, "item": enc["fused"], "query": q, "has_query": has_query, "pair": pair}
+    return pair_encoder.with_query(enc, query)
 
 
 def call_windows(model, batch, training=False) -> Outputs:
@@ -120,7 +117,6 @@ def call_expanded(model, batch, training=False) -> Outputs:
     """`LifelongRanker.call_timelines` for any GSU: each target's (L, ...) history of window
     encodings (padding behaviours' encoding where its slice is shorter than L, exactly what
     the per-example input encodes there), then `call`."""
-    from seminar_tf.data import timelines
     d = model.config.data
     L = d.max_seq_len
     features, valid, flat = timelines.expand(batch, L)
