@@ -13,6 +13,7 @@ import math
 import re
 from typing import Dict, NamedTuple, Optional, Sequence, Tuple
 
+from seminar_tf.raw_events import timestamp_ms
 from seminar_tf.text import words as text_words
 
 SOURCE_REC = 1
@@ -127,19 +128,15 @@ def parse_string_id(value, field: str) -> str:
 
 
 def parse_timestamp_ms(value, field: str, unit: str = "ms") -> int:
-    """Unix time in `unit` ('ms' or 's', or 'auto': < 1e11 means seconds) to milliseconds.
+    """Unix time in `unit` ('ms' or 's', or 'auto': < 1e11 means seconds) to milliseconds
+    (`seminar_tf.raw_events.timestamp_ms`, which the serving client shares).
 
     Accepts floats in scientific notation such as ``1.684742676757e+12``.
     """
     try:
-        number = float(value)
-    except (TypeError, ValueError):
+        return timestamp_ms(value, unit)
+    except ValueError:
         raise RecordError("bad_timestamp", f"{field}={value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise RecordError("bad_timestamp", f"{field}={value!r}")
-    if unit == "auto":
-        unit = "s" if number < 1e11 else "ms"
-    return int(round(number * 1000)) if unit == "s" else int(round(number))
 
 
 def parse_number(value, field: str) -> float:

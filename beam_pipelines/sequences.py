@@ -40,6 +40,7 @@ from beam_pipelines.options import PreprocessOptions
 from beam_pipelines.records import Event
 from beam_pipelines.vocab import Sampler, Vocab  # noqa: F401  (re-exported)
 from seminar_tf import features as F
+from seminar_tf.raw_events import time_gaps
 
 SPLITS = ("train", "valid", "test", "candidates", "candidate_lists")
 
@@ -297,7 +298,7 @@ def plan_examples(user_id: int, plan: UserPlan, contract: F.FeatureContract):
             target_attrs=target_attrs,
             target_source=e.source, label=t.label, hist_items=p_items[lo:hi],
             hist_query=p_query[lo:hi], hist_attrs=p_attrs[lo:hi], hist_sources=p_sources[lo:hi],
-            hist_time_gaps=((e.timestamp_ms - p_times[lo:hi]) / 1000.0).astype(np.float32),
+            hist_time_gaps=time_gaps(e.timestamp_ms, p_times[lo:hi]),
             record=f"user {e.user}, timestamp_ms {e.timestamp_ms}, item {e.item}",
             group_id=group).SerializeToString(deterministic=True)
 

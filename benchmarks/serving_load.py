@@ -10,18 +10,14 @@ table`: the export holds the item attribute table).
 The requests: distinct generated users' most recent L clicks of the same catalogue (no
 repeated prefixes) and N catalogue items as candidates, the user's last query as the query.
 
-For each shape (L, N) and GSU, the server runs in a subprocess on loopback with TensorFlow's
-intra/inter-op threads pinned (`--intra`, `--inter`), and 1 and 4 concurrent gRPC clients
-send `rank` requests round-robin over the users until `--requests` (the acceptance shape
-L=10,000, N=100 with 4 clients) or `--requests-other` requests or `--max-seconds` passed; the
-per-candidate format (N full Examples) runs as the baseline where a request fits
-`--max-request-mb`. Each row reports candidates/s, p50/p99 latency, request bytes, errors,
-and the server's own mean time per request for decode / model call / encode (its
-`seminar_serving_stage_ms` histograms, scraped before and after the run); PQ rows the mean
-union size (behaviours encoded for the ESU) over the users; every row the version's load time
-with its warm-up (`load_seconds`, `warmup_requests`: the server's `version_loaded` event). `profiles` splits one `rank`
-call per shape into parsing, candidate encoding, history encoding, GSU and ESU/towers
-(`benchmarks/rank_profile.py`, in-process with the same threads).
+For each shape (L, N) and GSU, a server subprocess on loopback (TF threads `--intra`,
+`--inter`) gets 1 and 4 concurrent gRPC clients' `rank` requests (round-robin over the users,
+up to `--requests` at L=10,000, N=100 with 4 clients, else `--requests-other`, or
+`--max-seconds`) and the same requests as `rank_raw` (string ids, query text, timestamps;
+`raw_over_rank_p50`: its p50 over the integer one's); per-candidate requests (N Examples) are
+the baseline where they fit `--max-request-mb`. Rows: candidates/s, p50/p99, request bytes,
+errors, the server's mean decode / call / encode ms (`seminar_serving_stage_ms`), PQ's union
+size, the load time with warm-up; `profiles` split one `rank` call (`rank_profile.py`).
 
     python benchmarks/serving_load.py [--shapes 1000:100 10000:100 10000:1000 100000:100]
 """
@@ -47,7 +43,6 @@ from benchmarks.trained import long_histories, trained_seminar  # noqa: E402
 from seminar_tf import features as F  # noqa: E402
 
 K = 100
-
 
 # GSU variants: name -> (export GSU, PQ config overrides of `seminar build-codebooks`)
 VARIANTS = {"pq": ("pq", {}),  # the default codebooks
@@ -126,12 +121,18 @@ def user_requests(contract, ctx, attrs_table, N, seed=0, per_candidate_fits=True
     return out
 
 
-def build_requests(name, users, fmt):
-    """gRPC PredictRequests (one per user) of format "rank" or "per_candidate"."""
+def build_requests(name, users, fmt, raw=None):
+    """gRPC PredictRequests (one per user) of format "rank", "rank_raw" (the same request as
+    a client logs it: string ids, query text, millisecond timestamps; `raw` = (the dataset's
+    `raw_features.Vocabularies`, contract) map the ids back) or "per_candidate"."""
     from serving.client import GrpcClient
     c = GrpcClient("127.0.0.1:1", name)
     if fmt == "rank":
         return [c.rank_request([ctx], [listed]) for ctx, listed, _ in users]
+    if fmt == "rank_raw":
+        vocab, contract = raw
+        return [c.inputs_request("rank_raw", vocab.raw_rank_inputs(contract, [ctx], [listed]))
+                for ctx, listed, _ in users]
     return [c.predict_request(per) for _, _, per in users]
 
 
@@ -251,14 +252,15 @@ def parse_shapes(shapes):
     return by_L
 
 
-def run_gsu(args, base, gsu, L, requests_by_N):
+def run_gsu(args, base, gsu, L, requests_by_N, raw):
     """Load rows of one export (`VARIANTS` name `gsu`) for every N of this L and client
     count."""
     name, rows = f"seminar_{gsu}", []
     proc, port, rest, loaded = start_server(base, name, args.intra, args.inter)
     try:
         for N, users in requests_by_N.items():
-            formats = [("rank", c) for c in args.clients]
+            formats = [(f, c) for c in args.clients for f in ("rank", "rank_raw")[
+                :1 + args.raw]]
             if gsu in args.per_candidate_gsus:
                 formats.append(("per_candidate", max(args.clients)))
             for fmt, clients in formats:
@@ -267,10 +269,10 @@ def run_gsu(args, base, gsu, L, requests_by_N):
                     print(f"L={L} N={N}: per-candidate request over {args.max_request_mb} MB,"
                           " not run", flush=True)
                     continue
-                reqs = build_requests(name, users, fmt)
+                reqs = build_requests(name, users, fmt, raw)
                 main_shape = (L, N, clients) == (10000, 100, 4)
                 n_req = ((args.requests if main_shape else args.requests_other)
-                         if fmt == "rank" else args.per_candidate_requests)
+                         if fmt != "per_candidate" else args.per_candidate_requests)
                 before = stage_totals(rest)
                 r = load(port, name, reqs, clients, n_req,
                          args.max_seconds_main if main_shape else args.max_seconds)
@@ -309,6 +311,8 @@ def main():
     p.add_argument("--per-candidate-gsus", nargs="*", default=["pq", "exact"],
                    help="exports that also run the per-candidate baseline")
     p.add_argument("--xla", action="store_true", help="export with XLA")
+    p.add_argument("--no-raw", dest="raw", action="store_false",
+                   help="leave out the raw-feature `rank_raw` rows")
     p.add_argument("--context-attrs", default="request", choices=["request", "table"])
     p.add_argument("--intra", type=int, default=1, help="TF intra-op threads (server)")
     p.add_argument("--inter", type=int, default=2, help="TF inter-op threads (server)")
@@ -322,8 +326,10 @@ def main():
     from benchmarks.rank_profile import profile_rank, serving_module, union_sizes
     from seminar_tf.config import SeminarConfig
     from seminar_tf.workflows.model_dir import load_item_table, load_model
+    from seminar_tf.workflows.raw_features import Vocabularies, vocab_paths
     os.makedirs(args.work, exist_ok=True)
     trained_dir, data = trained_seminar(args.work, top_k=K)
+    vocab = Vocabularies(vocab_paths(data))
     attrs_table = load_item_table(data)["attrs"]
     rows, profiles, histories = [], [], {}
     for L, Ns in parse_shapes(args.shapes).items():
@@ -342,7 +348,7 @@ def main():
         by_N = {N: user_requests(contract, ctx, attrs_table, N,
                                  per_candidate_fits=L * N <= 10**6) for N in Ns}
         for gsu in args.gsus:
-            got = run_gsu(args, base, gsu, L, by_N)
+            got = run_gsu(args, base, gsu, L, by_N, (vocab, contract))
             for r in got:
                 if VARIANTS[gsu][0] == "pq":
                     r.update(codebook_info(mdirs[gsu]))
@@ -363,22 +369,24 @@ def main():
                 profiles.append(prof)
                 print(json.dumps(prof), flush=True)
             rows.extend(got)
-    ratios = []
+    ratios, same = [], lambda a, b, keys: all(a[k] == b[k] for k in keys)  # noqa: E731
     for r in rows:
-        if VARIANTS[r["gsu"]][0] != "pq":
-            continue
-        for e in rows:
-            if e["gsu"] == "exact" and all(e[k] == r[k] for k in ("L", "N", "format",
-                                                                  "clients")):
-                ratios.append({k: r[k] for k in ("L", "N", "gsu", "format", "clients")} | {
-                    "pq_over_exact_candidates_per_s": r["candidates_per_s"]
-                    / e["candidates_per_s"]})
-    cols = ["L", "N", "gsu", "bytes_per_behaviour", "format", "clients", "requests", "errors", "candidates_per_s",
-            "p50_ms", "p99_ms", "request_bytes", "decode_ms", "call_ms", "encode_ms",
+        key = {k: r[k] for k in ("L", "N", "gsu", "format", "clients")}
+        for e in rows:  # PQ against exact; the raw-feature request against the integer one
+            if VARIANTS[r["gsu"]][0] == "pq" and e["gsu"] == "exact" and same(
+                    e, r, ("L", "N", "format", "clients")):
+                ratios.append(key | {"pq_over_exact_candidates_per_s": r["candidates_per_s"]
+                                     / e["candidates_per_s"]})
+            if (r["format"], e["format"]) == ("rank_raw", "rank") and same(
+                    e, r, ("L", "N", "gsu", "clients")):
+                ratios.append(key | {"raw_over_rank_p50": r["p50_ms"] / e["p50_ms"]})
+    cols = ["L", "N", "gsu", "bytes_per_behaviour", "format", "clients", "requests", "errors",
+            "candidates_per_s", "p50_ms", "p99_ms", "request_bytes", "decode_ms", "call_ms", "encode_ms",
             "union_size"]
     prof_rows = [dict(p_, **p_["stages_ms"]) for p_ in profiles]
     table = (markdown_table(rows, cols) + "\n\n" + markdown_table(
-        ratios, ["L", "N", "gsu", "format", "clients", "pq_over_exact_candidates_per_s"]) + "\n\n"
+        ratios, ["L", "N", "gsu", "format", "clients", "pq_over_exact_candidates_per_s",
+                 "raw_over_rank_p50"]) + "\n\n"
         + markdown_table(prof_rows, ["L", "N", "gsu", "parse", "targets", "history_all",
                                      "retrieve", "history_read", "esu_towers", "full",
                                      "union_size"]))

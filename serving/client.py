@@ -10,13 +10,20 @@
     client.rank([context], [candidates])["score"]          # (1, N)
     rest.rank([context], [candidates])["score"]
 
+    # raw features (`rank_raw`): what the client logs, no vocabulary file needed
+    row = raw_rank_row(events, "user-47", ["sku-150", "sku-7"], request_time=1.7e12,
+                       query="red running shoes")
+    client.rank_raw([row])["score"]                          # (1, 2)
+
 Examples are built with the feature contract (`seminar_tf.features.FeatureContract`), e.g.
-from events with `examples_from_events`.
+from events with `examples_from_events`; raw-feature rows from event dicts with
+`raw_rank_row` (the shape of the `events` source's JSON lines).
 """
 from __future__ import annotations
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.request
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
@@ -28,7 +35,11 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
+from seminar_tf.raw_events import label_of, source_id, timestamp_ms
+from seminar_tf.text import words
+
 ExampleLike = Union[bytes, "tf.train.Example"]  # noqa: F821
+RAW_HISTORY = ("hist_item_ids", "hist_queries", "hist_sources", "hist_timestamps_ms")
 
 
 def _serialize(examples: Iterable[ExampleLike]) -> List[bytes]:
@@ -78,6 +89,71 @@ def rank_request_from_events(contract, user_id: int, history: Sequence[Dict],
                                    target_attrs=c.get("attrs", ())).SerializeToString()
              for c in candidates]
     return context, cands
+
+
+def _query_text(query) -> str:
+    """A logged query (text, a token list or None) as text."""
+    if query is None:
+        return ""
+    return " ".join(str(t) for t in query) if isinstance(query, (list, tuple)) else str(query)
+
+
+def raw_rank_row(events: Iterable[Dict], user_id: str, candidates: Sequence[str],
+                 request_time=None, query="", source: str = "", unit: str = "ms",
+                 max_history: Optional[int] = None) -> Dict[str, object]:
+    """One `rank_raw` row from logged events, as the Beam job builds a history.
+
+    Args:
+        events: dicts in the `events` source's JSON-lines shape: user_id, item_id,
+            timestamp, and optionally query (text or token list), label, source.
+        user_id: the user's raw id; only their events are read.
+        candidates: raw item ids to score.
+        request_time: the request's timestamp in `unit` (default: now).
+        query, source: the request's query text and source ("" infers it from the query).
+        unit: "ms" or "s", the unit of every timestamp here.
+        max_history: keep only the most recent behaviours (the model reads its last L).
+
+    The history is the user's positive events (label missing or > 0) strictly before the
+    request, oldest first, ordered as the Beam job orders them.
+    """
+    now = timestamp_ms(time.time() * 1000 if request_time is None else request_time,
+                       "ms" if request_time is None else unit)
+    hist = []
+    for e in events:
+        if str(e.get("user_id", "")).strip() != str(user_id) or label_of(e.get("label")) <= 0:
+            continue
+        ts = timestamp_ms(e["timestamp"], unit)
+        if ts < now:
+            text = _query_text(e.get("query"))
+            tokens = words(text)
+            hist.append((ts, source_id(e.get("source"), tokens), str(e["item_id"]).strip(),
+                         tokens, text, "" if e.get("source") is None else str(e["source"])))
+    hist.sort(key=lambda h: h[:4])
+    hist = hist[-max_history:] if max_history else hist
+    return {"user_id": str(user_id), "query": _query_text(query), "source": source,
+            "request_time_ms": now, "hist_item_ids": [h[2] for h in hist],
+            "hist_queries": [h[4] for h in hist], "hist_sources": [h[5] for h in hist],
+            "hist_timestamps_ms": [h[0] for h in hist], "candidates": [str(c) for c in candidates]}
+
+
+def raw_rank_arrays(rows: Sequence[Dict], target: str = "candidates") -> Dict[str, np.ndarray]:
+    """The `rank_raw` inputs of B rows (`raw_rank_row`): histories and candidate lists
+    padded with "" (timestamps with 0). `target="item_id"` gives `score_raw` inputs from
+    rows with one candidate each."""
+    out = {k: np.array([r[k] for r in rows], dtype=np.int64 if k == "request_time_ms"
+                       else object) for k in ("user_id", "query", "source", "request_time_ms")}
+    for key, pad in [(k, 0 if k == "hist_timestamps_ms" else "") for k in RAW_HISTORY] + [
+            ("candidates", "")]:
+        width = max((len(r[key]) for r in rows), default=0)
+        grid = np.full((len(rows), width), pad, dtype=np.int64 if pad == 0 else object)
+        for i, r in enumerate(rows):
+            grid[i, :len(r[key])] = r[key]
+        out[key] = grid
+    if target == "item_id":
+        if out["candidates"].shape[1] != 1:
+            raise ValueError("score_raw rows take exactly one candidate each")
+        out["item_id"] = out.pop("candidates")[:, 0]
+    return out
 
 
 def rank_arrays(contexts: Sequence[ExampleLike], candidates: Sequence[Sequence[ExampleLike]]):
@@ -140,6 +216,23 @@ class GrpcClient:
         """Scores (B, N) of B users' candidate lists (`rank` signature)."""
         return self.predict(self.rank_request(contexts, candidates, version))
 
+    def inputs_request(self, signature: str, inputs: Dict[str, np.ndarray],
+                       version: Optional[int] = None) -> predict_pb2.PredictRequest:
+        """A PredictRequest of named input arrays (strings as UTF-8)."""
+        import tensorflow as tf
+        req = predict_pb2.PredictRequest()
+        req.model_spec.name = self.model
+        req.model_spec.signature_name = signature
+        if version is not None:
+            req.model_spec.version.value = version
+        for key, value in inputs.items():
+            req.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+        return req
+
+    def rank_raw(self, rows: Sequence[Dict], version=None) -> Dict[str, np.ndarray]:
+        """Scores (B, N) of raw-feature rows (`raw_rank_row`; the `rank_raw` signature)."""
+        return self.predict(self.inputs_request("rank_raw", raw_rank_arrays(rows), version))
+
     def metadata(self) -> get_model_metadata_pb2.SignatureDefMap:
         req = get_model_metadata_pb2.GetModelMetadataRequest()
         req.model_spec.name = self.model
@@ -192,6 +285,12 @@ class RestClient:
         body = {"signature_name": "rank", "inputs": {
             "context": [b64(c) for c in context],
             "candidates": [[b64(c) for c in row] for row in grid]}}
+        return {k: np.array(v) for k, v in self.post(body, version)["outputs"].items()}
+
+    def rank_raw(self, rows: Sequence[Dict], version=None) -> Dict[str, np.ndarray]:
+        """Scores (B, N) of raw-feature rows (`rank_raw`, columnar JSON: plain strings)."""
+        inputs = {k: v.tolist() for k, v in raw_rank_arrays(rows).items()}
+        body = {"signature_name": "rank_raw", "inputs": inputs}
         return {k: np.array(v) for k, v in self.post(body, version)["outputs"].items()}
 
     def status(self, version: Optional[int] = None) -> dict:

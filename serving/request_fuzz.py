@@ -71,11 +71,64 @@ def dense_inputs(contract, examples: List[bytes]) -> Dict[str, np.ndarray]:
     return {k: parsed[k].numpy() for k in contract.dense_input_signature()}
 
 
+RAW_SIGNATURES = ("rank_raw", "score_raw")
+_TEXT_POOLS = ("abcXYZ 019-!,", "éüßİK日本語😀́", "\x00\t\n ")
+
+
+def _text(rng: random.Random, longest: int = 40) -> str:
+    """Query text or an id: ASCII, Latin, CJK, emoji, combining marks, controls; sometimes
+    empty or huge (100k characters)."""
+    if rng.random() < 0.05:
+        return "" if rng.random() < 0.5 else "Huge query " * 10_000
+    pool = rng.choice(_TEXT_POOLS) + "abc "
+    return "".join(rng.choice(pool) for _ in range(rng.randint(0, longest)))
+
+
+def raw_inputs(case: str, signature: str, rng: random.Random, n: int, hist_len: int,
+               max_batch: int) -> Dict[str, np.ndarray]:
+    """Inputs of the raw signatures (`rank_raw`, `score_raw`): logged ids (known-looking,
+    unknown, unicode), query text, sources and timestamps. An unknown source value is their
+    "garbage"; a mutated request holds invalid UTF-8 bytes."""
+    if case == "too_many_candidates":
+        n = max_batch + 1 + rng.randint(0, 500)
+    rows = 0 if case == "zero_candidates" and signature == "score_raw" else n
+    h = 0 if case == "empty_history" else hist_len
+    ident = (lambda: _text(rng, 12)) if case == "ids_out_of_vocab" else (
+        lambda: f"{rng.choice(['sku-', 'user-', ''])}{rng.randint(0, 60)}")
+    sources = ["", "search", "rec", "recommendation", "1", "2"]
+
+    def grid(fn, width):
+        return np.array([[fn() for _ in range(width)] for _ in range(rows)],
+                        dtype=object).reshape(rows, width)
+    out = {"user_id": grid(ident, 1)[:, 0], "query": grid(lambda: _text(rng), 1)[:, 0],
+           "source": grid(lambda: rng.choice(sources), 1)[:, 0],
+           "request_time_ms": np.full([rows], 1_700_000_000_000, np.int64),
+           "hist_item_ids": grid(lambda: ident() if rng.random() < 0.9 else "", h),
+           "hist_queries": grid(lambda: _text(rng), h),
+           "hist_sources": grid(lambda: rng.choice(sources), h),
+           "hist_timestamps_ms": np.array(grid(lambda: rng.randint(0, 2**41), h), np.int64)}
+    if case == "garbage_example" and rows:
+        out["source" if rng.random() < 0.5 or not h else "hist_sources"].flat[0] = "radio"
+    if case == "mutated_example" and rows:
+        out["query"][0] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 30)))
+        out["user_id"][0] = b"\xff\xfe" + out["user_id"][0].encode()
+    if case == "non_finite":  # NaN timestamps (a float where integers go)
+        out["request_time_ms"] = np.full([rows], np.nan)
+    if signature == "score_raw":
+        out["item_id"] = grid(ident, 1)[:, 0]
+    else:
+        out["candidates"] = grid(ident, 0 if case == "zero_candidates" else rng.randint(1, 9))
+    return out
+
+
 def build_case(case: str, signature: str, contract, rng: random.Random,
                max_batch: int) -> Tuple[str, Dict[str, np.ndarray]]:
     """(signature name, inputs) of one request of case class `case`."""
     n = rng.randint(1, 5)
     hist_len = rng.randint(1, contract.max_seq_len + 5)
+    if signature in RAW_SIGNATURES:
+        return _generic_case(case, signature, rng, n, max_batch,
+                             raw_inputs(case, signature, rng, n, hist_len, max_batch))
     examples = make_examples(contract, rng, n, hist_len)
     if case == "empty_history":
         examples = make_examples(contract, rng, n, 0)
@@ -110,6 +163,12 @@ def build_case(case: str, signature: str, contract, rng: random.Random,
             inputs = dense_inputs(contract, examples)
     else:
         inputs = {"examples": np.array(examples, dtype=object)}
+    return _generic_case(case, signature, rng, n, max_batch, inputs)
+
+
+def _generic_case(case, signature, rng, n, max_batch, inputs):
+    """The case classes every signature shares (dropped, extra, wrong dtype / shape / batch,
+    integer overflow, unknown signature) applied to a request's inputs."""
     keys = sorted(inputs)
     if case == "dropped_input":
         inputs.pop(rng.choice(keys))
@@ -136,7 +195,10 @@ def build_case(case: str, signature: str, contract, rng: random.Random,
             k = rng.choice(keys)
             inputs[k] = np.concatenate([inputs[k], inputs[k][:1]])
     elif case == "int_overflow":
-        if signature == "rank":
+        if signature in RAW_SIGNATURES:
+            k = rng.choice([k for k in keys if inputs[k].dtype.kind in "iu"])
+            inputs[k] = np.full(inputs[k].shape, 2**63 + 5, np.uint64)
+        elif signature == "rank":
             k = rng.choice(keys)
             inputs[k] = np.full(inputs[k].shape, 2**63 + 5, np.uint64)
         elif signature == "predict":

@@ -2,10 +2,11 @@
 optional items*.jsonl {item_id, title, categories, text_vector?, image_vector?}."""
 from __future__ import annotations
 
-from beam_pipelines.records import (SOURCE_REC, SOURCE_SEARCH, Event, ItemRecord, RecordError,
+from beam_pipelines.records import (Event, ItemRecord, RecordError,
                                     json_object, parse_number, parse_string_id, parse_timestamp_ms,
                                     words)
 from beam_pipelines.sources.base import Source, SourceSpec
+from seminar_tf.raw_events import source_id
 
 
 def generic_event(line: str, timestamp_unit: str = "ms") -> Event:
@@ -21,15 +22,10 @@ def generic_event(line: str, timestamp_unit: str = "ms") -> Event:
         tokens = tuple(str(t) for t in query)
     else:
         raise RecordError("bad_query", f"query={query!r}")
-    source = obj.get("source")
-    if source is None:
-        source = SOURCE_SEARCH if tokens else SOURCE_REC
-    elif source in ("search", SOURCE_SEARCH):
-        source = SOURCE_SEARCH
-    elif source in ("rec", "recommendation", SOURCE_REC):
-        source = SOURCE_REC
-    else:
-        raise RecordError("bad_source", f"source={source!r}")
+    try:  # the definition the served graph and the client share
+        source = source_id(obj.get("source"), tokens)
+    except ValueError:
+        raise RecordError("bad_source", f"source={obj.get('source')!r}") from None
     label = obj.get("label", 1.0)
     return Event(user=parse_string_id(obj.get("user_id"), "user_id"),
                  timestamp_ms=parse_timestamp_ms(obj.get("timestamp"), "timestamp",

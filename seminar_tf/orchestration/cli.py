@@ -10,7 +10,6 @@ from typing import List, Optional
 from seminar_tf.config import INPUT_MODES
 
 
-
 def _cmd_generate(args) -> int:
     from seminar_tf.data import synthetic
     cfg = synthetic.SyntheticConfig(num_users=args.users, num_items=args.items,
@@ -125,9 +124,9 @@ def _cmd_pretrain(args) -> int:
 
 def _cmd_export(args) -> int:
     from seminar_tf.workflows.export import export_from_model_dir
-    report = export_from_model_dir(args.model_dir, args.out, args.name, args.version, args.gsu,
-                                   args.data, xla=args.xla, context_attrs=args.context_attrs)
-    print(json.dumps(report, indent=2))
+    print(json.dumps(export_from_model_dir(
+        args.model_dir, args.out, args.name, args.version, args.gsu, args.data, xla=args.xla,
+        context_attrs=args.context_attrs, raw=args.raw), indent=2))
     return 0
 
 
@@ -280,8 +279,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compile the dense part of every signature with XLA (TF Serving "
                         "then needs --xla_cpu_compilation_enabled=true)")
     x.add_argument("--context-attrs", choices=("request", "table"), default="request",
-                   help="table: the export holds the item -> attributes table and `rank` "
-                        "requests need not carry behaviour / candidate attributes")
+                   help="table: `rank` requests need not carry attributes (the export's table)")
+    x.add_argument("--no-raw-features", dest="raw", action="store_false", default=None,
+                   help="leave out rank_raw / score_raw (default: in, with the vocabularies)")
     x.set_defaults(func=_cmd_export)
 
     sv = sub.add_parser("serve", help="TF-Serving-compatible gRPC + REST server")

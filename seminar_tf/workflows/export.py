@@ -30,6 +30,7 @@ import tensorflow as tf
 from seminar_tf import features as F
 from seminar_tf import storage
 from seminar_tf.layers.retrieval import ties
+from seminar_tf.workflows import raw_features
 from seminar_tf.workflows.signatures import (  # noqa: F401  (rank_request re-exported)
     SIGNATURES, Check, SignatureError, rank_request)
 
@@ -45,21 +46,29 @@ class ServingModule(tf.Module):
     the signature's parsing, then its dense part (XLA-compiled when `xla`)."""
 
     def __init__(self, model, config_json_path: str, xla: bool = False,
-                 item_attrs: Optional[np.ndarray] = None):
+                 item_attrs: Optional[np.ndarray] = None, context_attrs: str = "request",
+                 vocab_files: Optional[Dict[str, str]] = None):
         super().__init__()
         self.model = model
-        # --context-attrs table: the item -> attributes table, so `rank` requests need not
-        # carry the behaviours' (and candidates') attributes (a saved variable)
+        # the item -> attributes table (a saved variable): `rank` reads it with
+        # --context-attrs table (requests then need not carry attributes), the raw
+        # signatures always
         self.item_attrs = None if item_attrs is None else tf.Variable(
             np.asarray(item_attrs, np.int64), trainable=False, name="item_attrs")
+        self.context_attrs = context_attrs
         self.contract = F.FeatureContract.from_config(model.config.data)
         self.config_asset = tf.saved_model.Asset(config_json_path)
         self.tasks = tuple(model.config.model.tasks)
         self.xla = xla
+        self.raw = self.raw_vocab = None
+        if vocab_files is not None:  # the raw signatures: vocabularies as assets
+            self.raw = raw_features.RawFeatures(vocab_files, self.contract, self.item_attrs)
+            self.raw_vocab = raw_features.Vocabularies(vocab_files)
         if xla:  # XLA pads dynamic shapes to their bound: use the static formulations
             model.use_static_shapes(True)
         self.signature_functions = {name: self._function(sig)
-                                    for name, sig in SIGNATURES.items()}
+                                    for name, sig in SIGNATURES.items()
+                                    if self.raw is not None or not sig.raw}
 
     def _function(self, sig):
         dense = tf.function(lambda *args: sig.dense(self, *args), jit_compile=self.xla or None)
@@ -127,16 +136,15 @@ def sample_examples(model, data_dir: Optional[str], n: int = 8) -> List[bytes]:
     return out
 
 
-def write_warmup(version_dir: str, name: str, examples: Sequence[bytes],
-                 xla: bool = False) -> str:
+def write_warmup(version_dir: str, name: str, examples: Sequence[bytes], module) -> str:
     """`assets.extra/tf_serving_warmup_requests`: PredictionLog records of PredictRequests,
-    the `warmup` requests of every signature built from the sample Examples."""
+    the `warmup` requests of every signature of `module` built from the sample Examples."""
     from tensorflow_serving.apis import predict_pb2, prediction_log_pb2
     path = os.path.join(version_dir, "assets.extra", "tf_serving_warmup_requests")
     storage.makedirs(os.path.dirname(path))
     with tf.io.TFRecordWriter(path) as w:
-        for signature, sig in SIGNATURES.items():
-            for inputs in sig.warmup(examples, xla):
+        for signature in module.signature_functions:
+            for inputs in SIGNATURES[signature].warmup(examples, module):
                 req = predict_pb2.PredictRequest()
                 req.model_spec.name = name
                 req.model_spec.signature_name = signature
@@ -150,19 +158,20 @@ def write_warmup(version_dir: str, name: str, examples: Sequence[bytes],
 
 def export_model(model, base: str, name: str, version: Optional[int] = None,
                  data_dir: Optional[str] = None, atol: float = 1e-5, xla: bool = False,
-                 context_attrs: str = "request") -> Dict:
+                 context_attrs: str = "request", raw: Optional[bool] = None) -> Dict:
     """Writes `<base>/<name>/<version>/`, checks it, and returns a report."""
     model_base = os.path.join(base, name)
     version = version or next_version(model_base)
     report = export_to(model, os.path.join(model_base, str(version)), name, data_dir, atol,
-                       xla=xla, context_attrs=context_attrs)
+                       xla=xla, context_attrs=context_attrs, raw=raw)
     report["version"] = version
     storage.write_json(os.path.join(model_base, f"export-{version}.json"), report)
     return report
 
 
 def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
-              atol: float = 1e-5, xla: bool = False, context_attrs: str = "request") -> Dict:
+              atol: float = 1e-5, xla: bool = False, context_attrs: str = "request",
+              raw: Optional[bool] = None) -> Dict:
     """Writes a checked SavedModel exactly at `final` (e.g. TFX's serving_model_dir).
 
     Args:
@@ -171,13 +180,19 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
             candidate's attributes) or "table" (the export holds the dataset's item ->
             attributes table and `rank` looks them up by item id: requests carry none;
             needs `data_dir`).
+        raw: the raw-feature signatures `rank_raw` and `score_raw` (the dataset's
+            vocabularies and item table go into the export); None: whenever `data_dir` has
+            vocabularies. True without them is an error.
     """
     if context_attrs not in ("request", "table"):
         raise ValueError(f"context_attrs must be 'request' or 'table', not {context_attrs!r}")
+    if raw is None:
+        raw = raw_features.vocab_paths(data_dir) is not None
     item_attrs = None
-    if context_attrs == "table":
+    if context_attrs == "table" or raw:
         if not data_dir:
-            raise ValueError("--context-attrs table needs the dataset (its item table)")
+            raise ValueError(f"{'the raw signatures' if raw else '--context-attrs table'} "
+                             f"need the dataset (its item table and vocabularies)")
         from seminar_tf.workflows.model_dir import load_item_table
         item_attrs = load_item_table(data_dir)["attrs"]
     if storage.exists(final):
@@ -190,14 +205,16 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
     try:
         cfg_path = os.path.join(tmp, "seminar_config.json")
         storage.write_text(cfg_path, model.config.to_json())
-        module = ServingModule(model, cfg_path, xla=xla, item_attrs=item_attrs)
+        vocab = raw_features.copy_vocabularies(data_dir, tmp) if raw else None
+        module = ServingModule(model, cfg_path, xla=xla, item_attrs=item_attrs,
+                               context_attrs=context_attrs, vocab_files=vocab)
         sigs = module.signature_functions
         out_dir = os.path.join(tmp, "model")
         tf.saved_model.save(module, out_dir, signatures=sigs)
         ops = check_stock_ops(out_dir)
         examples = sample_examples(model, data_dir)
-        write_warmup(out_dir, name, examples, xla)
-        max_diff = verify_outputs(model, out_dir, examples, atol)
+        write_warmup(out_dir, name, examples, module)
+        max_diff = verify_outputs(model, out_dir, examples, atol, module)
         storage.commit(out_dir, "export", model_gsu=model.config.model.gsu, xla=xla)
         if storage.is_local(final):
             os.rename(out_dir, final)  # atomic
@@ -206,11 +223,12 @@ def export_to(model, final: str, name: str, data_dir: Optional[str] = None,
     finally:
         storage.rmtree(tmp)
     return {"path": final, "name": name, "gsu": model.config.model.gsu, "ops": len(ops),
-            "context_attrs": context_attrs,
+            "context_attrs": context_attrs, "raw_features": bool(raw),
             "signatures": sorted(sigs), "xla": xla, "max_abs_diff_vs_keras": max_diff}
 
 
-def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float) -> float:
+def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float,
+                   module=None) -> float:
     """Every signature's `verify` against the Keras model on the sample Examples; returns
     the max |diff| over the rows whose GSU selection float noise cannot change (the others
     are bounded by `ties.UNDETERMINED_BOUND`: the export may break a near-tie differently)."""
@@ -221,9 +239,9 @@ def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float
     diffs = []
     try:
         for name, sig in SIGNATURES.items():
-            if sig.verify is not None:
+            if sig.verify is not None and name in loaded.signatures:
                 diffs += sig.verify(Check(model, loaded.signatures[name], list(examples),
-                                          features, determined))
+                                          features, determined, module))
     except SignatureError as e:
         raise ExportError(str(e)) from e
     max_diff = max(diffs, default=0.0)
@@ -234,8 +252,9 @@ def verify_outputs(model, saved_dir: str, examples: Sequence[bytes], atol: float
 
 def export_from_model_dir(model_dir: str, base: str, name: str, version: Optional[int] = None,
                           gsu: Optional[str] = None, data_dir: Optional[str] = None,
-                          xla: bool = False, context_attrs: str = "request") -> Dict:
+                          xla: bool = False, context_attrs: str = "request",
+                          raw: Optional[bool] = None) -> Dict:
     from seminar_tf.workflows.model_dir import data_dir_of, load_model
     model = load_model(model_dir, gsu=gsu)
     return export_model(model, base, name, version, data_dir_of(model_dir, data_dir), xla=xla,
-                        context_attrs=context_attrs)
+                        context_attrs=context_attrs, raw=raw)

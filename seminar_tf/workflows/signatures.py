@@ -17,6 +17,13 @@ Signatures (all stock TF ops; item tables, PQ codebooks and codes are variables 
   `score`, `ctr`, `search` (B, N) (0 at padding) and `mask` (B, N) bool. An export made with
   `--context-attrs table` looks every behaviour's and candidate's attributes up in its own
   item table by item id (attributes in the request are ignored, and may be left out).
+- `rank_raw`: what a client logs (`seminar_tf.workflows.raw_features`): `user_id`, `query`
+  (text), `source`, `request_time_ms` [B]; the history `hist_item_ids`, `hist_queries`,
+  `hist_sources`, `hist_timestamps_ms` (unix ms) [B, H], oldest first, "" item ids pad;
+  `candidates` [B, N] item id strings ("" pads) -> as `rank`. Ids, tokens and attributes are
+  mapped in the graph with the export's own vocabularies and item table.
+- `score_raw`: the same context fields and `item_id` [B] -> as `serving_default`.
+  The raw signatures are in every export made with its dataset's vocabularies.
 
 XLA exports compile the dense part once per input shape. `rank` therefore pads N (with ""
 candidates, outside the compiled part) up to the next of `N_BUCKETS` (beyond the last, a
@@ -33,6 +40,7 @@ import tensorflow as tf
 
 from seminar_tf import features as F
 from seminar_tf.layers.retrieval import ties
+from seminar_tf.workflows import raw_features
 
 EXAMPLES = [tf.TensorSpec([None], tf.string, name="examples")]
 RANK_INPUTS = [tf.TensorSpec([None], tf.string, name="context"),
@@ -53,6 +61,7 @@ class Check(NamedTuple):
     examples: List[bytes]
     features: Dict[str, tf.Tensor]
     determined: np.ndarray
+    module: Any = None  # the ServingModule (raw signatures: its tables and vocabularies)
 
 
 class Signature(NamedTuple):
@@ -60,10 +69,12 @@ class Signature(NamedTuple):
     parse: Callable  # parse(module, *request tensors) -> tuple of model inputs
     dense: Callable  # dense(module, *model inputs) -> dict of output tensors
     inputs: Any  # list of TensorSpecs, or inputs(module) -> list
-    warmup: Callable[[Sequence[bytes], bool], List[Dict]] = lambda examples, xla: []
+    # warmup(examples, module) -> requests (dicts of input arrays) for the warm-up file
+    warmup: Callable[[Sequence[bytes], Any], List[Dict]] = lambda examples, module: []
     verify: Optional[Callable[[Check], List[float]]] = None  # max |diff| per output
     # finish(module, outputs, *request tensors) -> outputs, after the dense part (not compiled)
     finish: Optional[Callable] = None
+    raw: bool = False  # takes raw features: only in exports with the dataset's vocabularies
 
 
 # ------------------------------------------------------------------ parsing (outside XLA)
@@ -92,13 +103,11 @@ def bucket_size(n):
 
 
 def parse_rank(module, context, candidates):
-    if module.xla:  # "" candidates up to the bucket: masked like any padding
-        n = tf.shape(candidates)[1]
-        candidates = tf.pad(candidates, [[0, 0], [0, bucket_size(n) - n]], constant_values="")
+    candidates = pad_to_bucket(module, candidates)
     rows = tf.debugging.assert_equal(
         tf.shape(candidates)[0], tf.shape(context)[0],
         message="rank: 'candidates' must have one row per 'context' Example")
-    table = getattr(module, "item_attrs", None)  # --context-attrs table
+    table = module.item_attrs if module.context_attrs == "table" else None
     with tf.control_dependencies([rows]):
         ctx = model_inputs(module.contract.parse_context(context, table))
     cands = module.contract.parse_candidates(candidates)
@@ -106,6 +115,36 @@ def parse_rank(module, context, candidates):
     if table is not None:
         cands[F.TARGET_ATTRS] = tf.gather(table, cands[F.TARGET_ITEM])
     return ctx, cands
+
+
+def pad_to_bucket(module, candidates):
+    """XLA exports: "" candidates up to the N bucket (masked like any padding)."""
+    if not module.xla:
+        return candidates
+    n = tf.shape(candidates)[1]
+    return tf.pad(candidates, [[0, 0], [0, bucket_size(n) - n]], constant_values="")
+
+
+def parse_rank_raw(module, *request):
+    """`rank_raw`: the context fields (`raw_features.CONTEXT_INPUTS`) and `candidates`
+    (B, N) item id strings ("" pads) -> the `rank` model inputs."""
+    *context, candidates = request
+    candidates = pad_to_bucket(module, candidates)
+    rows = tf.debugging.assert_equal(
+        tf.shape(candidates)[0], tf.shape(context[0])[0],
+        message="rank_raw: 'candidates' must have one row per 'user_id'")
+    with tf.control_dependencies([rows]):
+        ctx = model_inputs(module.raw.context(*context))
+    return ctx, module.raw.targets(candidates)
+
+
+def parse_score_raw(module, *request):
+    """`score_raw`: the context fields and `item_id` (B,) -> the model's features."""
+    *context, item_id = request
+    features = model_inputs(module.raw.context(*context))
+    target = module.raw.targets(item_id)
+    features.update({k: target[k] for k in (F.TARGET_ITEM, F.TARGET_ATTRS)})
+    return (features,)
 
 
 # --------------------------------------------------------------------- dense parts
@@ -133,16 +172,16 @@ def rank(module, context, candidates):
     return result
 
 
-def rank_finish(module, out, context, candidates):
-    """The request's N columns of a bucket-padded XLA `rank`."""
+def rank_finish(module, out, *request):
+    """The request's N columns of a bucket-padded XLA `rank` (candidates: the last input)."""
     if not module.xla:
         return out
-    n = tf.shape(candidates)[1]
+    n = tf.shape(request[-1])[1]
     return {k: v[:, :n] for k, v in out.items()}
 
 
 # ----------------------------------------------------------------- warm-up requests
-def examples_warmup(examples, xla=False):
+def examples_warmup(examples, module=None):
     """One request with one sample Example and one with all of them."""
     return [{"examples": list(examples[:1])}, {"examples": list(examples)}]
 
@@ -155,16 +194,38 @@ def rank_request(examples: Sequence[bytes]):
     return np.array(context, dtype=object), np.array(candidates, dtype=object)
 
 
-def rank_warmup(examples, xla=False):
+def rank_warmup(examples, module=None):
     """The padded two-row request; for XLA exports also one row at every N bucket."""
     context, candidates = rank_request(examples)
     out = [{"context": context, "candidates": candidates}]
-    if xla:
+    if module is not None and module.xla:
         for n in N_BUCKETS:
             row = [examples[i % len(examples)] for i in range(n)]
             out.append({"context": np.array(context[:1], dtype=object),
                         "candidates": np.array([row], dtype=object)})
     return out
+
+
+def raw_requests(examples, module):
+    """`rank` requests of `rank_warmup` as `rank_raw` requests (the export's vocabularies)."""
+    return [module.raw_vocab.raw_rank_inputs(module.contract, r["context"], r["candidates"])
+            for r in rank_warmup(examples, module)]
+
+
+def rank_raw_warmup(examples, module):
+    return raw_requests(examples, module)
+
+
+def score_raw_inputs(examples, module):
+    """`score_raw` inputs scoring each Example's own target (the export's vocabularies)."""
+    examples = np.array(list(examples), dtype=object)
+    inputs = module.raw_vocab.raw_rank_inputs(module.contract, examples, examples[:, None])
+    inputs["item_id"] = inputs.pop("candidates")[:, 0]
+    return inputs
+
+
+def score_raw_warmup(examples, module):
+    return [score_raw_inputs(examples[:1], module), score_raw_inputs(examples, module)]
 
 
 # ------------------------------------------------------------------ output checks
@@ -226,14 +287,48 @@ def verify_rank(check):
     got = check.served(context=tf.constant(context), candidates=tf.constant(candidates))
     ctx = contract.parse_context(tf.constant(context))
     cands = contract.parse_candidates(tf.constant(candidates))
+    return _rank_diffs(check, got, ctx, cands, "rank")
+
+
+def _rank_diffs(check, got, ctx, cands, label):
+    """`got` (a served rank's outputs) against the Keras model's `rank` of ctx, cands."""
     ref = check.model.rank(ctx, cands)
     mask = got["mask"].numpy()
     if not mask[:, :-1].all() or mask[:, -1].any():
-        raise SignatureError("rank signature: wrong candidate mask for a padded request")
+        raise SignatureError(f"{label} signature: wrong candidate mask for a padded request")
     determined = check.model.selection_determined(
         rank_as_examples(ctx, cands), ties.GSU_NOISE).reshape(mask.shape)
     return [compare(got["score"].numpy()[mask], ref["score"].numpy()[mask],
-                    determined[mask], "rank")]
+                    determined[mask], label)]
+
+
+def table_features(check, context, candidates):
+    """Parsed `rank` inputs with every attribute from the export's item table."""
+    table = check.module.item_attrs
+    contract = check.module.contract
+    ctx = contract.parse_context(tf.constant(context), table)
+    cands = contract.parse_candidates(tf.constant(candidates))
+    cands[F.TARGET_ATTRS] = tf.gather(table, cands[F.TARGET_ITEM])
+    return ctx, cands
+
+
+def verify_rank_raw(check):
+    context, candidates = rank_request(check.examples)
+    inputs = check.module.raw_vocab.raw_rank_inputs(check.module.contract, context, candidates)
+    got = check.served(**{k: tf.constant(v) for k, v in inputs.items()})
+    ctx, cands = table_features(check, context, candidates)
+    return _rank_diffs(check, got, ctx, cands, "rank_raw")
+
+
+def verify_score_raw(check):
+    examples = np.array(check.examples, dtype=object)
+    inputs = score_raw_inputs(examples, check.module)
+    got = check.served(**{k: tf.constant(v) for k, v in inputs.items()})
+    ctx, cands = table_features(check, examples, examples[:, None])
+    features = rank_as_examples(model_inputs(ctx), cands)
+    expected = check.model(features, training=False)
+    determined = check.model.selection_determined(features, ties.GSU_NOISE)
+    return [compare(got["score"], expected["score"], determined, "score_raw")]
 
 
 SIGNATURES: Dict[str, Signature] = {
@@ -246,4 +341,8 @@ SIGNATURES: Dict[str, Signature] = {
                           verify_retrieve),
     "rank": Signature(parse_rank, rank, RANK_INPUTS, rank_warmup, verify_rank,
                       finish=rank_finish),
+    "rank_raw": Signature(parse_rank_raw, rank, raw_features.RANK_RAW_INPUTS, rank_raw_warmup,
+                          verify_rank_raw, finish=rank_finish, raw=True),
+    "score_raw": Signature(parse_score_raw, score, raw_features.SCORE_RAW_INPUTS,
+                           score_raw_warmup, verify_score_raw, raw=True),
 }

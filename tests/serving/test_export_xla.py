@@ -24,7 +24,7 @@ def compiled_functions(saved_dir):
     return names, ops
 
 
-def test_xla_export_compiles_dense_parts_and_matches(trained, tmp_path):
+def test_xla_export_compiles_dense_parts_and_matches(trained, tiny_dataset, tmp_path):
     model_dir, base, _, examples = trained
     report = export.export_from_model_dir(model_dir, str(tmp_path), NAME, version=1, gsu="pq",
                                           xla=True)
@@ -34,6 +34,9 @@ def test_xla_export_compiles_dense_parts_and_matches(trained, tmp_path):
     assert len(names) >= 3, names  # example scoring, rank, retrieve
     assert "ParseExampleV2" not in ops  # parsing stays outside the compiled part
     assert {"TopKV2"} <= ops
+    # raw features: the vocabulary lookups and the tokenizer stay outside as well
+    assert {"rank_raw", "score_raw"} <= set(report["signatures"]) and report["raw_features"]
+    assert not ops & {"LookupTableFindV2", "RegexReplace", "StringSplitV2"}, ops
     plain_names, _ = compiled_functions(os.path.join(base, NAME, "1"))
     assert plain_names == []
     plain = tf.saved_model.load(os.path.join(base, NAME, "1"))
@@ -53,6 +56,11 @@ def test_xla_export_compiles_dense_parts_and_matches(trained, tmp_path):
     flat = signatures.rank_as_examples(contract.parse_context(tf.constant(context)),
                                        contract.parse_candidates(tf.constant(candidates)))
     assert_paths_agree(a["score"], b["score"], gsu_determined(model, flat))
+    from seminar_tf.workflows.raw_features import Vocabularies, vocab_paths
+    raw = Vocabularies(vocab_paths(tiny_dataset)).raw_rank_inputs(contract, context, candidates)
+    raw = {k: tf.constant(v) for k, v in raw.items()}
+    assert_paths_agree(xla.signatures["rank_raw"](**raw)["score"],
+                       plain.signatures["rank_raw"](**raw)["score"], gsu_determined(model, flat))
     # out-of-vocabulary ids are mapped before the compiled part (XLA would clamp them)
     model = training.load_model(model_dir)
     big = model.config.data.item_vocab_size + 1000

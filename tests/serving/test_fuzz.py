@@ -16,7 +16,7 @@ from serving.server import Server
 
 NAME = "seminar"
 MAX_BATCH = 64
-SIGNATURES = ("serving_default", "predict", "retrieve", "rank")
+SIGNATURES = ("serving_default", "predict", "retrieve", "rank", "rank_raw", "score_raw")
 
 
 @pytest.fixture(scope="module")
