@@ -94,7 +94,8 @@ def test_grpc_and_rest_equal_keras(trained, server_process):
     out = client.predict_examples(examples)
     np.testing.assert_allclose(out["score"], score, atol=1e-5)
     np.testing.assert_allclose(out["ctr"], ctr, atol=1e-5)
-    assert sorted(client.metadata().signature_def) == ["predict", "rank", "retrieve",
+    assert sorted(client.metadata().signature_def) == ["predict", "rank", "rank_raw",
+                                                       "retrieve", "score_raw",
                                                        "serving_default"]
     status = client.status()
     from tensorflow_serving.apis import get_model_status_pb2

@@ -24,7 +24,8 @@ def test_run_fn_with_fake_fn_args_writes_servable_model(tiny_dataset, tmp_path):
     assert summary["train"]["steps"] == 4
     assert np.isfinite(summary["eval"]["loss"])
     loaded = tf.saved_model.load(fn_args.serving_model_dir)
-    assert set(loaded.signatures) == {"serving_default", "predict", "retrieve", "rank"}
+    assert set(loaded.signatures) == {"serving_default", "predict", "retrieve", "rank",
+                                      "rank_raw", "score_raw"}  # the dataset's vocabularies
     records = list(serialized_examples(tiny_dataset, "test", 3))
     out = loaded.signatures["serving_default"](examples=tf.constant(records))
     assert out["score"].shape == (3,)
