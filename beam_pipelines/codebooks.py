@@ -6,9 +6,9 @@ dataset: each worker loads the model once and computes the key parts of its own 
 `seminar build-codebooks --beam`) or `NpyKeyParts` (a `(V, P, d)` float32 `.npy` written by
 any batch-inference job, read by row range). The sample of items the codebooks are trained on
 is drawn exactly as in-process (`seminar_tf.pq.build`: the same seed, the same ids) and its
-key parts are computed by the worker that trains; k-means is
-`seminar_tf.pq.quantizer.ProductQuantizer`, and encoding is the same `encode_with` routine, so
-both paths give identical codes. Items are encoded in chunks by parallel workers, each
+key parts are computed by the worker that trains; the quantizer is the one `pq.method` names
+(`seminar_tf.pq.quantizer.make_quantizer`, FAISS on pinned threads), and every worker encodes
+with the trained quantizer restored from its state, so both paths give identical codes. Items are encoded in chunks by parallel workers, each
 writing `codes-<start>.npy` (idempotent on retries) and its share of the quantization
 statistics; the driver joins the codes into `item_codes.npy` and writes
 `encode_stats.json`.
@@ -26,7 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines import fileio
 
 from seminar_tf.pq.build import sample_ids
-from seminar_tf.pq.quantizer import ProductQuantizer, encode_with
+from seminar_tf.pq.quantizer import Quantizer, make_quantizer
 
 
 class NpyKeyParts:
@@ -100,22 +100,21 @@ class EncodeChunk(beam.DoFn):
     def __init__(self, parts: KeyParts, out_dir: str):
         self.parts, self.out_dir = parts, out_dir
 
-    def process(self, start_end, codebooks):
+    def process(self, start_end, state):
         start, end = start_end
-        parts = self.parts.rows(start, end).astype(np.float64)
-        P, S = codebooks.shape[:2]
-        codes = encode_with(codebooks, parts.reshape(len(parts), P, S, -1))
+        quantizer = Quantizer.from_state(state)
+        parts = self.parts.rows(start, end).astype(np.float32)
+        codes = quantizer.encode(parts)
         fileio.save_npy(fileio.join(self.out_dir, f"codes-{start:012d}.npy"), codes)
         beam.metrics.Metrics.counter("codebooks", "items_encoded").inc(len(codes))
-        real = parts[max(0, 2 - start):]
-        rec = ProductQuantizer(S, codebooks.shape[2], codebooks=codebooks).decode(
-            codes[max(0, 2 - start):])
+        real = parts[max(0, 2 - start):].astype(np.float64)
+        rec = quantizer.decode(codes[max(0, 2 - start):])
         yield (float(np.sum((real - rec) ** 2)), float(np.sum(real ** 2)),
                int(real.shape[0] * real.shape[1]))
 
 
-def _train(ids, parts: KeyParts, pq_kwargs):
-    return ProductQuantizer(**pq_kwargs).fit(parts.of(np.sort(ids))).codebooks
+def _train(ids, parts: KeyParts, pq_cfg, queries):
+    return make_quantizer(pq_cfg).fit(parts.of(np.sort(ids)), queries).state()
 
 
 def _sum3(triples):
@@ -123,52 +122,62 @@ def _sum3(triples):
     return tuple(sum(t[i] for t in triples) for i in range(3)) if triples else (0.0, 0.0, 0)
 
 
-def run(parts: Union[str, KeyParts], out_dir: str, *, num_subspaces: int,
-        num_codewords: int = 256, iters: int = 25, seed: int = 0, sample_size: int = 100_000,
-        chunk: int = 4096, codebooks: Optional[np.ndarray] = None,
-        beam_args: Sequence[str] = ()):
-    """Runs the job; returns (codebooks (P, S, C, w), codes (V, P, S) uint8).
+def run(parts: Union[str, KeyParts], out_dir: str, pq_cfg, *,
+        queries: Optional[np.ndarray] = None, chunk: int = 4096,
+        quantizer: Optional[Quantizer] = None, beam_args: Sequence[str] = ()):
+    """Runs the job; returns (trained quantizer, codes (V, P', S') uint8).
 
     Args:
         parts: a `KeyParts` source, or the path of a `.npy` of item key parts (V, P, d).
-        out_dir: where chunk files, `codebooks.npy`, `item_codes.npy` and
-            `encode_stats.json` (quantization_mse, mean_part_sq_norm per part vector) go.
-        codebooks: skip training and encode with these.
+        out_dir: where chunk files, `codebooks.npy`, `item_codes.npy` and `encode_stats.json`
+            (quantization_mse, mean_part_sq_norm per part vector) go.
+        pq_cfg: the `pq` config section (method, S, C, iterations, seed, sample size).
+        queries: query vectors (n, d) of training targets (`pq.whiten`).
+        quantizer: skip training and encode with this one.
     """
     from beam_pipelines.runner import default_runner as _default_runner
     source = NpyKeyParts(parts) if isinstance(parts, str) else parts
     V = source.num_items()
     fileio.makedirs(out_dir)
     fileio.delete(fileio.glob(fileio.join(out_dir, "codes-*.npy")))
-    pq_kwargs = dict(num_subspaces=num_subspaces, num_codewords=num_codewords, iters=iters,
-                     seed=seed)
     # the in-process builder samples among ids 2..V-1 with the same generator
-    ids = sample_ids(V, sample_size, seed)
+    ids = sample_ids(V, pq_cfg.sample_size, pq_cfg.seed)
     stats_path = fileio.join(out_dir, "encode_stats.json")
+    state_path = fileio.join(out_dir, "quantizer-trained.npz")
     with beam.Pipeline(runner=_default_runner(beam_args),
                        options=PipelineOptions(list(beam_args))) as p:
-        if codebooks is None:
-            books = (p | "SampleIds" >> beam.Create([ids])
-                     | "TrainCodebooks" >> beam.Map(_train, source, pq_kwargs))
+        if quantizer is None:
+            state = (p | "SampleIds" >> beam.Create([ids])
+                     | "TrainQuantizer" >> beam.Map(_train, source, pq_cfg, queries))
         else:
-            books = p | "GivenCodebooks" >> beam.Create([np.asarray(codebooks)])
+            state = p | "GivenQuantizer" >> beam.Create([quantizer.state()])
         _ = (p | "Chunks" >> beam.Create([(s, min(V, s + chunk)) for s in range(0, V, chunk)])
              | "Reshard" >> beam.Reshuffle()
              | "Encode" >> beam.ParDo(EncodeChunk(source, out_dir),
-                                      beam.pvalue.AsSingleton(books))
+                                      beam.pvalue.AsSingleton(state))
              | "SumErrors" >> beam.CombineGlobally(_sum3)
              | "WriteStats" >> beam.Map(lambda t: fileio.write_json(stats_path, {
                  "quantization_mse": t[0] / max(t[2], 1),
                  "mean_part_sq_norm": t[1] / max(t[2], 1), "part_vectors": t[2]})))
-        _ = books | "SaveCodebooks" >> beam.Map(
-            lambda b: fileio.save_npy(fileio.join(out_dir, "codebooks.npy"), b))
+        _ = state | "SaveQuantizer" >> beam.Map(
+            lambda st: fileio.write_bytes(state_path, _npz_bytes(st)))
     files = fileio.glob(fileio.join(out_dir, "codes-*.npy"))
     codes = np.concatenate([fileio.load_npy(f) for f in files])
     if len(codes) != V:
         raise RuntimeError(f"encoded {len(codes)} items, expected {V}")
     fileio.save_npy(fileio.join(out_dir, "item_codes.npy"), codes)
     fileio.delete(files)
-    return fileio.load_npy(fileio.join(out_dir, "codebooks.npy")), codes
+    with np.load(io.BytesIO(fileio.read_bytes(state_path))) as z:
+        trained = Quantizer.from_state({k: z[k] for k in z.files})
+    fileio.delete([state_path])
+    fileio.save_npy(fileio.join(out_dir, "codebooks.npy"), trained.codebooks)
+    return trained, codes
+
+
+def _npz_bytes(arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
 
 
 def encode_stats(out_dir: str) -> dict:

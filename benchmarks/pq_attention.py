@@ -17,9 +17,12 @@ Timed (median ms, one compiled function each, XLA off and on), per L:
     exact  `ExactTargetRetrieval.call_many` over the encoded history;
     cached the cached keys gathered once, one (N x d).(d x L) product;
     pq_decode / pq_lookup  `PQLookupAttention.call_many` with rank_scoring decode / lookup.
-Recall@100 against the exact top-100 of the trained model's keys, for codebooks of several
-byte budgets: set recall, tie-aware recall (share of the PQ top-100 whose exact score is >=
-the exact 100th score), and both after an exact re-rank of the PQ top-200.
+Recall@100 against the exact top-100 of the trained model's keys, for codebook layouts
+(`--layouts` method:S:combined:whiten; methods of `seminar_tf.pq.quantizer`, FAISS-trained,
+whitening from the dataset's training targets) of 4-64 bytes per behaviour, each with its
+build time: set recall, tie-aware recall (share of the PQ top-100 whose exact score is >=
+the exact 100th score), and both after an exact re-rank of the PQ top-200. The served layer
+of the best layout at each budget is timed against the 32-byte PQ baseline (`served`).
 A last table times the PQ query part at query vocabularies of 10^4 and 10^6 tokens.
 
     python benchmarks/pq_attention.py [--Ls 1000 10000] [--quick]
@@ -44,8 +47,22 @@ from benchmarks.trained import long_histories, trained_seminar  # noqa: E402
 K = 100
 
 
-def pq_model(model_dir, data, num_subspaces, combine, rank_scoring="decode"):
-    """The trained model with the PQ GSU and 256-codeword codebooks of the given budget."""
+def parse_layout(text):
+    """"method:S:combined:whiten" -> (method, S, combined, whiten), e.g. "rq:16:1:w"."""
+    method, S, combined, whiten = text.split(":")
+    return method, int(S), bool(int(combined)), whiten == "w"
+
+
+def layout_name(layout):
+    method, S, combined, whiten = layout
+    return f"{method}{'+w' if whiten else ''} S={S}{' combined' if combined else ''}"
+
+
+def pq_model(model_dir, data, layout, rank_scoring="decode"):
+    """(the trained model with the PQ GSU and 256-codeword codebooks of `layout`, the
+    codebook build seconds); whitening estimates Σ from the dataset's training targets."""
+    import time
+    method, num_subspaces, combine, whiten = layout
     from seminar_tf.config import SeminarConfig
     from seminar_tf.workflows.model_dir import load_item_table, weights_path
     from seminar_tf.models.registry import build_model
@@ -53,13 +70,15 @@ def pq_model(model_dir, data, num_subspaces, combine, rank_scoring="decode"):
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
         cfg = SeminarConfig.from_json(f.read())
     cfg = cfg.replace(model={"gsu": "pq"}, pq=dict(
-        num_subspaces=num_subspaces, combine_parts=combine, num_codewords=256,
-        rank_scoring=rank_scoring, sample_size=50_000, kmeans_iters=15))
+        method=method, whiten=whiten, num_subspaces=num_subspaces, combine_parts=combine,
+        num_codewords=256, rank_scoring=rank_scoring, sample_size=50_000, kmeans_iters=15))
     m = build_model(cfg)
     m.load_weights(weights_path(model_dir)).expect_partial()
-    quant, codes = build_codebooks(m, load_item_table(data)["attrs"], cfg.pq)
+    t0 = time.time()
+    quant, codes = build_codebooks(m, load_item_table(data)["attrs"], cfg.pq, data_dir=data)
+    seconds = time.time() - t0
     m.gsu.set_codebooks(quant.codebooks, codes)
-    return m, int(np.prod(codes.shape[1:]))
+    return m, int(np.prod(codes.shape[1:])), seconds
 
 
 def gsu_inputs(model, ctx, items, attrs_table):
@@ -120,10 +139,13 @@ def main():
     p.add_argument("--long-users", type=int, default=8)
     p.add_argument("--long-events", type=int, default=16000)
     p.add_argument("--pretrain-steps", type=int, default=300)
-    p.add_argument("--budgets", default="4:0,8:0,16:0,4:1,8:1,16:1,32:1,64:1",
-                   help="S:combined codebook budgets for recall (bytes = parts x S)")
-    p.add_argument("--timing-budget", default="32:1",
-                   help="S:combined of the codebooks timed (the recall target's budget)")
+    p.add_argument("--layouts", default=",".join([
+        "pq:4:1:n", "pq:8:1:n", "pq:16:1:n", "pq:32:1:n", "pq:64:1:n", "pq:4:0:n",
+        "pq:16:1:w", "opq:16:1:n", "opq:16:1:w", "rq:8:1:n", "rq:16:1:n",
+        "rq:4:1:w", "rq:8:1:w", "rq:16:1:w", "rq:32:1:w"]),
+        help="method:S:combined:whiten codebook layouts for recall (bytes = parts x S)")
+    p.add_argument("--timing-budget", default="pq:32:1:n",
+                   help="the layout timed as the baseline (the previous default, 32 bytes)")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "bench_pq"))
@@ -132,7 +154,7 @@ def main():
     if args.quick:
         args.Ls, args.Ns, args.users, args.items = [1000], [100], 120, 3000
         args.long_events, args.pretrain_steps, args.repeats = 3000, 20, 3
-        args.budgets, args.timing_budget = "8:0,16:1", "16:1"
+        args.layouts, args.timing_budget = "pq:16:1:n,rq:8:1:w", "pq:16:1:n"
         args.work += "_quick"
     from seminar_tf.workflows import training
     from seminar_tf.workflows.model_dir import load_item_table
@@ -140,11 +162,14 @@ def main():
     exact = training.load_model(model_dir, gsu="exact")
     attrs_table = load_item_table(data)["attrs"]
     cache_keys = tf.constant(item_key_cache(exact, data))
-    budgets = [tuple(int(x) for x in b.split(":")) for b in args.budgets.split(",")]
-    timing_budget = tuple(int(x) for x in args.timing_budget.split(":"))
+    budgets = [parse_layout(b) for b in args.layouts.split(",")]
+    timing_budget = parse_layout(args.timing_budget)
     if timing_budget not in budgets:
         budgets.append(timing_budget)
-    rows, recall_table = [], []
+    rows, recall_table, served_rows, models, build_seconds = [], [], [], {}, {}
+    for layout in budgets:  # codebooks depend on the keys only, not on L: built once
+        models[layout], _, build_seconds[layout] = pq_model(model_dir, data, layout)
+        print(layout, "built in", round(build_seconds[layout], 1), "s", flush=True)
     for L in args.Ls:
         ctx, stats = long_histories(exact.config.data, data, args.work, args.long_users,
                                     args.long_events, args.items, L)
@@ -156,18 +181,22 @@ def main():
         history = exact.encode_behaviours(c)
         exact_scores = exact.gsu.scores_many(dict(inputs, keys=history["keys"])).numpy()
         mask = np.broadcast_to(ctx[F.HIST_ITEMS][:, None, :] != 0, exact_scores.shape)
-        models = {}
-        for S, combined in budgets:
-            m, nbytes = pq_model(model_dir, data, S, bool(combined))
-            models[(S, combined)] = m
+        for layout in budgets:
+            m = models[layout]
+            m.gsu.use_static_shapes(False)
+            method, S, combined, whiten = layout
             r = recall_rows(exact_scores, m.gsu.scores_many(inputs).numpy(), mask)
-            recall_table.append({"L": L, "num_subspaces": S, "combined": bool(combined),
-                                 "bytes_per_behaviour": nbytes, **r, **stats})
+            recall_table.append({"L": L, "method": method, "whiten": whiten,
+                                 "num_subspaces": S, "combined": combined,
+                                 "layout": layout_name(layout),
+                                 "bytes_per_behaviour": int(np.prod(
+                                     m.gsu.item_codes.shape[1:])),
+                                 "build_seconds": round(build_seconds[layout], 2), **r, **stats})
             print(recall_table[-1], flush=True)
         pqm = models[timing_budget]
         nbytes = int(np.prod(pqm.gsu.item_codes.shape[1:]))
-        rec = next(r for r in recall_table if r["L"] == L and (
-            r["num_subspaces"], int(r["combined"])) == timing_budget)
+        rec = next(r for r in recall_table if r["L"] == L and r["layout"] == layout_name(
+            timing_budget))
         # --- timing: shape "batch" (B histories, one target each)
         one, cb = gsu_inputs(exact, {k: v[:B] for k, v in ctx.items()},
                              np.random.default_rng(1).integers(2, exact.config.data.item_vocab_size,
@@ -213,23 +242,61 @@ def main():
                              **{k: rec[k] for k in ("recall_at_100", "tie_aware_recall_at_100",
                                                     "tie_aware_recall_at_100_rerank_top200")}})
                 print(rows[-1], flush=True)
+        served_rows += served_layer_rows(args, L, models, budgets, timing_budget,
+                                         recall_table, many_inputs)
     vq_rows = query_vocab_rows(args)
     payload = {"machine": machine(), "K": K, "config": vars(args), "rows": rows,
                "recall": recall_table, "query_vocab": vq_rows,
-               "timing_codebooks": {"num_subspaces": timing_budget[0],
-                                    "combined": bool(timing_budget[1])}}
+               "timing_codebooks": layout_name(timing_budget), "served": served_rows}
     cols = ["L", "shape", "batch_or_n", "xla", "exact_ms", "cached_ms", "pq_ms", "pq_decode_ms",
             "pq_lookup_ms", "pq_over_cached", "bytes_per_behaviour", "cached_bytes_per_item"]
     table = "## GSU time (ms, median)\n\n" + markdown_table(rows, cols)
     table += "\n\n## Recall@100 on trained keys of distinct histories\n\n" + markdown_table(
-        recall_table, ["L", "num_subspaces", "combined", "bytes_per_behaviour", "recall_at_100",
+        recall_table, ["L", "layout", "bytes_per_behaviour", "build_seconds", "recall_at_100",
                        "tie_aware_recall_at_100", "recall_at_100_rerank_top200",
                        "tie_aware_recall_at_100_rerank_top200",
                        "distinct_scores_in_exact_top100", "repeated_item_query_share"])
+    table += ("\n\n## Served layer, best layout per budget vs the 32-byte PQ baseline "
+              "(one history x N, ms)\n\n") + markdown_table(
+        served_rows, ["L", "bytes_per_behaviour", "layout", "xla", "N", "decode_ms",
+                      "lookup_ms", "best_ms", "baseline_ms", "over_baseline",
+                      "tie_aware_recall_at_100"])
     table += "\n\n## PQ query part vs query vocabulary\n\n" + markdown_table(
         vq_rows, ["query_vocab", "L", "batch", "xla", "pq_ms"])
     write_results("pq_attention", payload, table, args.out)
     plot(recall_table, args.out)
+
+
+def served_layer_rows(args, L, models, budgets, baseline, recall_table, many_inputs):
+    """The served PQ layer (`call_many`, decode and lookup scoring) of the layout with the
+    best raw tie-aware recall at each byte budget, against the baseline layout, XLA off/on."""
+    best = {}
+    for r in recall_table:
+        b = r["bytes_per_behaviour"]
+        if r["L"] == L and (b not in best or r["tie_aware_recall_at_100"]
+                            > best[b]["tie_aware_recall_at_100"]):
+            best[b] = r
+    by_name = {layout_name(lay): lay for lay in budgets}
+    out = []
+    for xla in (False, True):
+        for N in args.Ns:
+            x, _ = many_inputs[N]
+
+            def ms(m):
+                m.gsu.use_static_shapes(xla)
+                t = {k: timed(lambda y: pq_with(m, k, y), (x,), xla, args.repeats)
+                     for k in ("decode", "lookup")}
+                return t["decode"], t["lookup"], min(t.values())
+            base = ms(models[baseline])[2]
+            for b, r in sorted(best.items()):
+                dec, look, top = ms(models[by_name[r["layout"]]])
+                out.append({"L": L, "bytes_per_behaviour": b, "layout": r["layout"], "xla": xla,
+                            "N": N, "decode_ms": dec, "lookup_ms": look, "best_ms": top,
+                            "baseline": layout_name(baseline), "baseline_ms": base,
+                            "over_baseline": top / base,
+                            "tie_aware_recall_at_100": r["tie_aware_recall_at_100"]})
+                print(out[-1], flush=True)
+    return out
 
 
 def per_target_u(pqm, target):
@@ -294,18 +361,26 @@ def query_vocab_rows(args):
 
 
 def plot(recall_table, out):
+    """Tie-aware recall@100 (raw: solid, after re-ranking the top-200: dashed) against
+    bytes per behaviour, one line per method, at the longest L."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for L in sorted({r["L"] for r in recall_table}):
-        rs = sorted((r for r in recall_table if r["L"] == L),
+    L = max(r["L"] for r in recall_table)
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in sorted({(r["method"], r["whiten"]) for r in recall_table}):
+        rs = sorted((r for r in recall_table if r["L"] == L and r["combined"]
+                     and (r["method"], r["whiten"]) == method),
                     key=lambda r: r["bytes_per_behaviour"])
+        if not rs:
+            continue
+        name = method[0] + ("+whiten" if method[1] else "")
         x = [r["bytes_per_behaviour"] for r in rs]
-        ax.plot(x, [r["tie_aware_recall_at_100"] for r in rs], "o-", label=f"raw, L={L}")
+        line, = ax.plot(x, [r["tie_aware_recall_at_100"] for r in rs], "o-", label=name)
         ax.plot(x, [r["tie_aware_recall_at_100_rerank_top200"] for r in rs], "s--",
-                label=f"re-rank top-200, L={L}")
-    ax.set_xlabel("code bytes per item key")
+                color=line.get_color())
+    ax.set_title(f"L={L}: raw (solid) and after re-ranking the top-200 (dashed)")
+    ax.set_xlabel("code bytes per behaviour")
     ax.set_ylabel("tie-aware recall@100")
     ax.set_xscale("log", base=2)
     ax.grid(alpha=0.3)

@@ -1,9 +1,7 @@
-"""Configuration dataclasses for data, model, product quantization and training.
-
-A `SeminarConfig` groups the four sections. It round-trips through JSON
-(`save_config` / `load_config`) and is validated on construction and on load, with errors
-that name the offending field(s), e.g. ``model.top_k (300) > data.max_seq_len (200)``.
-"""
+"""Configuration dataclasses for data, model, product quantization and training: a
+`SeminarConfig` groups the four, round-trips through JSON (`save_config` / `load_config`) and
+is validated on construction and load, errors naming the field(s), e.g. ``model.top_k (300)
+> data.max_seq_len (200)``."""
 from __future__ import annotations
 
 import dataclasses
@@ -137,28 +135,29 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class PQConfig:
-    """Multi-modal codebook product quantization (docs/design.md §6).
+    """GSU key codebooks (docs/design.md §6; `seminar_tf.pq.quantizer`, trained with FAISS).
 
     Attributes:
-        num_subspaces: S sub-spaces per modality; must divide embedding_dim.
-        num_codewords: C codewords per codebook (256 -> uint8 codes; 16 supported).
-        kmeans_iters: Lloyd iterations.
-        sample_size: key vectors sampled to train the codebooks.
-        seed: k-means++ seed.
-        combine_parts: quantize the sum of the modality parts (S lookups per behaviour)
-            instead of one codebook per modality (M * S lookups).
-        rank_scoring: how the `rank` path (one history, N candidates) scores the history:
-            "decode" (each behaviour's key decoded once from the codebooks, L x d, then
-            one (N x d).(d x L) product) or "lookup" (N lookup tables, L*P*S gathers of
-            N-wide rows). `benchmarks/pq_attention.py` measures both; the default is the
-            faster one on the benchmark's shapes.
+        method: "rq" (residual, S full-d stages per part), "pq" (S sub-spaces per part)
+            or "opq" (PQ after a learned rotation); `benchmarks/pq_attention.py` measures
+            them, the default is the best one there.
+        whiten: score-aware: quantize keys in the metric of the query covariance.
+        num_subspaces: S per part (sub-spaces of pq / opq, must divide embedding_dim;
+            stages of rq): bytes per behaviour = parts x S.
+        num_codewords: C per codebook, a power of two <= 256 (uint8 codes).
+        kmeans_iters, sample_size, seed: k-means iterations, items trained on, seed.
+        combine_parts: one part (the summed modality parts), not one per modality.
+        rank_scoring: `rank` path: "decode" (keys decoded once, L x d, one (N x d).(d x L)
+            product) or "lookup" (N lookup tables); the faster on the benchmark's shapes.
     """
+    method: str = "rq"
+    whiten: bool = True
     num_subspaces: int = 4
     num_codewords: int = 256
     kmeans_iters: int = 25
     sample_size: int = 100_000
     seed: int = 0
-    combine_parts: bool = False
+    combine_parts: bool = True
     rank_scoring: str = "decode"
 
     def validate(self) -> None:
@@ -167,9 +166,10 @@ class PQConfig:
                               "'lookup'")
         for name in ("num_subspaces", "kmeans_iters", "sample_size"):
             _positive(self, "pq", name)
-        if not 2 <= self.num_codewords <= 256:
-            raise ConfigError(
-                f"pq.num_codewords ({self.num_codewords}) must be in [2, 256] (uint8 codes)")
+        c = self.num_codewords
+        if self.method not in ("rq", "pq", "opq") or not 2 <= c <= 256 or c & (c - 1):
+            raise ConfigError(f"pq.method ({self.method!r}) must be 'rq', 'pq' or 'opq' and "
+                              f"pq.num_codewords ({c}) a power of two in [2, 256]")
 
 
 @dataclasses.dataclass
@@ -275,7 +275,7 @@ class SeminarConfig:
             raise ConfigError(
                 f"model.short_term_len ({self.model.short_term_len}) > data.max_seq_len "
                 f"({self.data.max_seq_len})")
-        if self.model.embedding_dim % self.pq.num_subspaces:
+        if self.pq.method != "rq" and self.model.embedding_dim % self.pq.num_subspaces:
             raise ConfigError(
                 f"pq.num_subspaces ({self.pq.num_subspaces}) must divide model.embedding_dim "
                 f"({self.model.embedding_dim})")

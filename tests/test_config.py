@@ -29,7 +29,7 @@ def test_partial_file_uses_defaults(tmp_path):
     ({"model": {"gsu": "magic"}}, ["model.gsu"]),
     ({"model": {"modalities": ["id", "smell"]}}, ["model.modalities"]),
     ({"pq": {"num_codewords": 512}}, ["pq.num_codewords (512)"]),
-    ({"pq": {"num_subspaces": 5}}, ["pq.num_subspaces (5)"]),
+    ({"pq": {"method": "pq", "num_subspaces": 5}}, ["pq.num_subspaces (5)"]),
     ({"train": {"temperature": 0.0}}, ["train.temperature"]),
     ({"data": {"item_vocab_size": 2}}, ["data.item_vocab_size"]),
     ({"train": {"batch_size": "big"}}, ["train.batch_size"]),

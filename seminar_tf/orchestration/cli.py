@@ -76,23 +76,20 @@ def _beam_encoder(beam_args):
     """Codebook training and item encoding by the Beam job (`--beam`)."""
     from beam_pipelines import codebooks as beam_codebooks
 
-    def encoder(model_dir, data_dir, out, pq):
+    def encoder(model_dir, data_dir, out, pq, queries):
         parts = beam_codebooks.ModelKeyParts(model_dir, data_dir, exact_model,
                                              pq.combine_parts)
-        books, codes = beam_codebooks.run(parts, out, num_subspaces=pq.num_subspaces,
-                                          num_codewords=pq.num_codewords,
-                                          iters=pq.kmeans_iters, seed=pq.seed,
-                                          sample_size=pq.sample_size, beam_args=beam_args)
-        return books, codes, beam_codebooks.encode_stats(out)
+        quantizer, codes = beam_codebooks.run(parts, out, pq, queries=queries,
+                                              beam_args=beam_args)
+        return quantizer, codes, beam_codebooks.encode_stats(out)
     return encoder
 
 
 def _cmd_build_codebooks(args, beam_args) -> int:
     from seminar_tf.workflows.codebook_build import build_for_model_dir
-    overrides = {k: v for k, v in (("num_subspaces", args.subspaces),
-                                   ("num_codewords", args.codewords),
-                                   ("combine_parts", args.combine_parts or None))
-                 if v is not None}
+    overrides = {k: v for k, v in (("num_subspaces", args.subspaces), ("method", args.method),
+                                   ("num_codewords", args.codewords), ("whiten", args.whiten),
+                                   ("combine_parts", args.combine_parts)) if v is not None}
     encoder = _beam_encoder(beam_args) if args.beam else None
     print(json.dumps(build_for_model_dir(args.model_dir, args.data, encoder=encoder,
                                          **overrides), indent=2))
@@ -254,10 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("build-codebooks", help="PQ codebooks + item codes for a trained model")
     b.add_argument("--model-dir", required=True)
     b.add_argument("--data", help="dataset directory (default: the one it was trained on)")
-    b.add_argument("--subspaces", type=int, help="S sub-spaces per part")
-    b.add_argument("--codewords", type=int, help="C codewords (<= 256)")
-    b.add_argument("--combine-parts", action="store_true",
-                   help="one codebook over the summed modality parts (S lookups)")
+    b.add_argument("--method", choices=("rq", "pq", "opq"), help="default: the config's (rq)")
+    b.add_argument("--subspaces", type=int, help="S sub-spaces (pq, opq) / stages (rq) per part")
+    b.add_argument("--codewords", type=int, help="C codewords (a power of two <= 256)")
+    b.add_argument("--whiten", action=argparse.BooleanOptionalAction, help="score-aware")
+    b.add_argument("--combine-parts", action=argparse.BooleanOptionalAction,
+                   help="one part (the summed modalities) or one per modality")
     b.add_argument("--beam", action="store_true",
                    help="train/encode with the Beam job (unknown flags go to Beam)")
     b.set_defaults(func=_cmd_build_codebooks, passes_unknown=True)

@@ -13,8 +13,7 @@ import tensorflow as tf
 
 from seminar_tf import storage
 from seminar_tf.data.dataset import make_dataset, split_pattern
-from seminar_tf.pq.build import item_key_parts, quantize_parts, save_codebooks
-from seminar_tf.pq.quantizer import ProductQuantizer
+from seminar_tf.pq.build import item_key_parts, quantize_parts, save_codebooks, target_queries
 from seminar_tf.workflows.model_dir import data_dir_of, model_manifest
 
 
@@ -24,23 +23,26 @@ def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
 
     Args:
         model_dir: a trained model directory.
-        data_dir: its dataset (default: the one it was trained on).
-        encoder: optional `f(model_dir, data_dir, out_dir, pq_cfg) -> (codebooks, codes,
-            stats)` that computes key parts, trains and encodes elsewhere, e.g. the Beam job
-            of `beam_pipelines.codebooks` for vocabularies that do not fit one process
-            (`seminar build-codebooks --beam` passes it; `stats`: quantization_mse and
-            mean_part_sq_norm); by default the in-process builder (same result).
-        **pq_overrides: changes to the model's `pq` config section.
+        data_dir: its dataset (default: the one it was trained on); its training targets
+            give the query vectors of score-aware codebooks (`pq.whiten`).
+        encoder: optional `f(model_dir, data_dir, out_dir, pq_cfg, queries) -> (quantizer,
+            codes, stats)` that computes key parts, trains and encodes elsewhere, e.g. the
+            Beam job of `beam_pipelines.codebooks` for vocabularies that do not fit one
+            process (`seminar build-codebooks --beam` passes it; `stats`: quantization_mse
+            and mean_part_sq_norm); by default the in-process builder (same result).
+        **pq_overrides: changes to the model's `pq` config section (e.g. `method`).
     """
     from seminar_tf.workflows import training
     data_dir = data_dir_of(model_dir, data_dir)
     model = training.load_model(model_dir, gsu="exact")
     pq_cfg = model.config.replace(pq=pq_overrides).pq if pq_overrides else model.config.pq
     t0 = time.time()
+    table = training.load_item_table(data_dir)
+    queries = target_queries(model, table["attrs"], data_dir, seed=pq_cfg.seed) \
+        if pq_cfg.whiten else None
     if encoder is None:
-        table = training.load_item_table(data_dir)
         all_parts = item_key_parts(model, table["attrs"], combine=pq_cfg.combine_parts)
-        pq, codes = quantize_parts(all_parts, pq_cfg)  # the key parts computed once
+        pq, codes = quantize_parts(all_parts, pq_cfg, queries=queries)  # parts computed once
         parts = all_parts[2:]
         stats = {"quantization_mse": pq.quantization_error(parts),
                  "mean_part_sq_norm": float(np.mean(np.sum(parts.astype(np.float64) ** 2,
@@ -49,13 +51,13 @@ def build_for_model_dir(model_dir: str, data_dir: Optional[str] = None, *,
         out = os.path.join(model_dir, "pq")
         storage.uncommit(out)
         storage.makedirs(out)
-        books, codes, stats = encoder(model_dir, data_dir, out, pq_cfg)
-        pq = ProductQuantizer(pq_cfg.num_subspaces, pq_cfg.num_codewords, codebooks=books)
+        pq, codes, stats = encoder(model_dir, data_dir, out, pq_cfg, queries)
     P, S = codes.shape[1:]
     info = {"pq_config": dataclasses.asdict(pq_cfg), "num_items": int(codes.shape[0]),
-            "parts": int(P), "lookups_per_behaviour": int(P * S),
-            "bytes_per_behaviour": int(P * S),
-            "float_key_bytes_per_behaviour": int(4 * S * pq.codebooks.shape[-1]),
+            "method": pq_cfg.method, "whiten": pq_cfg.whiten,
+            "layout": list(pq.codebooks.shape), "parts": int(P),
+            "lookups_per_behaviour": int(P * S), "bytes_per_behaviour": int(P * S),
+            "float_key_bytes_per_behaviour": int(4 * model.config.model.embedding_dim),
             "quantization_mse": float(stats["quantization_mse"]),
             "mean_part_sq_norm": float(stats["mean_part_sq_norm"]),
             "seconds": round(time.time() - t0, 2)}

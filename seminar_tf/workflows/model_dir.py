@@ -165,7 +165,9 @@ def load_model(model_dir: str, gsu: Optional[str] = None):
     if gsu == "pq":
         from seminar_tf.pq.build import load_codebooks
         codebooks, codes, pq_info = load_codebooks(model_dir, fingerprint)
-        cfg = cfg.replace(model={"gsu": "pq"}, pq=pq_info["pq_config"])
+        # codebooks written before `pq.method` existed are plain PQ
+        cfg = cfg.replace(model={"gsu": "pq"}, pq={"method": "pq", "whiten": False,
+                                                   **pq_info["pq_config"]})
     elif gsu is not None:
         cfg = cfg.replace(model={"gsu": gsu})
     model = build_model(cfg)

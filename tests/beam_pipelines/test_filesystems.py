@@ -152,10 +152,13 @@ def test_codebook_job_on_a_beam_filesystem(memfs):
     from beam_pipelines import codebooks
     parts = np.random.default_rng(0).normal(size=(300, 2, 8)).astype(np.float32)
     fileio.save_npy("memtest://pq/key_parts.npy", parts)
-    books, codes = codebooks.run("memtest://pq/key_parts.npy", "memtest://pq/out",
-                                 num_subspaces=2, num_codewords=8, iters=3, sample_size=200,
-                                 chunk=64)
-    assert codes.shape == (300, 2, 2)
+    from seminar_tf.config import PQConfig
+    quantizer, codes = codebooks.run(
+        "memtest://pq/key_parts.npy", "memtest://pq/out", PQConfig(
+            num_subspaces=2, num_codewords=8, kmeans_iters=3, sample_size=200,
+            combine_parts=False, whiten=False), chunk=64)
+    books = quantizer.codebooks
+    assert codes.shape == (300, 4, 1)  # rq: 2 parts x 2 stages
     np.testing.assert_array_equal(fileio.load_npy("memtest://pq/out/item_codes.npy"), codes)
     np.testing.assert_array_equal(fileio.load_npy("memtest://pq/out/codebooks.npy"), books)
     assert not [p for p in memfs if "codes-" in p]  # chunk files removed

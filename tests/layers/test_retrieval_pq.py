@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from seminar_tf import features as F
@@ -61,9 +62,14 @@ def test_lossless_codebooks_give_exact_scores_and_outputs():
     assert_nested_close(exact(batch), pqm(batch), atol=1e-5)
 
 
-def test_combined_parts_also_lossless():
-    cfg, table, exact, pqm, quant, codes = _pq_pair(combine_parts=True)
-    assert codes.shape[1] == 1
+@pytest.mark.parametrize("combine", [True, False])
+@pytest.mark.parametrize("method,whiten", [("pq", False), ("opq", False), ("rq", True)])
+def test_every_method_and_layout_also_lossless(method, whiten, combine):
+    cfg, table, exact, pqm, quant, codes = _pq_pair(method=method, whiten=whiten,
+                                                    combine_parts=combine)
+    parts = 1 if combine else len(exact.pair_encoder.item_encoder.modalities)
+    compact = method == "pq" and not whiten  # else one full-d codebook per (part, S)
+    assert codes.shape[1:] == ((parts, 2) if compact else (parts * 2, 1))
     batch = _consistent(random_batch(cfg, batch=8, seed=3), table)
     assert_nested_close(exact(batch), pqm(batch), atol=1e-5)
 

@@ -102,8 +102,10 @@ class PQLookupAttention(Retrieval):
     Args:
         top_k: K.
         num_items: item vocabulary size (rows of the code table).
-        num_parts: P key parts quantized (M modalities, or 1 when parts are combined).
-        num_subspaces: S. num_codewords: C. dim: d.
+        num_parts: P codebook parts, summed (`seminar_tf.pq.quantizer.codebook_layout`:
+            modalities or 1 combined; x stages / sub-spaces for full-d codewords).
+        num_subspaces: S sub-spaces of d/S dims per part (1: full-d codewords).
+        num_codewords: C. dim: d.
         rank_scoring: "decode" or "lookup" (`call_many`, see the module docstring).
         attention: the ESU (`query_in_key_space` gives u).
         pair_encoder: the ranker's `QueryItemPairEncoder` (query token table, no-query
@@ -144,10 +146,11 @@ class PQLookupAttention(Retrieval):
     @classmethod
     def from_ranker(cls, ranker, **options) -> "PQLookupAttention":
         """Options come from the `pq` config section (shared with codebook building)."""
+        from seminar_tf.pq.quantizer import codebook_layout
         cfg = ranker.config
-        parts = 1 if cfg.pq.combine_parts else len(
-            ranker.pair_encoder.item_encoder.modalities)
-        return cls(ranker.top_k, cfg.data.item_vocab_size, parts, cfg.pq.num_subspaces,
+        parts, subspaces = codebook_layout(cfg.pq, len(ranker.pair_encoder.item_encoder
+                                                       .modalities))
+        return cls(ranker.top_k, cfg.data.item_vocab_size, parts, subspaces,
                    cfg.pq.num_codewords, cfg.model.embedding_dim, ranker.esu,
                    ranker.pair_encoder, rank_scoring=cfg.pq.rank_scoring, name="gsu")
 
