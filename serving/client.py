@@ -182,14 +182,8 @@ class GrpcClient:
     def predict_request(self, examples: Iterable[ExampleLike],
                         signature: str = "serving_default",
                         version: Optional[int] = None) -> predict_pb2.PredictRequest:
-        import tensorflow as tf
-        req = predict_pb2.PredictRequest()
-        req.model_spec.name = self.model
-        req.model_spec.signature_name = signature
-        if version is not None:
-            req.model_spec.version.value = version
-        req.inputs["examples"].CopyFrom(tf.make_tensor_proto(_serialize(examples), tf.string))
-        return req
+        return self.inputs_request(signature, {
+            "examples": np.array(_serialize(examples), dtype=object)}, version)
 
     def predict(self, request: predict_pb2.PredictRequest) -> Dict[str, np.ndarray]:
         import tensorflow as tf
@@ -201,16 +195,8 @@ class GrpcClient:
 
     def rank_request(self, contexts, candidates,
                      version: Optional[int] = None) -> predict_pb2.PredictRequest:
-        import tensorflow as tf
         context, grid = rank_arrays(contexts, candidates)
-        req = predict_pb2.PredictRequest()
-        req.model_spec.name = self.model
-        req.model_spec.signature_name = "rank"
-        if version is not None:
-            req.model_spec.version.value = version
-        req.inputs["context"].CopyFrom(tf.make_tensor_proto(context, tf.string))
-        req.inputs["candidates"].CopyFrom(tf.make_tensor_proto(grid, tf.string))
-        return req
+        return self.inputs_request("rank", {"context": context, "candidates": grid}, version)
 
     def rank(self, contexts, candidates, version=None) -> Dict[str, np.ndarray]:
         """Scores (B, N) of B users' candidate lists (`rank` signature)."""
@@ -226,7 +212,9 @@ class GrpcClient:
         if version is not None:
             req.model_spec.version.value = version
         for key, value in inputs.items():
-            req.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+            value = np.asarray(value)
+            req.inputs[key].CopyFrom(tf.make_tensor_proto(
+                value, tf.string if value.dtype == object else None))
         return req
 
     def rank_raw(self, rows: Sequence[Dict], version=None) -> Dict[str, np.ndarray]:

@@ -196,15 +196,11 @@ class Quantizer:
         faiss = _faiss(threads)
         q.indexes = [faiss.deserialize_index(np.asarray(state[f"index_{p}"], np.uint8))
                      for p in range(sum(k.startswith("index_") for k in state))]
-        for index in q.indexes:
-            q._restore(faiss, index)
         q.codebooks = np.asarray(state["codebooks"], np.float32)
         if "transform" in state:
             q.transform, q.inverse = state["transform"], state["inverse"]
         return q
 
-    def _restore(self, faiss, index) -> None:
-        pass
 
 
 class PQ(Quantizer):
