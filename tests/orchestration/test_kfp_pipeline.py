@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import yaml
@@ -41,10 +40,7 @@ def test_compile_writes_the_ir(tmp_path):
 
 
 def test_local_run_matches_run_pipeline(tmp_path):
-    t0 = time.time()
     metrics_dir = kfp_pipeline.run_local(TINY, str(tmp_path / "kfp_root"))
-    kfp_seconds = time.time() - t0
-    assert kfp_seconds < 180, kfp_seconds
     kfp_metrics = json.load(open(os.path.join(metrics_dir, "metrics.json")))
     cfg = tmp_path / "pipeline.json"
     cfg.write_text(json.dumps(TINY))

@@ -105,7 +105,8 @@ def test_xla_rank_pads_n_to_buckets_and_an_unseen_n_runs_warm(trained, tmp_path)
         t0 = time.perf_counter()
         got = rank(context=context, candidates=request(unseen))
         first = time.perf_counter() - t0
-        assert first <= 2 * float(np.median(warm)), (unseen, first, warm)
+        # a recompilation costs seconds; 5x the warm median + 0.2 s absorbs a busy machine
+        assert first <= 5 * float(np.median(warm)) + 0.2, (unseen, first, warm)
         assert got["score"].shape == (1, unseen) and got["mask"].numpy().all()
         want = plain(context=context, candidates=request(unseen))["score"]
         flat = signatures.rank_as_examples(contract.parse_context(context),
