@@ -22,6 +22,7 @@ size, the load time with warm-up; `profiles` split one `rank` call (`rank_profil
     python benchmarks/serving_load.py [--shapes 1000:100 10000:100 10000:1000 100000:100]
 """
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -41,10 +42,13 @@ import numpy as np  # noqa: E402
 from benchmarks.common import machine, markdown_table, write_results  # noqa: E402
 from benchmarks.trained import long_histories, trained_seminar  # noqa: E402
 from seminar_tf import features as F  # noqa: E402
+from seminar_tf.config import PQConfig  # noqa: E402
 
 K = 100
 # GSU variants: name -> (export GSU, PQ config overrides of `seminar build-codebooks`)
-VARIANTS = {"pq": ("pq", {}),  # the default codebooks (score-aware residual, 4 B)
+# "pq" is the library's default `PQConfig` (score-aware residual, 4 B), not the pq section
+# the trained model's config.json was saved with
+VARIANTS = {"pq": ("pq", dataclasses.asdict(PQConfig())),
             "pq_c32": ("pq", {"method": "pq", "whiten": False, "num_subspaces": 32,
                               "combine_parts": True}),  # the previous default: 32 B PQ
             "exact": ("exact", None)}
