@@ -128,15 +128,28 @@ def eval_rate(model, data: str, groups_per_batch: int) -> Dict:
     (`predict_groups`), steady state: from the end of the first batch (tracing) to the end
     of the last full one (a shorter last batch traces again)."""
     from seminar_tf.workflows import evaluation
-    ends = []
-    evaluation.predict_groups(model, data, groups_per_batch, batch_ends=ends)
-    full = [i for i, (_, n) in enumerate(ends) if n == groups_per_batch]
-    last = full[-1]
-    if last < 1:
-        raise ValueError("too few candidate groups for a steady-state timing")
-    groups = sum(n for _, n in ends[1:last + 1])
-    return {"eval_users_per_s": groups / (ends[last][0] - ends[0][0]),
-            "eval_groups_timed": groups, "eval_groups_per_batch": groups_per_batch}
+
+    def rate():
+        ends = []
+        evaluation.predict_groups(model, data, groups_per_batch, batch_ends=ends)
+        full = [i for i, (_, n) in enumerate(ends) if n == groups_per_batch]
+        last = full[-1]
+        if last < 1:
+            raise ValueError("too few candidate groups for a steady-state timing")
+        groups = sum(n for _, n in ends[1:last + 1])
+        return groups / (ends[last][0] - ends[0][0]), groups
+
+    users_per_s, groups = rate()
+    row = {"eval_users_per_s": users_per_s, "eval_groups_timed": groups,
+           "eval_groups_per_batch": groups_per_batch}
+    if getattr(model, "gsu", None) is not None and model.gsu.needs_keys:
+        # the same run's baseline: every history behaviour through the item encoder
+        model.distinct_history = False
+        try:
+            row["eval_users_per_s_encode_all"] = rate()[0]
+        finally:
+            model.distinct_history = True
+    return row
 
 
 def pretrain_rate(data: str, L: int, batch: int, path: str, positions: int, warmup: int,

@@ -111,9 +111,10 @@ def _dtype_name(dtype: int) -> str:
 
 def _string_tensor(proto, dims) -> tf.Tensor:
     """A DT_STRING TensorProto as a tf.string tensor, straight from its repeated field (no
-    numpy object array: 10,000 strings in ~0.55 ms instead of ~0.85). Same reading as
-    `tf.make_ndarray`: fewer values than elements repeat the last one (the caller refuses
-    more values than elements)."""
+    numpy object array; 10,000 strings in ~0.85 ms instead of ~1.1 through
+    `tf.make_ndarray`; TensorFlow's `decode_proto` op measured no faster in the server).
+    Same reading as `tf.make_ndarray`: fewer values than elements repeat the last one (the
+    caller refuses more values than elements)."""
     values = list(proto.string_val)
     n = int(np.prod(dims, dtype=np.int64))
     if len(values) < n:

@@ -72,6 +72,9 @@ class LifelongRanker(tfrs.models.Model):
         self.rank_dense_esu = d.max_seq_len <= 2 * self.top_k
         self.gsu = self._build_gsu()
         self.static_shapes = False
+        # `rank` encodes each distinct history item of its rows once (False: every behaviour,
+        # the same values; kept as the benchmarks' baseline)
+        self.distinct_history = True
         self.bottom = mlp(m.mlp_units, m.dropout, "bottom")
         self.towers = {t: tf.keras.Sequential(
             [mlp(m.tower_units, m.dropout, f"{t}_tower"),
@@ -210,7 +213,13 @@ class LifelongRanker(tfrs.models.Model):
         N = tf.shape(items)[1]
         target_enc = per_candidate(self.pair_encoder, items, attrs,
                                    tf.repeat(context[F.TARGET_QUERY][:, None], N, axis=1))
-        return self.forward(context, target_enc, items, attrs, training)
+        encoded = None
+        if self.gsu.needs_keys and self.distinct_history and not self.static_shapes:
+            # the whole history is encoded: each distinct (item, attributes) of the rows once
+            # (lifelong histories repeat items); XLA exports keep the static-shape encoder
+            encoded = windows.encode_distinct(self.pair_encoder, context[F.HIST_ITEMS],
+                                              context[F.HIST_ATTRS], context[F.HIST_QUERY])
+        return self.forward(context, target_enc, items, attrs, training, encoded)
 
     def forward(self, context, target_enc, items, attrs, training=False, encoded=None):
         """The one forward core, from (history, targets) to scores: `call` (N = 1), `rank`

@@ -176,3 +176,17 @@ def test_pq_static_shape_query_part_equals_unique_tokens():
     np.testing.assert_allclose(model.rank(context, cands)["score"].numpy(), ranked, atol=1e-5)
     compiled = tf.function(lambda x: model.gsu.scores(x), jit_compile=True)
     np.testing.assert_allclose(compiled(inputs).numpy(), dynamic, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["twin", "seminar", "eta"])
+def test_rank_encodes_each_distinct_history_item_once_with_equal_scores(name):
+    """`rank` runs each distinct (item, attributes) of its rows through the item encoder
+    once (`distinct_history`, the default where the GSU reads the whole history's keys):
+    scores equal to encoding every behaviour, on histories that repeat behaviours."""
+    model, cfg = _model(name)
+    assert model.gsu.needs_keys and model.distinct_history
+    context, cands, _ = split(repeated_batch(cfg, batch=8, seed=4), cfg, 6, seed=4)
+    distinct = model.rank(context, cands)["score"].numpy()
+    model.distinct_history = False
+    every = model.rank(context, cands)["score"].numpy()
+    np.testing.assert_allclose(distinct, every, atol=1e-6, rtol=0)

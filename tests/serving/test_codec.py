@@ -25,6 +25,8 @@ def _proto(values, dims):
     ([], [0, 5]),                                          # empty
     ([b"only"], []),                                       # a scalar
     ([], [1, 2]),                                          # no values at all: ""
+    ([f"s{i}".encode() for i in range(300)] + ["ü".encode()], [2, 200]),  # longer ones
+    ([f"s{i}".encode() for i in range(300)], [1, 300]),
 ])
 def test_string_protos_decode_like_make_ndarray(values, dims):
     proto = _proto(values, dims)
