@@ -14,7 +14,8 @@ client logs and map it inside the SavedModel, outside any XLA-compiled part:
 - behaviours' and candidates' attributes from the export's item table (a saved variable).
 
 The history may be any length H (oldest first; "" item ids pad a row anywhere); the last L
-real behaviours are kept, exactly as the feature contract truncates a parsed Example.
+real behaviours are kept, exactly as the feature contract truncates a parsed Example, and
+only they are read (an unknown source further back is not an error).
 `Vocabularies` is the Python side (export-time only): integer Examples back to raw requests,
 for the export's warm-up file and output check.
 """
@@ -136,8 +137,13 @@ class RawFeatures(tf.Module):
     def context(self, user_id, query, source, request_time_ms, hist_item_ids, hist_queries,
                 hist_sources, hist_timestamps_ms) -> Dict[str, tf.Tensor]:
         """The `rank` context features (as `FeatureContract.parse_context` gives them) of B
-        raw contexts with histories (B, H)."""
+        raw contexts with histories (B, H).
+
+        The last L real behaviours of each row (oldest first, left-padded; the contract's
+        truncation, `FeatureContract.densify`) are picked first with one top-k over their
+        positions, and only they are mapped (looked up, tokenized, validated)."""
         c = self.contract
+        L = c.max_seq_len
         checks = [tf.debugging.assert_equal(tf.shape(x), tf.shape(hist_item_ids), message=(
             f"'{name}' must have the shape of 'hist_item_ids' (one value per behaviour)"))
             for name, x in (("hist_queries", hist_queries), ("hist_sources", hist_sources),
@@ -148,28 +154,34 @@ class RawFeatures(tf.Module):
                             ("request_time_ms", request_time_ms),
                             ("hist_item_ids", hist_item_ids))]
         with tf.control_dependencies(checks):
-            valid = tf.identity(hist_item_ids) != ""
-        items = lookup(self.items, hist_item_ids)
-        hq, hq_any = self.query_ids(hist_queries)
+            pad = tf.maximum(L - tf.shape(hist_item_ids)[1], 0)  # at least L columns
+        left = lambda x, v: tf.pad(x, [[0, 0], [pad, 0]], constant_values=v)  # noqa: E731
+        ids = left(hist_item_ids, "")
+        at = tf.where(ids != "", tf.range(tf.shape(ids)[1])[None, :], -1)
+        recent = tf.reverse(tf.math.top_k(at, k=L).values, [1])  # (B, L): -1 = padding
+        valid = recent >= 0
+        take = lambda x, v: tf.gather(left(x, v), tf.maximum(recent, 0), batch_dims=1)  # noqa
+        items = tf.where(valid, lookup(self.items, take(hist_item_ids, "")), F.PAD_ID)
+        hq, hq_any = self.query_ids(take(hist_queries, ""))
         q, q_any = self.query_ids(query)
-        kept = lambda x: tf.ragged.boolean_mask(x, valid)  # noqa: E731
-        per_item = lambda x: tf.RaggedTensor.from_row_lengths(  # noqa: E731
-            tf.reshape(x.values, [-1]), x.row_lengths() * int(x.values.shape[-1]))
         b = tf.shape(user_id)[0]
-        raw = {F.USER_ID: lookup(self.users, user_id),
-               F.TIMESTAMP: tf.math.floordiv(request_time_ms, 1000),
-               F.TARGET_ITEM: tf.zeros([b], tf.int64),
-               F.TARGET_QUERY: q,
-               F.TARGET_ATTRS: tf.zeros([b, c.num_attrs], tf.int64),
-               F.TARGET_SOURCE: self.source_ids(source, q_any, tf.ones([b], tf.bool), "source"),
-               F.LABEL: tf.zeros([b], tf.float32), F.GROUP_ID: tf.zeros([b], tf.int64),
-               F.HIST_ITEMS: kept(items),
-               F.HIST_QUERY: per_item(kept(hq)),
-               F.HIST_ATTRS: per_item(kept(tf.gather(self.item_attrs, items))),
-               F.HIST_SOURCES: kept(self.source_ids(hist_sources, hq_any, valid,
-                                                    "hist_sources")),
-               F.HIST_TIME_GAPS: kept(time_gaps(request_time_ms[:, None], hist_timestamps_ms))}
-        out = c.densify(raw)
+        gaps = time_gaps(request_time_ms[:, None], take(hist_timestamps_ms, 0))
+        dense = {F.USER_ID: lookup(self.users, user_id),
+                 F.TIMESTAMP: tf.math.floordiv(request_time_ms, 1000),
+                 F.TARGET_ITEM: tf.zeros([b], tf.int64),
+                 F.TARGET_QUERY: q,
+                 F.TARGET_ATTRS: tf.zeros([b, c.num_attrs], tf.int64),
+                 F.TARGET_SOURCE: self.source_ids(source, q_any, tf.ones([b], tf.bool),
+                                                  "source"),
+                 F.LABEL: tf.zeros([b], tf.float32), F.GROUP_ID: tf.zeros([b], tf.int64),
+                 F.HIST_ITEMS: items,
+                 F.HIST_QUERY: tf.where(valid[..., None], hq, F.PAD_ID),
+                 F.HIST_ATTRS: tf.where(valid[..., None], tf.gather(self.item_attrs, items),
+                                        F.PAD_ID),
+                 F.HIST_SOURCES: tf.where(valid, self.source_ids(
+                     take(hist_sources, ""), hq_any, valid, "hist_sources"), 0),
+                 F.HIST_TIME_GAPS: tf.where(valid, gaps, 0.0)}
+        out = c.finish(dense)
         return {k: v for k, v in out.items() if k not in F.CANDIDATE_FEATURES}
 
     def targets(self, item_ids: tf.Tensor) -> Dict[str, tf.Tensor]:
