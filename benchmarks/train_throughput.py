@@ -171,7 +171,8 @@ def store_main(args):
         if base:
             r["x_examples"] = r["train_ex_per_s"] / base[0]["train_ex_per_s"]
     cols = ["model", "L", "K", "batch", "path", "input_mode", "xla", "train_ex_per_s",
-            "x_examples", "train_ms_per_step", "examples_per_step", "eval_users_per_s"]
+            "x_examples", "train_ms_per_step", "examples_per_step", "eval_users_per_s",
+            "eval_users_per_s_encode_all"]
     write_results(args.name, {"machine": machine(), "rows": rows, "source": "store",
                               "data": store_steps.data_facts(data),
                               "config": {k: v for k, v in vars(args).items()

@@ -125,8 +125,8 @@ def _string_tensor(proto, dims) -> tf.Tensor:
 
 
 def tensor_from_proto(name: str, proto):
-    """A TensorProto as a numpy array (a tf.string tensor for strings), refusing invalid
-    dtypes and oversized shapes."""
+    """A TensorProto as a numpy array (a tf.string tensor for `_STRING_LIST_MIN` or more
+    strings), refusing invalid dtypes and oversized shapes."""
     if proto.dtype in _BAD_DTYPES:
         raise invalid(f"input '{name}' has the unusable dtype {_dtype_name(proto.dtype)}")
     dims = [d.size for d in proto.tensor_shape.dim]
