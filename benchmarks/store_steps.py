@@ -142,7 +142,7 @@ def eval_rate(model, data: str, groups_per_batch: int) -> Dict:
     users_per_s, groups = rate()
     row = {"eval_users_per_s": users_per_s, "eval_groups_timed": groups,
            "eval_groups_per_batch": groups_per_batch}
-    if getattr(model, "gsu", None) is not None and model.gsu.needs_keys:
+    if model.gsu.needs_keys:  # where `rank` encodes distinct items (`distinct_history`)
         # the same run's baseline: every history behaviour through the item encoder
         model.distinct_history = False
         try:

@@ -26,6 +26,7 @@ in-process builder and the Beam job (`beam_pipelines.codebooks`) give identical 
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Dict, Optional, Tuple
 
 import numpy as np
@@ -57,7 +58,7 @@ def _clustering(cp, iters: int, seed: int) -> None:
     cp.niter, cp.seed, cp.min_points_per_centroid = max(iters, 1), seed, 1
 
 
-class Quantizer:
+class Quantizer(ABC):
     """Base of the FAISS-trained quantizers (`QUANTIZERS`: name -> class).
 
     Args:
@@ -84,16 +85,16 @@ class Quantizer:
         self.codebooks: Optional[np.ndarray] = None
 
     # ------------------------------------------------------------------ per method
+    @abstractmethod
     def _index(self, faiss, d: int, few: bool):
         """A FAISS index of this method; `few`: the training set is C copied points."""
-        raise NotImplementedError
 
     def _train_index(self, faiss, index, x: np.ndarray, few: bool) -> None:
         index.train(x)
 
+    @abstractmethod
     def _books(self, faiss, index, d: int) -> np.ndarray:
         """(S, C, w) codewords of one part, in the quantized (transformed) space."""
-        raise NotImplementedError
 
     def _rotation(self, faiss, index) -> Optional[np.ndarray]:
         """A (d, d) matrix the index applies before quantizing (x @ R), or None."""
