@@ -80,7 +80,8 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
         shuffle_buffer: shuffle buffer size in examples; 0 keeps file order.
         seed: shuffle seed.
         repeat: repeat forever (for steps-based training).
-        deterministic: keep a fixed order (reads shards sequentially, deterministic maps).
+        deterministic: keep a fixed order: shards are read one after another and the maps
+            run in parallel but yield in order (tf.data's `deterministic=True`).
         drop_remainder: drop a final partial batch.
         num_shards, shard_index: read only every num_shards-th file (per-worker sharding).
         take: keep only the first `take` examples (after sharding, before shuffling).
@@ -104,7 +105,7 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
         if not files:
             raise ValueError(f"shard {shard_index} of {num_shards} has no files "
                              f"({len(list_shards(pattern))} shards in total)")
-    parallel = 1 if deterministic else tf.data.AUTOTUNE
+    parallel = tf.data.AUTOTUNE  # ordered when `deterministic` (tf.data keeps map order)
     cycle = 1 if deterministic else min(4, len(files))
     if from_store:
         ds = tf.data.Dataset.from_tensor_slices(

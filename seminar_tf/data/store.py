@@ -231,8 +231,7 @@ def shard_targets(target_file: tf.Tensor, timelines: tf.Tensor, contract: F.Feat
             ds = ds.shuffle(shuffle_buffer, seed=seed)
         ds = ds.batch(64)
     ds = ds.map(lambda t: expand(t, tl, contract.max_seq_len),
-                num_parallel_calls=1 if deterministic else tf.data.AUTOTUNE,
-                deterministic=deterministic or None)
+                num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic or None)
     return ds.unbatch()
 
 

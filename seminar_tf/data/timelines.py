@@ -155,10 +155,11 @@ def timeline_dataset(pattern, contract: F.FeatureContract, *, targets_per_timeli
     T = targets_per_timeline
     U = max(1, batch_size // T)
     ds = tf.data.Dataset.from_tensor_slices((files, [store.timeline_file(f) for f in files]))
-    parallel = 1 if deterministic else tf.data.AUTOTUNE
+    parallel = tf.data.AUTOTUNE  # ordered when `deterministic` (tf.data keeps map order)
     ds = ds.interleave(lambda f, tl: shard_chunks(f, tl, contract, T),
                        cycle_length=1 if deterministic else min(4, len(files)),
-                       num_parallel_calls=parallel, deterministic=deterministic or None)
+                       num_parallel_calls=1 if deterministic else parallel,
+                       deterministic=deterministic or None)
     if shuffle_buffer:
         ds = ds.shuffle(max(1, shuffle_buffer // T), seed=seed, reshuffle_each_iteration=True)
     if repeat:
