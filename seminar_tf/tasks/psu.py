@@ -28,6 +28,14 @@ def cosine_logits(a: tf.Tensor, b: tf.Tensor, temperature) -> tf.Tensor:
     return tf.matmul(a, b, transpose_b=True) / temperature
 
 
+def in_batch_negatives(ids: tf.Tensor) -> tf.Tensor:
+    """(N, N) bool: column j may be a negative of row i: another item than row i's (a row's
+    own column stays in: it is the positive). Built from a range comparison, not `tf.eye`
+    (MatrixDiag: 14 vs 2 ms at N = 2,048 on the 2-core machine, several times a step)."""
+    rows = tf.range(tf.shape(ids)[0])
+    return ~tf.equal(ids[:, None], ids[None, :]) | tf.equal(rows[:, None], rows[None, :])
+
+
 def _masked_ce(logits, positive_col, row_valid, col_valid):
     """Cross-entropy of row i towards column positive_col[i] over valid columns."""
     logits = tf.where(col_valid, logits, NEG)
@@ -67,9 +75,7 @@ class MultiModalAlignmentTask(_Task):
 
     def call(self, a, b, valid, ids, temperature, compute_metrics: bool = True):
         n = tf.shape(a)[0]
-        same = tf.equal(ids[:, None], ids[None, :])
-        eye = tf.eye(n, dtype=tf.bool)
-        col_valid = (~same | eye) & valid[None, :]
+        col_valid = in_batch_negatives(ids) & valid[None, :]
         diag = tf.range(n)
         la, per_a = _masked_ce(cosine_logits(a, b, temperature), diag, valid, col_valid)
         lb, _ = _masked_ce(cosine_logits(b, a, temperature), diag, valid, col_valid)
@@ -95,8 +101,7 @@ class NextPairTask(_Task):
     def call(self, context, positives, valid, ids, sampled, sampled_ids, temperature,
              compute_metrics: bool = True, sampled_valid=None):
         n = tf.shape(context)[0]
-        eye = tf.eye(n, dtype=tf.bool)
-        in_batch_ok = (~tf.equal(ids[:, None], ids[None, :]) | eye) & valid[None, :]
+        in_batch_ok = in_batch_negatives(ids) & valid[None, :]
         sampled_ok = ~tf.equal(ids[:, None], sampled_ids[None, :])
         if sampled_valid is not None:
             sampled_ok &= sampled_valid
@@ -132,8 +137,7 @@ class QueryItemRelevanceTask(_Task):
         q = tf.reshape(queries, [n, d])
         flat_ids = tf.reshape(ids, [n])
         flat_valid = tf.reshape(valid, [n])
-        eye = tf.eye(n, dtype=tf.bool)
-        batch_ok = (~tf.equal(flat_ids[:, None], flat_ids[None, :]) | eye) & flat_valid[None, :]
+        batch_ok = in_batch_negatives(flat_ids) & flat_valid[None, :]
         seq_logits = tf.einsum("btd,bld->btl", tf.math.l2_normalize(queries, -1),
                                tf.math.l2_normalize(seq_items, -1)) / temperature
         seq_ok = seq_valid[:, None, :] & ~tf.equal(seq_ids[:, None, :], ids[:, :, None])
