@@ -66,17 +66,18 @@ class ServingModule(tf.Module):
             self.raw_vocab = raw_features.Vocabularies(vocab_files)
         if xla:  # XLA pads dynamic shapes to their bound: use the static formulations
             model.use_static_shapes(True)
-        self._dense = {}
-        self.signature_functions = {name: self._function(sig)
+        dense = {}  # a local, not an attribute: tf.Module would track it (its keys)
+        self.signature_functions = {name: self._function(sig, dense)
                                     for name, sig in SIGNATURES.items()
                                     if self.raw is not None or not sig.raw}
 
-    def _function(self, sig):
-        # one dense function per `dense` of the table: a raw twin shares the compiled
-        # functions (and XLA's per-shape compilations) of its integer signature
-        dense = self._dense.get(sig.dense.__name__)
+    def _function(self, sig, dense_functions):
+        # one dense function per `dense` of the table, keyed by the function object (two
+        # lambdas never collide): a raw twin shares the compiled functions (and XLA's
+        # per-shape compilations) of its integer signature
+        dense = dense_functions.get(sig.dense)
         if dense is None:
-            dense = self._dense[sig.dense.__name__] = tf.function(
+            dense = dense_functions[sig.dense] = tf.function(
                 lambda *args: sig.dense(self, *args), jit_compile=self.xla or None)
         spec = sig.inputs(self) if callable(sig.inputs) else sig.inputs
         finish = sig.finish or (lambda module, out, *request: out)
