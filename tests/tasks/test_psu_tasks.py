@@ -114,3 +114,13 @@ def test_all_padding_batch_gives_zero_not_nan():
     z = tf.zeros([3, 4])
     out = float(task(z, z, tf.zeros([3], tf.bool), tf.zeros([3], tf.int64), TAU))
     assert out == 0.0
+
+
+def test_in_batch_negatives_equals_the_numpy_rule():
+    """Column j is a negative of row i unless it holds row i's item; the diagonal (the
+    positive) stays in, repeated ids included."""
+    from seminar_tf.tasks.psu import in_batch_negatives
+    ids = np.array([5, 3, 5, 7, 3, 3])
+    want = (ids[:, None] != ids[None, :]) | np.eye(len(ids), dtype=bool)
+    np.testing.assert_array_equal(in_batch_negatives(tf.constant(ids)).numpy(), want)
+    assert in_batch_negatives(tf.zeros([0], tf.int64)).shape == (0, 0)
