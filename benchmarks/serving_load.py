@@ -14,7 +14,8 @@ For each shape (L, N) and GSU, a server subprocess on loopback (TF threads `--in
 `--inter`) gets 1 and 4 concurrent gRPC clients' `rank` requests (round-robin over the users,
 up to `--requests` at L=10,000, N=100 with 4 clients, else `--requests-other`, or
 `--max-seconds`) and the same requests as `rank_raw` (string ids, query text, timestamps;
-`raw_over_rank_p50`: its p50 over the integer one's); per-candidate requests (N Examples) are
+`raw_over_rank_p50`: its p50 over the integer one's, the two formats alternating over
+`--rounds` rounds, the median of the rounds' ratios); per-candidate requests (N Examples) are
 the baseline where they fit `--max-request-mb`. Rows: candidates/s, p50/p99, request bytes,
 errors, the server's mean decode / call / encode ms (`seminar_serving_stage_ms`), PQ's union
 size, the load time with warm-up; `profiles` split one `rank` call (`rank_profile.py`).
@@ -25,13 +26,9 @@ import argparse
 import dataclasses
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
-import threading
-import time
-import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -40,6 +37,7 @@ import seminar_tf  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
 from benchmarks.common import machine, markdown_table, write_results  # noqa: E402
+from benchmarks.grpc_load import load, loaded_event, stage_means, stage_totals  # noqa: E402
 from benchmarks.trained import long_histories, trained_seminar  # noqa: E402
 from seminar_tf import features as F  # noqa: E402
 from seminar_tf.config import PQConfig  # noqa: E402
@@ -169,85 +167,6 @@ def start_server(base, name, intra=None, inter=None):
     return proc, port, rest, loaded_event(log_path)
 
 
-def loaded_event(log_path, timeout=120.0):
-    """The server log's first `version_loaded` event (waits for it)."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with open(log_path, encoding="utf-8") as f:
-            for text in f:
-                if '"version_loaded"' in text:
-                    event = json.loads(text[text.index("{"):])
-                    return {"load_seconds": event["seconds"],
-                            "warmup_requests": event["warmup_requests"]}
-        time.sleep(0.5)
-    raise RuntimeError(f"no version_loaded event in {log_path}")
-
-
-STAGE_RE = re.compile(r'^seminar_serving_stage_ms_(sum|count)\{[^}]*api="grpc"[^}]*'
-                      r'stage="(\w+)"[^}]*\} ([0-9.e+-]+)$')
-
-
-def stage_totals(rest_port):
-    """{stage: [sum_ms, count]} of the server's gRPC stage histograms."""
-    text = urllib.request.urlopen(
-        f"http://127.0.0.1:{rest_port}/monitoring/prometheus/metrics").read().decode()
-    out = {}
-    for line in text.splitlines():
-        m = STAGE_RE.match(line)
-        if m:
-            out.setdefault(m.group(2), [0.0, 0.0])[m.group(1) == "count"] = float(m.group(3))
-    return out
-
-
-def stage_means(before, after):
-    """Mean ms per request of each stage between two scrapes."""
-    out = {}
-    for stage in ("decode", "call", "encode"):
-        s0, c0 = before.get(stage, [0.0, 0.0])
-        s1, c1 = after.get(stage, [0.0, 0.0])
-        out[f"{stage}_ms"] = (s1 - s0) / (c1 - c0) if c1 > c0 else None
-    return out
-
-
-def load(port, name, reqs, clients, requests, max_seconds):
-    from serving.client import GrpcClient
-    lat, errors = [], []
-    lock = threading.Lock()
-    counter = [0]
-    deadline = time.time() + max_seconds
-
-    def worker():
-        c = GrpcClient(f"127.0.0.1:{port}", name)
-        while time.time() < deadline:
-            with lock:
-                if counter[0] >= requests:
-                    break
-                req = reqs[counter[0] % len(reqs)]
-                counter[0] += 1
-            t0 = time.perf_counter()
-            try:
-                c.predict_stub.Predict(req, timeout=60)
-                with lock:
-                    lat.append(time.perf_counter() - t0)
-            except Exception as e:  # counted and reported, never hidden
-                with lock:
-                    errors.append(repr(e)[:200])
-        c.close()
-    t0 = time.time()
-    threads = [threading.Thread(target=worker) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    wall = time.time() - t0
-    ms = np.array(lat) * 1000 if lat else np.zeros(1)
-    return {"requests": len(lat) + len(errors), "errors": len(errors),
-            "error_samples": errors[:3], "seconds": round(wall, 1),
-            "throughput_rps": len(lat) / wall, "p50_ms": float(np.percentile(ms, 50)),
-            "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)),
-            "request_bytes": int(np.mean([r.ByteSize() for r in reqs]))}
-
-
 def parse_shapes(shapes):
     by_L = {}
     for shape in shapes:
@@ -258,39 +177,67 @@ def parse_shapes(shapes):
 
 def run_gsu(args, base, gsu, L, requests_by_N, raw):
     """Load rows of one export (`VARIANTS` name `gsu`) for every N of this L and client
-    count."""
+    count: the integer and raw formats alternate over `args.rounds` rounds of 1/rounds of
+    the requests each (row field `round`), so drift of the machine hits both alike."""
     name, rows = f"seminar_{gsu}", []
     proc, port, rest, loaded = start_server(base, name, args.intra, args.inter)
     try:
         for N, users in requests_by_N.items():
-            formats = [(f, c) for c in args.clients for f in ("rank", "rank_raw")[
-                :1 + args.raw]]
+            formats = [(f, c, i) for i in range(args.rounds) for c in args.clients
+                       for f in ("rank", "rank_raw")[:1 + args.raw]]
             if gsu in args.per_candidate_gsus:
-                formats.append(("per_candidate", max(args.clients)))
-            for fmt, clients in formats:
+                formats.append(("per_candidate", max(args.clients), 0))
+            built = {}
+            for fmt, clients, rnd in formats:
                 if fmt == "per_candidate" and (users[0][2] is None or len(
                         users[0][2][0]) * N > args.max_request_mb * 2**20):
                     print(f"L={L} N={N}: per-candidate request over {args.max_request_mb} MB,"
                           " not run", flush=True)
                     continue
-                reqs = build_requests(name, users, fmt, raw)
+                if fmt not in built:
+                    built[fmt] = build_requests(name, users, fmt, raw)
                 main_shape = (L, N, clients) == (10000, 100, 4)
                 n_req = ((args.requests if main_shape else args.requests_other)
-                         if fmt != "per_candidate" else args.per_candidate_requests)
+                         // args.rounds if fmt != "per_candidate"
+                         else args.per_candidate_requests)
+                limit = (args.max_seconds_main if main_shape else args.max_seconds)
                 before = stage_totals(rest)
-                r = load(port, name, reqs, clients, n_req,
-                         args.max_seconds_main if main_shape else args.max_seconds)
+                r = load(port, name, built[fmt], clients, n_req, limit / args.rounds)
                 r.update(stage_means(before, stage_totals(rest)))
                 r.update({"L": L, "N": N, "format": fmt, "gsu": gsu, "xla": args.xla,
                           "context_attrs": args.context_attrs, "clients": clients,
-                          "users": len(users), "candidates_per_s": r["throughput_rps"] * N,
-                          "trained": True, **loaded})
+                          "round": rnd, "users": len(users),
+                          "candidates_per_s": r["throughput_rps"] * N, "trained": True,
+                          **loaded})
                 print(json.dumps(r), flush=True)
                 rows.append(r)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     return rows
+
+
+def paired_ratios(rows):
+    """PQ over exact candidates/s (same L, N, format, clients, round) and raw over integer
+    `rank` p50 (same L, N, GSU, clients, round), each as the median over rounds with its
+    range."""
+    pairs = {}
+    for r in rows:
+        key = tuple(r[k] for k in ("L", "N", "gsu", "format", "clients"))
+        for e in rows:
+            if e["round"] != r["round"]:
+                continue
+            if VARIANTS[r["gsu"]][0] == "pq" and e["gsu"] == "exact" and all(
+                    e[k] == r[k] for k in ("L", "N", "format", "clients")):
+                pairs.setdefault((key, "pq_over_exact_candidates_per_s"), []).append(
+                    r["candidates_per_s"] / e["candidates_per_s"])
+            if (r["format"], e["format"]) == ("rank_raw", "rank") and all(
+                    e[k] == r[k] for k in ("L", "N", "gsu", "clients")):
+                pairs.setdefault((key, "raw_over_rank_p50"), []).append(
+                    r["p50_ms"] / e["p50_ms"])
+    return [dict(zip(("L", "N", "gsu", "format", "clients"), key), **{
+        metric: float(np.median(v)), "min": min(v), "max": max(v), "rounds": len(v)})
+        for (key, metric), v in pairs.items()]
 
 
 def main():
@@ -305,6 +252,8 @@ def main():
     p.add_argument("--max-seconds-main", type=float, default=900,
                    help="time bound of the acceptance shape's run")
     p.add_argument("--clients", type=int, nargs="*", default=[1, 4])
+    p.add_argument("--rounds", type=int, default=3,
+                   help="alternating rounds of the integer and raw formats (ratios: median)")
     p.add_argument("--users", type=int, default=16, help="distinct users up to L=10,000")
     p.add_argument("--users-long", type=int, default=4, help="distinct users above 10,000")
     p.add_argument("--long-events", type=int, default=16000,
@@ -373,24 +322,15 @@ def main():
                 profiles.append(prof)
                 print(json.dumps(prof), flush=True)
             rows.extend(got)
-    ratios, same = [], lambda a, b, keys: all(a[k] == b[k] for k in keys)  # noqa: E731
-    for r in rows:
-        key = {k: r[k] for k in ("L", "N", "gsu", "format", "clients")}
-        for e in rows:  # PQ against exact; the raw-feature request against the integer one
-            if VARIANTS[r["gsu"]][0] == "pq" and e["gsu"] == "exact" and same(
-                    e, r, ("L", "N", "format", "clients")):
-                ratios.append(key | {"pq_over_exact_candidates_per_s": r["candidates_per_s"]
-                                     / e["candidates_per_s"]})
-            if (r["format"], e["format"]) == ("rank_raw", "rank") and same(
-                    e, r, ("L", "N", "gsu", "clients")):
-                ratios.append(key | {"raw_over_rank_p50": r["p50_ms"] / e["p50_ms"]})
-    cols = ["L", "N", "gsu", "bytes_per_behaviour", "format", "clients", "requests", "errors",
+    ratios = paired_ratios(rows)
+    cols = ["L", "N", "gsu", "bytes_per_behaviour", "format", "clients", "round", "requests",
+            "errors",
             "candidates_per_s", "p50_ms", "p99_ms", "request_bytes", "decode_ms", "call_ms", "encode_ms",
             "union_size"]
     prof_rows = [dict(p_, **p_["stages_ms"]) for p_ in profiles]
     table = (markdown_table(rows, cols) + "\n\n" + markdown_table(
         ratios, ["L", "N", "gsu", "format", "clients", "pq_over_exact_candidates_per_s",
-                 "raw_over_rank_p50"]) + "\n\n"
+                 "raw_over_rank_p50", "min", "max", "rounds"]) + "\n\n"
         + markdown_table(prof_rows, ["L", "N", "gsu", "parse", "targets", "history_all",
                                      "retrieve", "history_read", "esu_towers", "full",
                                      "union_size"]))
