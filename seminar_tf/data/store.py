@@ -114,7 +114,9 @@ _LIST_KEYS = ("c_count", "c_items", "c_attrs", "c_labels")
 
 
 def load_timelines(path: tf.Tensor, contract: F.FeatureContract) -> Dict[str, tf.Tensor]:
-    """A timeline shard in memory: flat per-event columns and the row starts (`base`)."""
+    """A timeline shard in memory: flat per-event columns, the row starts (`base`) and
+    `pad`, the index of one all-zero event appended to every column: padding positions
+    gather it (one gather per column, no mask applied afterwards)."""
     Q, A = contract.max_query_tokens, contract.num_attrs
     records = tf.data.TFRecordDataset(path, compression_type="GZIP").batch(1 << 30)
     # an empty shard still yields one (empty) batch
@@ -123,10 +125,13 @@ def load_timelines(path: tf.Tensor, contract: F.FeatureContract) -> Dict[str, tf
     raw = tf.io.parse_example(records, {k: tf.io.RaggedFeature(
         tf.int64, row_splits_dtype=tf.int64) for k in _TIMELINE_KEYS})
     items = raw["tl_items"]
-    return {"base": items.row_splits, "items": items.values,
-            "query": tf.reshape(raw["tl_query"].values, [-1, Q]),
+    cols = {"items": items.values, "query": tf.reshape(raw["tl_query"].values, [-1, Q]),
             "attrs": tf.reshape(raw["tl_attrs"].values, [-1, A]),
             "sources": raw["tl_sources"].values, "time_ms": raw["tl_time_ms"].values}
+    cols = {k: tf.concat([v, tf.zeros(tf.concat([[1], tf.shape(v)[1:]], 0), v.dtype)], 0)
+            for k, v in cols.items()}
+    return {"base": items.row_splits, "pad": tf.size(items.values, out_type=tf.int64),
+            **cols}
 
 
 def _block_targets(serialized: tf.Tensor, contract: F.FeatureContract, lists: bool):
@@ -208,8 +213,8 @@ def expand(t: Mapping[str, tf.Tensor], tl: Mapping[str, tf.Tensor], L: int
     start = tf.maximum(end - L, 0)
     pos = end[:, None] - L + tf.range(L, dtype=end.dtype)[None]  # (b, L), last = end - 1
     valid = pos >= start[:, None]
-    idx = tf.where(valid, tf.gather(tl["base"], t["tl_row"])[:, None] + pos, 0)
-    out = contract_features(t, lambda k: masked(valid, tf.gather(tl[k[3:]], idx)), valid)
+    idx = tf.where(valid, tf.gather(tl["base"], t["tl_row"])[:, None] + pos, tl["pad"])
+    out = contract_features(t, lambda k: tf.gather(tl[k[3:]], idx), valid)
     for k in ("c_items", "c_attrs", "c_labels", "c_mask"):
         if k in t:
             out[k] = t[k]

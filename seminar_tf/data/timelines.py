@@ -69,18 +69,12 @@ def window(c: Mapping[str, tf.Tensor], tl: Mapping[str, tf.Tensor], L: int, T: i
     a = tf.maximum(first - L, 0)
     pos = a + tf.range(W, dtype=tf.int64)
     valid = pos < last
-    idx = tf.where(valid, tl["base"][c["tl_row"]] + pos, 0)
-
-    def take(col, inner=0):
-        got = tf.gather(col, idx)
-        keep = tf.reshape(valid, [W] + [1] * inner)
-        return tf.where(keep, got, tf.zeros([], got.dtype))
+    idx = tf.where(valid, tl["base"][c["tl_row"]] + pos, tl["pad"])  # pad: a zero event
 
     with tf.control_dependencies([tf.debugging.assert_less_equal(
             last - a, tf.cast(W, tf.int64), message="timeline chunk wider than L + T")]):
-        out = {"tl_items": take(tl["items"]), "tl_query": take(tl["query"], 1),
-               "tl_attrs": take(tl["attrs"], 1), "tl_sources": take(tl["sources"]),
-               "tl_time_ms": take(tl["time_ms"])}
+        out = {f"tl_{k}": tf.gather(tl[k], idx)
+               for k in ("items", "query", "attrs", "sources", "time_ms")}
     out.update({k: c[k] for k in TARGET_KEYS})
     out["t_end"] = tf.where(real, ends - a, 0)
     out["t_start"] = tf.where(real, tf.maximum(ends - L, 0) - a, 0)
