@@ -19,7 +19,7 @@ $(STAMP): requirements.txt requirements-dev.txt setup.py
 	touch $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --durations=15 tests
 
 demo: $(STAMP)
 	$(VENV)/bin/seminar demo --out $(DEMO_OUT)
