@@ -152,8 +152,7 @@ def timeline_dataset(pattern, contract: F.FeatureContract, *, targets_per_timeli
     parallel = tf.data.AUTOTUNE  # ordered when `deterministic` (tf.data keeps map order)
     ds = ds.interleave(lambda f, tl: shard_chunks(f, tl, contract, T),
                        cycle_length=1 if deterministic else min(4, len(files)),
-                       num_parallel_calls=1 if deterministic else parallel,
-                       deterministic=deterministic or None)
+                       num_parallel_calls=parallel, deterministic=deterministic or None)
     if shuffle_buffer:
         ds = ds.shuffle(max(1, shuffle_buffer // T), seed=seed, reshuffle_each_iteration=True)
     if repeat:
