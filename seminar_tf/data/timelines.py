@@ -83,11 +83,17 @@ def window(c: Mapping[str, tf.Tensor], tl: Mapping[str, tf.Tensor], L: int, T: i
 
 
 def shard_chunks(target_file: tf.Tensor, timelines: tf.Tensor, contract: F.FeatureContract,
-                 T: int) -> tf.data.Dataset:
+                 T: int, chunk_shuffle: int = 0, seed: int = 0) -> tf.data.Dataset:
+    """The windows of one shard's chunks. `chunk_shuffle` > 0 shuffles the chunks (a few
+    integers per target each) in a buffer of that many before their windows are gathered,
+    so that consecutive windows come from different users of the shard (seeded by
+    `seed`: runs repeat)."""
     tl = store.load_timelines(timelines, contract)
     ds = tf.data.TFRecordDataset(target_file, compression_type="GZIP")
     ds = ds.map(lambda s: store._block_targets(s, contract, lists=False))
     ds = ds.flat_map(lambda t: block_chunks(t, T))
+    if chunk_shuffle:
+        ds = ds.shuffle(chunk_shuffle, seed=seed)
     return ds.map(lambda c: window(c, tl, contract.max_seq_len, T))
 
 
@@ -136,7 +142,15 @@ def timeline_dataset(pattern, contract: F.FeatureContract, *, targets_per_timeli
                      batch_size: int = 256, shuffle_buffer: int = 0, seed: int = 0,
                      repeat: bool = False, deterministic: bool = False) -> tf.data.Dataset:
     """Batches of `batch_size // targets_per_timeline` chunks from sequence-store target
-    files (the module docstring); shuffling shuffles chunks.
+    files (the module docstring).
+
+    Shuffling (`shuffle_buffer` > 0) is two-stage: each shard's chunks are shuffled in a
+    buffer of `shuffle_buffer` chunks before their windows are gathered (`shard_chunks`:
+    a chunk is a few integers per target, so the buffer spans many users at little
+    memory), then the windows of the interleaved shards in a buffer of
+    `shuffle_buffer // T` windows. A batch of U windows then holds close to U users, as a
+    per-example batch of the same targets does (without the first stage: ~48 users in 64
+    windows at L=100 on the comparison's data, against ~106 in 256 per-example targets).
 
     Raises:
         ValueError: the files are not sequence-store target files.
@@ -150,7 +164,7 @@ def timeline_dataset(pattern, contract: F.FeatureContract, *, targets_per_timeli
     U = max(1, batch_size // T)
     ds = tf.data.Dataset.from_tensor_slices((files, [store.timeline_file(f) for f in files]))
     parallel = tf.data.AUTOTUNE  # ordered when `deterministic` (tf.data keeps map order)
-    ds = ds.interleave(lambda f, tl: shard_chunks(f, tl, contract, T),
+    ds = ds.interleave(lambda f, tl: shard_chunks(f, tl, contract, T, shuffle_buffer, seed),
                        cycle_length=1 if deterministic else min(4, len(files)),
                        num_parallel_calls=parallel, deterministic=deterministic or None)
     if shuffle_buffer:
