@@ -27,6 +27,7 @@ def _proto(values, dims):
     ([], [1, 2]),                                          # no values at all: ""
     ([f"s{i}".encode() for i in range(5000)] + ["ü".encode()], [2, 4000]),  # long: the list
     ([f"s{i}".encode() for i in range(5000)], [1, 5000]),
+    ([f"s{i}".encode() for i in range(5000)], [2, 50, 50]),  # not a matrix: the reshape
 ])
 def test_string_protos_decode_like_make_ndarray(values, dims):
     proto = _proto(values, dims)
