@@ -197,10 +197,8 @@ class TrainConfig:
         input_mode: "auto" ("timelines" over the sequence store where the strategy takes
             them, else "examples"), "examples" (one history per example) or "timelines"
             (T consecutive targets of a user share one encoded window, same loss).
-        targets_per_timeline: T (batch_size // T windows per batch). Shuffling is
-            two-stage: each shard's chunks in a buffer of shuffle_buffer chunks before
-            their windows are gathered, then shuffle_buffer // T windows, so batches mix
-            users (`seminar_tf.data.timelines.timeline_dataset`).
+        targets_per_timeline: T (batch_size // T windows per batch; shuffled as chunks,
+            then windows, so batches mix users: `data.timelines.timeline_dataset`).
         jit_compile: XLA for the training step and evaluation (off: slower on CPU).
     """
     learning_rate: float = 1e-3
