@@ -35,11 +35,10 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
                                      model_service_pb2_grpc, predict_pb2,
                                      prediction_service_pb2_grpc)
 
-from seminar_tf.raw_events import label_of, source_id, timestamp_ms
+from seminar_tf.raw_events import label_of, request_arrays, source_id, timestamp_ms
 from seminar_tf.text import words
 
 ExampleLike = Union[bytes, "tf.train.Example"]  # noqa: F821
-RAW_HISTORY = ("hist_item_ids", "hist_queries", "hist_sources", "hist_timestamps_ms")
 
 
 def _serialize(examples: Iterable[ExampleLike]) -> List[bytes]:
@@ -138,22 +137,10 @@ def raw_rank_row(events: Iterable[Dict], user_id: str, candidates: Sequence[str]
 
 def raw_rank_arrays(rows: Sequence[Dict], target: str = "candidates") -> Dict[str, np.ndarray]:
     """The `rank_raw` inputs of B rows (`raw_rank_row`): histories and candidate lists
-    padded with "" (timestamps with 0). `target="item_id"` gives `score_raw` inputs from
-    rows with one candidate each."""
-    out = {k: np.array([r[k] for r in rows], dtype=np.int64 if k == "request_time_ms"
-                       else object) for k in ("user_id", "query", "source", "request_time_ms")}
-    for key, pad in [(k, 0 if k == "hist_timestamps_ms" else "") for k in RAW_HISTORY] + [
-            ("candidates", "")]:
-        width = max((len(r[key]) for r in rows), default=0)
-        grid = np.full((len(rows), width), pad, dtype=np.int64 if pad == 0 else object)
-        for i, r in enumerate(rows):
-            grid[i, :len(r[key])] = r[key]
-        out[key] = grid
-    if target == "item_id":
-        if out["candidates"].shape[1] != 1:
-            raise ValueError("score_raw rows take exactly one candidate each")
-        out["item_id"] = out.pop("candidates")[:, 0]
-    return out
+    padded with "" (timestamps with 0), each row's distinct query texts and sources sent once
+    with a per-behaviour index (`seminar_tf.raw_events.request_arrays`). `target="item_id"`
+    gives `score_raw` inputs from rows with one candidate each."""
+    return request_arrays(rows, target)
 
 
 def rank_arrays(contexts: Sequence[ExampleLike], candidates: Sequence[Sequence[ExampleLike]]):

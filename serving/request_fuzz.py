@@ -13,6 +13,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
+from seminar_tf.raw_events import DICTIONARY_FIELDS, dictionary_encode
+
 OK, INVALID, EXHAUSTED = "OK", "INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"
 EXPECTED = {
     "valid": {OK},
@@ -104,11 +106,23 @@ def raw_inputs(case: str, signature: str, rng: random.Random, n: int, hist_len: 
            "source": grid(lambda: rng.choice(sources), 1)[:, 0],
            "request_time_ms": np.full([rows], 1_700_000_000_000, np.int64),
            "hist_item_ids": grid(lambda: ident() if rng.random() < 0.9 else "", h),
-           "hist_queries": grid(lambda: _text(rng), h),
-           "hist_sources": grid(lambda: rng.choice(sources), h),
            "hist_timestamps_ms": np.array(grid(lambda: rng.randint(0, 2**41), h), np.int64)}
+    for key in ("hist_queries", "hist_sources"):  # each row's distinct values + an index
+        values = grid((lambda: _text(rng)) if key == "hist_queries" else
+                      (lambda: rng.choice(sources)), h)
+        out[key], out[DICTIONARY_FIELDS[key]] = dictionary_encode(values.tolist(), h)
     if case == "garbage_example" and rows:
-        out["source" if rng.random() < 0.5 or not h else "hist_sources"].flat[0] = "radio"
+        where = rng.choice(["source", "hist_sources", "index"] if h else ["source"])
+        if h:
+            out["hist_item_ids"][0, -1] = "sku-1"  # row 0's last behaviour is read
+        if where == "source":
+            out["source"][0] = "radio"
+        elif where == "hist_sources":  # every behaviour's source unknown
+            out["hist_sources"] = np.full((rows, 1), "radio", object)
+            out["hist_source_index"][:] = 0
+        else:  # indices past the row's distinct values (or below -1)
+            index = out[rng.choice(sorted(DICTIONARY_FIELDS.values()))]
+            index[0] = rng.choice([-2, index.shape[1] + 1 + rng.randint(0, 2**20)])
     if case == "mutated_example" and rows:
         out["query"][0] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 30)))
         out["user_id"][0] = b"\xff\xfe" + out["user_id"][0].encode()

@@ -5,7 +5,8 @@ import pytest
 import tensorflow as tf
 
 from seminar_tf.data.store import time_gaps as graph_time_gaps
-from seminar_tf.raw_events import SOURCE_NAMES, source_id, time_gaps, timestamp_ms
+from seminar_tf.raw_events import (SOURCE_NAMES, dictionary_encode, request_arrays, source_id,
+                                   time_gaps, timestamp_ms)
 from seminar_tf.workflows.raw_features import RawFeatures, source_table
 
 
@@ -48,3 +49,24 @@ def test_graph_sources_equal_the_python_definition():
     with pytest.raises(tf.errors.InvalidArgumentError, match="'hist_sources'"):
         RawFeatures.source_ids(holder, tf.constant(["radio"]), tf.constant([False]),
                                tf.constant([True]), "hist_sources")
+
+
+def test_dictionary_encoding_round_trips_and_sends_each_value_once():
+    rows = [["b", "", "a", "b", "b"], [], ["x"]]
+    values, index = dictionary_encode(rows, 5)
+    assert values.shape == (3, 2) and index.dtype == np.int32 and index.shape == (3, 5)
+    assert values[0].tolist() == ["b", "a"] and values[2].tolist() == ["x", ""]
+    for row, v, i in zip(rows, values, index):
+        decoded = ["" if j < 0 else v[j] for j in i]
+        assert decoded == row + [""] * (5 - len(row))
+    out = request_arrays([dict(user_id="u", query="q", source="", request_time_ms=7,
+                               hist_item_ids=["i1", "i2"], hist_queries=["red", "red"],
+                               hist_sources=["search", "search"], hist_timestamps_ms=[1, 2],
+                               candidates=["c"])])
+    assert out["hist_queries"].tolist() == [["red"]]
+    assert out["hist_query_index"].tolist() == [[0, 0]]
+    assert out["hist_sources"].tolist() == [["search"]]
+    with pytest.raises(ValueError, match="row 0"):
+        request_arrays([dict(user_id="u", query="", source="", request_time_ms=7,
+                             hist_item_ids=["i1"], hist_queries=[], hist_sources=["rec"],
+                             hist_timestamps_ms=[1], candidates=[])])

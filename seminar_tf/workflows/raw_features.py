@@ -10,6 +10,9 @@ client logs and map it inside the SavedModel, outside any XLA-compiled part:
   tokens OOV) truncated / padded to Q;
 - sources "search" / "rec" / "recommendation" / "1" / "2", or "" (from the query: search if
   it has a token), as `seminar_tf.raw_events.source_id`;
+- the history's query texts and sources arrive once per distinct value of a row, with a
+  per-behaviour index (`raw_events.request_arrays`): a lifelong history repeats its session
+  queries and holds two sources, and a request's cost is its count of strings;
 - unix-millisecond timestamps to time gaps (`seminar_tf.data.store.time_gaps`);
 - behaviours' and candidates' attributes from the export's item table (a saved variable).
 
@@ -29,7 +32,7 @@ import tensorflow as tf
 from seminar_tf import features as F
 from seminar_tf import storage
 from seminar_tf.data.store import time_gaps
-from seminar_tf.raw_events import SOURCE_NAMES, SOURCE_REC, SOURCE_SEARCH
+from seminar_tf.raw_events import SOURCE_NAMES, SOURCE_REC, SOURCE_SEARCH, request_arrays
 from seminar_tf.text import words, words_tf
 
 VOCAB_FILES = {"users": "users.txt", "items": "items.txt", "query_tokens": "query_tokens.txt"}
@@ -39,7 +42,9 @@ CONTEXT_INPUTS = [tf.TensorSpec([None], tf.string, name="user_id"),
                   tf.TensorSpec([None], tf.int64, name="request_time_ms"),
                   tf.TensorSpec([None, None], tf.string, name="hist_item_ids"),
                   tf.TensorSpec([None, None], tf.string, name="hist_queries"),
+                  tf.TensorSpec([None, None], tf.int32, name="hist_query_index"),
                   tf.TensorSpec([None, None], tf.string, name="hist_sources"),
+                  tf.TensorSpec([None, None], tf.int32, name="hist_source_index"),
                   tf.TensorSpec([None, None], tf.int64, name="hist_timestamps_ms")]
 CONTEXT_NAMES = tuple(s.name for s in CONTEXT_INPUTS)
 RANK_RAW_INPUTS = CONTEXT_INPUTS + [tf.TensorSpec([None, None], tf.string, name="candidates")]
@@ -73,6 +78,20 @@ def lookup(table, keys: tf.Tensor) -> tf.Tensor:
     line = table.lookup(keys)
     ids = tf.where(line < 0, tf.constant(F.OOV_ID, tf.int64), line + F.FIRST_ID)
     return tf.where(keys == "", tf.constant(F.PAD_ID, tf.int64), ids)
+
+
+def _decode(values: tf.Tensor, index: tf.Tensor, used: tf.Tensor, field: str):
+    """A dictionary-encoded field: (values with "" prepended, (B, U + 1); each behaviour's
+    column in it, (B, L), 0 for -1). An index outside [-1, U) where `used` fails, naming
+    `field`."""
+    u = tf.shape(values)[1]
+    check = tf.debugging.assert_equal(
+        tf.reduce_all((index >= -1) & (index < u) | ~used), True, message=(
+            f"'{field}' holds each row's distinct values; an index into it is -1 (none) or "
+            f"below the row's count"))
+    with tf.control_dependencies([check]):
+        column = tf.where(used, index + 1, 0)
+    return tf.concat([tf.fill([tf.shape(values)[0], 1], ""), values], 1), column
 
 
 class RawFeatures(tf.Module):
@@ -135,9 +154,12 @@ class RawFeatures(tf.Module):
             return tf.identity(ids)
 
     def context(self, user_id, query, source, request_time_ms, hist_item_ids, hist_queries,
-                hist_sources, hist_timestamps_ms) -> Dict[str, tf.Tensor]:
+                hist_query_index, hist_sources, hist_source_index, hist_timestamps_ms
+                ) -> Dict[str, tf.Tensor]:
         """The `rank` context features (as `FeatureContract.parse_context` gives them) of B
-        raw contexts with histories (B, H).
+        raw contexts with histories (B, H); `hist_queries` (B, U) and `hist_sources` (B, V)
+        are each row's distinct values, indexed per behaviour by `hist_query_index` and
+        `hist_source_index` (B, H; -1 is "").
 
         The last L real behaviours of each row (oldest first, left-padded; the contract's
         truncation, `FeatureContract.densify`) are picked first with one top-k over their
@@ -146,13 +168,15 @@ class RawFeatures(tf.Module):
         L = c.max_seq_len
         checks = [tf.debugging.assert_equal(tf.shape(x), tf.shape(hist_item_ids), message=(
             f"'{name}' must have the shape of 'hist_item_ids' (one value per behaviour)"))
-            for name, x in (("hist_queries", hist_queries), ("hist_sources", hist_sources),
+            for name, x in (("hist_query_index", hist_query_index),
+                            ("hist_source_index", hist_source_index),
                             ("hist_timestamps_ms", hist_timestamps_ms))]
         checks += [tf.debugging.assert_equal(tf.shape(x)[0], tf.shape(user_id)[0], message=(
             f"'{name}' must have one row per 'user_id'"))
             for name, x in (("query", query), ("source", source),
                             ("request_time_ms", request_time_ms),
-                            ("hist_item_ids", hist_item_ids))]
+                            ("hist_item_ids", hist_item_ids), ("hist_queries", hist_queries),
+                            ("hist_sources", hist_sources))]
         with tf.control_dependencies(checks):
             pad = tf.maximum(L - tf.shape(hist_item_ids)[1], 0)  # at least L columns
         left = lambda x, v: tf.pad(x, [[0, 0], [pad, 0]], constant_values=v)  # noqa: E731
@@ -162,7 +186,11 @@ class RawFeatures(tf.Module):
         valid = recent >= 0
         take = lambda x, v: tf.gather(left(x, v), tf.maximum(recent, 0), batch_dims=1)  # noqa
         items = tf.where(valid, lookup(self.items, take(hist_item_ids, "")), F.PAD_ID)
-        hq, hq_any = self.query_ids(take(hist_queries, ""))
+        query_text = _decode(hist_queries, take(hist_query_index, -1), valid, "hist_queries")
+        hq, hq_any = self.query_ids(query_text[0])
+        hq, hq_any = (tf.gather(x, query_text[1], batch_dims=1) for x in (hq, hq_any))
+        source_text = _decode(hist_sources, take(hist_source_index, -1), valid, "hist_sources")
+        hist_source = tf.gather(source_text[0], source_text[1], batch_dims=1)
         q, q_any = self.query_ids(query)
         b = tf.shape(user_id)[0]
         gaps = time_gaps(request_time_ms[:, None], take(hist_timestamps_ms, 0))
@@ -179,7 +207,7 @@ class RawFeatures(tf.Module):
                  F.HIST_ATTRS: tf.where(valid[..., None], tf.gather(self.item_attrs, items),
                                         F.PAD_ID),
                  F.HIST_SOURCES: tf.where(valid, self.source_ids(
-                     take(hist_sources, ""), hq_any, valid, "hist_sources"), 0),
+                     hist_source, hq_any, valid, "hist_sources"), 0),
                  F.HIST_TIME_GAPS: tf.where(valid, gaps, 0.0)}
         out = c.finish(dense)
         return {k: v for k, v in out.items() if k not in F.CANDIDATE_FEATURES}
@@ -229,28 +257,17 @@ class Vocabularies:
         for b in range(len(context)):
             keep = np.flatnonzero(ctx[F.HIST_MASK][b])
             rows.append(dict(
+                user_id=self.key("users", int(ctx[F.USER_ID][b])),
+                query=self.text(ctx[F.TARGET_QUERY][b]),
+                source=name[int(ctx[F.TARGET_SOURCE][b])], request_time_ms=REQUEST_TIME_MS,
                 hist_item_ids=[self.key("items", int(i)) for i in ctx[F.HIST_ITEMS][b, keep]],
                 hist_queries=[self.text(q) for q in ctx[F.HIST_QUERY][b, keep]],
                 hist_sources=[name[int(s)] for s in ctx[F.HIST_SOURCES][b, keep]],
                 hist_timestamps_ms=[REQUEST_TIME_MS - int(round(float(g) * 1000))
-                                    for g in ctx[F.HIST_TIME_GAPS][b, keep]]))
-        h = max((len(r["hist_item_ids"]) for r in rows), default=0)
-        out = {}
-        for key, pad, dtype in (("hist_item_ids", "", object), ("hist_queries", "", object),
-                                ("hist_sources", "", object), ("hist_timestamps_ms", 0, np.int64)):
-            out[key] = np.full((len(rows), h), pad, dtype)
-            for i, r in enumerate(rows):
-                out[key][i, :len(r[key])] = r[key]
-        out.update(
-            user_id=np.array([self.key("users", int(u)) for u in ctx[F.USER_ID]], object),
-            query=np.array([self.text(q) for q in ctx[F.TARGET_QUERY]], object),
-            source=np.array([name[int(s)] for s in ctx[F.TARGET_SOURCE]], object),
-            request_time_ms=np.full(len(context), REQUEST_TIME_MS, np.int64),
-            candidates=np.array([[self.key("items", int(i)) if m else "" for i, m in
-                                  zip(items, mask)] for items, mask in
-                                 zip(cand[F.TARGET_ITEM], cand[F.CANDIDATE_MASK])],
-                                object).reshape(np.shape(candidates)))
-        return out
+                                    for g in ctx[F.HIST_TIME_GAPS][b, keep]],
+                candidates=[self.key("items", int(i)) if m else "" for i, m in
+                            zip(cand[F.TARGET_ITEM][b], cand[F.CANDIDATE_MASK][b])]))
+        return request_arrays(rows)
 
 
 def copy_vocabularies(data_dir: str, dest: str) -> Dict[str, str]:

@@ -18,8 +18,10 @@ Signatures (all stock TF ops; item tables, PQ codebooks and codes are variables 
   `--context-attrs table` looks every behaviour's and candidate's attributes up in its own
   item table by item id (attributes in the request are ignored, and may be left out).
 - `rank_raw`: what a client logs (`seminar_tf.workflows.raw_features`): `user_id`, `query`
-  (text), `source`, `request_time_ms` [B]; the history `hist_item_ids`, `hist_queries`,
-  `hist_sources`, `hist_timestamps_ms` (unix ms) [B, H], oldest first, "" item ids pad;
+  (text), `source`, `request_time_ms` [B]; the history `hist_item_ids`,
+  `hist_query_index`, `hist_source_index`, `hist_timestamps_ms` (unix ms) [B, H], oldest
+  first, "" item ids pad, the indices into each row's distinct `hist_queries` [B, U] and
+  `hist_sources` [B, V] (-1: none; `seminar_tf.raw_events.request_arrays` builds them);
   `candidates` [B, N] item id strings ("" pads) -> as `rank`. Ids, tokens and attributes are
   mapped in the graph with the export's own vocabularies and item table.
 - `score_raw`: the same context fields and `item_id` [B] -> as `serving_default`.

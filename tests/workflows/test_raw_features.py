@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from seminar_tf import features as F
-from seminar_tf.raw_events import source_id, time_gaps
+from seminar_tf.raw_events import dictionary_encode, source_id, time_gaps
 from seminar_tf.text import words
 from seminar_tf.workflows.raw_features import RawFeatures
 
@@ -72,13 +72,18 @@ def test_context_equals_the_numpy_reference(tmp_path, H):
                      "times": list(request_ms - rng.integers(0, 10**9, size=H))})
     arr = lambda key, dtype: tf.constant(np.array([r[key] for r in rows], dtype=dtype)  # noqa
                                          .reshape(B, H))
+    queries, query_index = dictionary_encode([r["queries"] for r in rows], H)
+    sources, source_index = dictionary_encode([r["sources"] for r in rows], H)
     got = raw.context(user_id=tf.constant(["user-1", "nobody", "", "user-3", "user-0"]),
                       query=tf.constant(["red shoe", "", "x", "tent", "WOOL sock!"]),
                       source=tf.constant(["", "", "rec", "search", "2"]),
                       request_time_ms=tf.constant([request_ms] * B, tf.int64),
-                      hist_item_ids=arr("items", object), hist_queries=arr("queries", object),
-                      hist_sources=arr("sources", object), hist_timestamps_ms=arr("times",
-                                                                                  np.int64))
+                      hist_item_ids=arr("items", object),
+                      hist_queries=tf.constant(queries.reshape(B, -1)),
+                      hist_query_index=tf.constant(query_index),
+                      hist_sources=tf.constant(sources.reshape(B, -1)),
+                      hist_source_index=tf.constant(source_index),
+                      hist_timestamps_ms=arr("times", np.int64))
     np.testing.assert_array_equal(got[F.USER_ID].numpy(), [3, F.OOV_ID, F.PAD_ID, 5, 2])
     for b, row in enumerate(rows):
         want = _reference(keys, attrs, contract, row, request_ms)
@@ -87,13 +92,27 @@ def test_context_equals_the_numpy_reference(tmp_path, H):
         np.testing.assert_array_equal(got[F.HIST_MASK].numpy()[b], want[F.HIST_ITEMS] != 0)
 
 
-def test_an_unknown_source_of_a_kept_behaviour_fails_naming_the_field(tmp_path):
+def _one_row(raw, items, queries, query_index, sources, source_index):
+    s = lambda *v: tf.constant([list(v)])  # noqa: E731
+    return raw.context(tf.constant(["user-1"]), tf.constant([""]), tf.constant([""]),
+                       tf.constant([5000], tf.int64), s(*items), s(*queries),
+                       tf.constant([query_index], tf.int32), s(*sources),
+                       tf.constant([source_index], tf.int32),
+                       tf.constant([[1000] * len(items)], tf.int64))
+
+
+def test_an_unknown_source_or_index_of_a_kept_behaviour_fails_naming_the_field(tmp_path):
     contract = F.FeatureContract.from_config(tiny_config().data)
     _, paths = _vocab(tmp_path, contract)
     raw = RawFeatures(paths, contract, tf.Variable(
         np.zeros((contract.item_vocab_size, contract.num_attrs)), dtype=tf.int64))
-    s = lambda *v: tf.constant([list(v)])  # noqa: E731
     with pytest.raises(tf.errors.InvalidArgumentError, match="'hist_sources'"):
-        raw.context(tf.constant(["user-1"]), tf.constant([""]), tf.constant([""]),
-                    tf.constant([5000], tf.int64), s("sku-1", "sku-2"), s("", ""),
-                    s("rec", "radio"), tf.constant([[1000, 2000]], tf.int64))
+        _one_row(raw, ("sku-1", "sku-2"), ("red",), [-1, 0], ("rec", "radio"), [0, 1])
+    for q, s in (([-1, 1], [0, 0]), ([-2, 0], [0, 0])):  # one query text: index 0 or -1
+        with pytest.raises(tf.errors.InvalidArgumentError, match="'hist_queries'"):
+            _one_row(raw, ("sku-1", "sku-2"), ("red",), q, ("rec",), s)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="'hist_sources'"):
+        _one_row(raw, ("sku-1", "sku-2"), ("red",), [0, 0], ("rec",), [0, 3])
+    # only the kept behaviours are read: a bad index behind padding is not an error
+    got = _one_row(raw, ("", "sku-2"), ("red",), [7, 0], ("radio", "rec"), [0, 1])
+    assert got[F.HIST_SOURCES].numpy()[0, -1] == F.SOURCE_REC
