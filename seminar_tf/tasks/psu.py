@@ -22,10 +22,11 @@ NEG = -1e9
 
 
 def cosine_logits(a: tf.Tensor, b: tf.Tensor, temperature) -> tf.Tensor:
-    """(N, M) cosine similarities / temperature."""
-    a = tf.math.l2_normalize(a, -1)
+    """(N, M) cosine similarities / temperature (the 1/tau scales a's N rows, not the
+    N x M product)."""
+    a = tf.math.l2_normalize(a, -1) / temperature
     b = tf.math.l2_normalize(b, -1)
-    return tf.matmul(a, b, transpose_b=True) / temperature
+    return tf.matmul(a, b, transpose_b=True)
 
 
 def in_batch_negatives(ids: tf.Tensor) -> tf.Tensor:
@@ -36,14 +37,19 @@ def in_batch_negatives(ids: tf.Tensor) -> tf.Tensor:
     return ~tf.equal(ids[:, None], ids[None, :]) | tf.equal(rows[:, None], rows[None, :])
 
 
+def _mean_ce(lse, positive, row_valid):
+    """Mean over valid rows of `lse - positive` (cross-entropy from log-sum-exp and the
+    positive's logit)."""
+    w = tf.cast(row_valid, lse.dtype)
+    return tf.reduce_sum((lse - positive) * w) / tf.maximum(tf.reduce_sum(w), 1.0)
+
+
 def _masked_ce(logits, positive_col, row_valid, col_valid):
-    """Cross-entropy of row i towards column positive_col[i] over valid columns."""
-    logits = tf.where(col_valid, logits, NEG)
-    lse = tf.reduce_logsumexp(logits, -1)
-    pos = tf.gather(logits, positive_col, batch_dims=1)
-    per_row = lse - pos
-    w = tf.cast(row_valid, logits.dtype)
-    return tf.reduce_sum(per_row * w) / tf.maximum(tf.reduce_sum(w), 1.0), per_row
+    """Cross-entropy of row i towards column positive_col[i] over valid columns; also the
+    masked logits (for the accuracy)."""
+    masked = tf.where(col_valid, logits, NEG)
+    pos = tf.gather(masked, positive_col, batch_dims=1)
+    return _mean_ce(tf.reduce_logsumexp(masked, -1), pos, row_valid), masked
 
 
 class _Task(tf.keras.layers.Layer, tfrs.tasks.Task):
@@ -53,10 +59,10 @@ class _Task(tf.keras.layers.Layer, tfrs.tasks.Task):
         super().__init__(name=name, **kwargs)
         self.accuracy = tf.keras.metrics.Mean(name=f"{name}_acc")
 
-    def update_accuracy(self, logits, col_valid, row_valid):
-        """Top-1 accuracy: the positive (column i for row i) has the highest valid logit."""
-        masked = tf.where(col_valid, logits, NEG)
-        n = tf.shape(logits)[0]
+    def update_accuracy(self, masked, row_valid):
+        """Top-1 accuracy: the positive (column i for row i) has the highest logit among the
+        valid ones (`masked`: invalid columns already at NEG)."""
+        n = tf.shape(masked)[0]
         hit = tf.cast(tf.argmax(masked, -1, output_type=tf.int32) == tf.range(n), tf.float32)
         self.accuracy.update_state(hit, sample_weight=tf.cast(row_valid, tf.float32))
 
@@ -74,13 +80,16 @@ class MultiModalAlignmentTask(_Task):
     """
 
     def call(self, a, b, valid, ids, temperature, compute_metrics: bool = True):
-        n = tf.shape(a)[0]
-        col_valid = in_batch_negatives(ids) & valid[None, :]
-        diag = tf.range(n)
-        la, per_a = _masked_ce(cosine_logits(a, b, temperature), diag, valid, col_valid)
-        lb, _ = _masked_ce(cosine_logits(b, a, temperature), diag, valid, col_valid)
+        # one (N, N) matrix for both directions: b -> a is its transpose, so its
+        # cross-entropy reduces over columns (in_batch_negatives is symmetric; a padding
+        # row's weight is 0 whatever its entries)
+        ok = in_batch_negatives(ids) & valid[None, :] & valid[:, None]
+        masked = tf.where(ok, cosine_logits(a, b, temperature), NEG)
+        pos = tf.linalg.diag_part(masked)
+        la = _mean_ce(tf.reduce_logsumexp(masked, 1), pos, valid)
+        lb = _mean_ce(tf.reduce_logsumexp(masked, 0), pos, valid)
         if compute_metrics:
-            self.update_accuracy(cosine_logits(a, b, temperature), col_valid, valid)
+            self.update_accuracy(masked, valid)
         return 0.5 * (la + lb)
 
 
@@ -108,9 +117,9 @@ class NextPairTask(_Task):
         logits = tf.concat([cosine_logits(context, positives, temperature),
                             cosine_logits(context, sampled, temperature)], 1)
         col_valid = tf.concat([in_batch_ok, sampled_ok], 1)
-        loss, _ = _masked_ce(logits, tf.range(n), valid, col_valid)
+        loss, masked = _masked_ce(logits, tf.range(n), valid, col_valid)
         if compute_metrics:
-            self.update_accuracy(logits, col_valid, valid)
+            self.update_accuracy(masked, valid)
         return loss
 
 
@@ -138,14 +147,14 @@ class QueryItemRelevanceTask(_Task):
         flat_ids = tf.reshape(ids, [n])
         flat_valid = tf.reshape(valid, [n])
         batch_ok = in_batch_negatives(flat_ids) & flat_valid[None, :]
-        seq_logits = tf.einsum("btd,bld->btl", tf.math.l2_normalize(queries, -1),
-                               tf.math.l2_normalize(seq_items, -1)) / temperature
+        seq_logits = tf.einsum("btd,bld->btl", tf.math.l2_normalize(queries, -1) / temperature,
+                               tf.math.l2_normalize(seq_items, -1))
         seq_ok = seq_valid[:, None, :] & ~tf.equal(seq_ids[:, None, :], ids[:, :, None])
         L = tf.shape(seq_items)[1]
         logits = tf.concat([cosine_logits(q, tf.reshape(items, [n, d]), temperature),
                             tf.reshape(seq_logits, [n, L])], 1)
         col_valid = tf.concat([batch_ok, tf.reshape(seq_ok, [n, L])], 1)
-        loss, _ = _masked_ce(logits, tf.range(n), flat_valid, col_valid)
+        loss, masked = _masked_ce(logits, tf.range(n), flat_valid, col_valid)
         if compute_metrics:
-            self.update_accuracy(logits, col_valid, flat_valid)
+            self.update_accuracy(masked, flat_valid)
         return loss

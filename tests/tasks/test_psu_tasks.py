@@ -124,3 +124,44 @@ def test_in_batch_negatives_equals_the_numpy_rule():
     want = (ids[:, None] != ids[None, :]) | np.eye(len(ids), dtype=bool)
     np.testing.assert_array_equal(in_batch_negatives(tf.constant(ids)).numpy(), want)
     assert in_batch_negatives(tf.zeros([0], tf.int64)).shape == (0, 0)
+
+
+def _two_direction_alignment(a, b, valid, ids):
+    """The alignment loss as its definition reads: two (N, N) matrices, a -> b and b -> a,
+    each row masked to other items' valid columns (float64)."""
+    n = tf.shape(a)[0]
+    allowed = ((ids[:, None] != ids[None, :]) | tf.eye(n, dtype=tf.bool)) & valid[None, :]
+    w = tf.cast(valid, a.dtype)
+    out = []
+    for x, y in ((a, b), (b, a)):
+        lg = tf.matmul(tf.math.l2_normalize(x, -1), tf.math.l2_normalize(y, -1),
+                       transpose_b=True) / TAU
+        lse = tf.reduce_logsumexp(tf.where(allowed, lg, -1e9), -1)
+        out.append(tf.reduce_sum((lse - tf.linalg.diag_part(lg)) * w) / tf.reduce_sum(w))
+    return 0.5 * (out[0] + out[1])
+
+
+def test_alignment_gradients_and_accuracy_equal_the_two_direction_reference():
+    """One matrix serves both directions: gradients equal the two-matrix float64 form."""
+    rng = np.random.default_rng(4)
+    N, d = 9, 5
+    a, b = rng.normal(size=(N, d)), rng.normal(size=(N, d))
+    valid = np.array([1, 1, 0, 1, 1, 1, 0, 1, 1], bool)
+    ids = np.array([5, 6, 0, 7, 5, 8, 0, 6, 9])
+    task = MultiModalAlignmentTask("a")
+    va, vb = tf.Variable(a, dtype=tf.float32), tf.Variable(b, dtype=tf.float32)
+    with tf.GradientTape() as tape:
+        got = task(va, vb, tf.constant(valid), tf.constant(ids), TAU)
+    ga, gb = tape.gradient(got, [va, vb])
+    ra, rb = tf.Variable(a), tf.Variable(b)
+    with tf.GradientTape() as tape:
+        want = _two_direction_alignment(ra, rb, tf.constant(valid), tf.constant(ids))
+    wa, wb = tape.gradient(want, [ra, rb])
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    np.testing.assert_allclose(ga.numpy(), wa.numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(gb.numpy(), wb.numpy(), rtol=1e-4, atol=1e-5)
+    assert np.abs(gb.numpy()[~valid]).max() == 0  # padding rows get no gradient
+    lg = _cos(a, b) / TAU
+    hits = [np.argmax(np.where(valid & ((ids != ids[i]) | (np.arange(N) == i)), lg[i],
+                               -np.inf)) == i for i in np.flatnonzero(valid)]
+    assert float(task.accuracy.result()) == pytest.approx(np.mean(hits))
