@@ -133,11 +133,11 @@ def make_dataset(pattern: Union[str, Sequence[str]], contract: FeatureContract, 
             ds = ds.batch(batch_size, drop_remainder=drop_remainder)
             ds = ds.map(contract.finish, num_parallel_calls=parallel,
                         deterministic=deterministic or None)
-        return ds.prefetch(tf.data.AUTOTUNE)
+        return store.prefetched(ds)
     ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(parse or contract.parse_examples, num_parallel_calls=parallel,
                 deterministic=deterministic or None)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return store.prefetched(ds)
 
 
 def write_tfrecords(path: str, examples) -> int:

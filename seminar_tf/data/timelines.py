@@ -173,7 +173,7 @@ def timeline_dataset(pattern, contract: F.FeatureContract, *, targets_per_timeli
         ds = ds.repeat()
     ds = ds.batch(U).map(lambda b: finish(contract, b), num_parallel_calls=parallel,
                          deterministic=deterministic or None)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return store.prefetched(ds)
 
 
 def expand(batch: Mapping[str, tf.Tensor], L: int):

@@ -101,3 +101,18 @@ def test_shuffled_timeline_batches_mix_users_and_keep_every_target(store_dir, mo
     monkeypatch.undo()
     _, both = _targets_and_users(batches(shuffle_buffer=8 * T, seed=3), L)
     assert both > window_only + 1.5, (both, window_only)  # measured 4.6 vs 2.4 of 8
+
+
+def test_input_pipelines_run_without_the_autotuning_model(store_dir):
+    """Deleting an iterator with tf.data's autotuning model on waits up to 60 s for its
+    thread (TF 2.21): every input pipeline the workflows build has it off."""
+    contract = _contract(store_dir, 16)
+    pattern = split_pattern(store_dir, "train")
+    built = [timelines.timeline_dataset(pattern, contract, targets_per_timeline=4,
+                                        batch_size=16, shuffle_buffer=100),
+             make_dataset(pattern, contract, batch_size=16),
+             make_dataset(split_pattern(store_dir, "candidate_lists"), contract,
+                          batch_size=4)]
+    for ds in built:
+        assert ds.options().autotune.enabled is False
+        next(iter(ds))  # and it still runs
