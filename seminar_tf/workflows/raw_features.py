@@ -186,11 +186,12 @@ class RawFeatures(tf.Module):
         valid = recent >= 0
         take = lambda x, v: tf.gather(left(x, v), tf.maximum(recent, 0), batch_dims=1)  # noqa
         items = tf.where(valid, lookup(self.items, take(hist_item_ids, "")), F.PAD_ID)
-        query_text = _decode(hist_queries, take(hist_query_index, -1), valid, "hist_queries")
-        hq, hq_any = self.query_ids(query_text[0])
-        hq, hq_any = (tf.gather(x, query_text[1], batch_dims=1) for x in (hq, hq_any))
-        source_text = _decode(hist_sources, take(hist_source_index, -1), valid, "hist_sources")
-        hist_source = tf.gather(source_text[0], source_text[1], batch_dims=1)
+        texts, column = _decode(hist_queries, take(hist_query_index, -1), valid,
+                                "hist_queries")
+        hq, hq_any = (tf.gather(x, column, batch_dims=1) for x in self.query_ids(texts))
+        names, column = _decode(hist_sources, take(hist_source_index, -1), valid,
+                                "hist_sources")
+        hist_source = tf.gather(names, column, batch_dims=1)
         q, q_any = self.query_ids(query)
         b = tf.shape(user_id)[0]
         gaps = time_gaps(request_time_ms[:, None], take(hist_timestamps_ms, 0))
